@@ -1,0 +1,100 @@
+"""Acceleration methods as plug-ins, their compositions, and exact restoration of the baseline pipeline.
+
+Adding a method means adding one module with an ``Accelerator`` subclass (listed in ``METHODS``)
+and one file under ``conf/accel/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from ..errors import ConfigError
+from .base import Accelerator, Target
+from .deepcache import DeepCache
+from .snapshot import PipelineSnapshot
+from .tgate import TGate
+from .tome import ToMe
+
+# Application order of a composition; removal runs in reverse. T-GATE comes after DeepCache
+# because it binds its DeepCache-aware sampling loop to the DeepCache helper.
+METHODS: dict[str, type[Accelerator]] = {cls.name: cls for cls in (DeepCache, ToMe, TGate)}
+
+
+def param_fields() -> dict[str, Any]:
+    """Every method's parameters, name -> type: the union forms the ``accel`` config schema."""
+    fields: dict[str, Any] = {}
+    for cls in METHODS.values():
+        for f in dataclasses.fields(cls.Params):
+            fields[f.name] = f.type
+    return fields
+
+
+def build(accel: Mapping[str, Any], target: Target) -> list[Accelerator]:
+    """Check the ``accel`` config against ``target`` and return its methods in application order."""
+    methods = list(accel["methods"])
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or len(set(methods)) != len(methods):
+        raise ConfigError("accel.methods", methods, f"distinct names among {', '.join(METHODS)}")
+    owners = {f.name: cls.name for cls in METHODS.values() for f in dataclasses.fields(cls.Params)}
+    for key, owner in sorted(owners.items()):
+        if owner not in methods and accel.get(key) is not None:
+            used = sorted(k for k, o in owners.items() if o in methods) or ["none"]
+            raise ConfigError(f"accel.{key}", accel[key], f"not a parameter of accel={accel['name']} (its parameters: {', '.join(used)})")
+        if owner in methods and accel.get(key) is None:
+            raise ConfigError(f"accel.{key}", None, f"a value: accel={accel['name']} uses {METHODS[owner].label}")
+    accelerators = []
+    for name in (m for m in METHODS if m in methods):
+        cls = METHODS[name]
+        params = cls.params_from(accel)
+        cls.check(params, target)
+        accelerators.append(cls(params, target))
+    return accelerators
+
+
+def params_record(accelerators: Sequence[Accelerator]) -> dict[str, Any]:
+    """The parameters that ran, flat and sorted by name, as rows and JSON record them."""
+    values: dict[str, Any] = {}
+    for acc in accelerators:
+        values.update(dataclasses.asdict(acc.params))
+    return dict(sorted(values.items()))
+
+
+@dataclass
+class AppliedPipeline:
+    """A pipeline with its accelerators on: ``call`` generates, ``reset`` fixes per-call state."""
+
+    pipe: Any
+    accelerators: list[Accelerator]
+    call: Callable[..., Any]
+
+    def reset(self, seed: int) -> None:
+        for acc in self.accelerators:
+            acc.reset(self.pipe, seed)
+
+
+@contextmanager
+def applied(pipe: Any, accelerators: Sequence[Accelerator]) -> Iterator[AppliedPipeline]:
+    """Apply ``accelerators`` to ``pipe``; on leaving, the exact baseline pipeline is back.
+
+    Each method first undoes itself with its package's own means; then the snapshot taken
+    before puts back whatever a package leaves behind (tgate's patched ``Attention.forward``
+    and caches, DeepCache's and tomesd's leftover attributes).
+    """
+    snapshot = PipelineSnapshot(pipe)
+    active: dict[str, Accelerator] = {}
+    try:
+        for acc in accelerators:
+            acc.apply(pipe, active)
+            active[acc.name] = acc
+        entry_points = [e for e in (acc.entry_point(pipe) for acc in accelerators) if e is not None]
+        yield AppliedPipeline(pipe=pipe, accelerators=list(accelerators), call=entry_points[-1] if entry_points else pipe)
+    finally:
+        for acc in reversed(list(active.values())):
+            acc.remove(pipe)
+        snapshot.restore()
+
+
+__all__ = ["Accelerator", "AppliedPipeline", "METHODS", "Target", "applied", "build", "param_fields", "params_record"]

@@ -1,0 +1,50 @@
+"""DeepCache: reuse the UNet's deep features for ``cache_interval - 1`` of every ``cache_interval`` steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from .base import Accelerator, Target
+
+BRANCHES_PER_DOWN_BLOCK = 3  # DeepCacheSDHelper: block = branch_id // 3, layer = branch_id % 3
+
+
+@dataclass(frozen=True)
+class DeepCacheParams:
+    cache_interval: int
+    cache_branch_id: int
+
+
+class DeepCache(Accelerator):
+    name = "deepcache"
+    label = "DeepCache"
+    Params = DeepCacheParams
+
+    @classmethod
+    def check(cls, params: DeepCacheParams, target: Target) -> None:
+        if params.cache_interval < 1:
+            raise ConfigError("accel.cache_interval", params.cache_interval, "an integer >= 1 (1 skips nothing)")
+        last = BRANCHES_PER_DOWN_BLOCK * target.down_blocks - 1
+        if not 0 <= params.cache_branch_id <= last:
+            raise ConfigError(
+                "accel.cache_branch_id",
+                params.cache_branch_id,
+                f"0..{last} for pipeline={target.pipeline} ({target.down_blocks} down blocks x {BRANCHES_PER_DOWN_BLOCK})",
+            )
+
+    def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
+        from DeepCache import DeepCacheSDHelper
+
+        self.helper = DeepCacheSDHelper(pipe=pipe)
+        self.helper.set_params(cache_interval=self.params.cache_interval, cache_branch_id=self.params.cache_branch_id)
+        self.helper.enable()
+
+    def remove(self, pipe: Any) -> None:
+        self.helper.disable()
+
+    def reset(self, pipe: Any, seed: int) -> None:
+        # enable() is not idempotent (it would wrap the UNet twice): always disable first.
+        self.helper.disable()
+        self.helper.enable()

@@ -1,0 +1,68 @@
+"""ToMe for SD (tomesd): merge redundant tokens before self-attention in the UNet's transformer blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import ConfigError
+from .base import Accelerator, Target
+
+MAX_DOWNSAMPLES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class ToMeParams:
+    ratio: float
+    max_downsample: int
+    sx: int
+    sy: int
+    use_rand: bool
+
+
+class ToMe(Accelerator):
+    name = "tome"
+    label = "ToMe"
+    Params = ToMeParams
+
+    @classmethod
+    def check(cls, params: ToMeParams, target: Target) -> None:
+        for key in ("sx", "sy"):
+            if getattr(params, key) < 1:
+                raise ConfigError(f"accel.{key}", getattr(params, key), "an integer >= 1")
+        # tomesd caps the ratio silently at 1 - 1/(sx*sy); refuse instead of measuring something else.
+        cap = 1 - 1 / (params.sx * params.sy)
+        if not 0 <= params.ratio <= cap:
+            raise ConfigError("accel.ratio", params.ratio, f"0 <= ratio <= {cap:g} (= 1 - 1/(sx*sy) with sx={params.sx}, sy={params.sy})")
+        if params.max_downsample not in MAX_DOWNSAMPLES:
+            raise ConfigError("accel.max_downsample", params.max_downsample, "one of 1, 2, 4, 8")
+        if target.family == "sdxl" and params.max_downsample == 1:
+            raise ConfigError(
+                "accel.max_downsample",
+                params.max_downsample,
+                f"2, 4 or 8 on pipeline={target.pipeline}: its first level has no attention, so 1 merges nothing",
+            )
+
+    def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
+        import tomesd
+
+        tomesd.apply_patch(
+            pipe,
+            ratio=self.params.ratio,
+            max_downsample=self.params.max_downsample,
+            sx=self.params.sx,
+            sy=self.params.sy,
+            use_rand=self.params.use_rand,
+        )
+
+    def remove(self, pipe: Any) -> None:
+        import tomesd
+
+        tomesd.remove_patch(pipe)
+
+    def reset(self, pipe: Any, seed: int) -> None:
+        # tomesd forks its generator from the global RNG on first use; seed it instead.
+        device = pipe.unet.device
+        pipe.unet._tome_info["args"]["generator"] = torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,181 @@
+"""The config schema (registered in Hydra's ConfigStore) and the checks every run passes first.
+
+``check(cfg)`` runs before anything heavy loads. Single runs call it from a Hydra callback before
+Hydra creates the run directory, so a bad value leaves nothing behind; multirun jobs call it
+inside the job, where a bad value becomes an ``invalid`` row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, DictConfig
+
+from . import accelerators
+from .accelerators import Target
+from .errors import ConfigError
+from .pipelines import architecture_config, is_local_path
+from .prompts import load_prompts
+
+FAMILIES = ("sd", "sdxl")
+WEIGHTS = ("pretrained", "random")
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+SCHEDULER_CLASSES = ("DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+
+
+@dataclass
+class PipelineConfig:
+    name: str = MISSING
+    label: str = MISSING  # as researchers write it: SD1.5, SD2.1, SDXL
+    family: str = MISSING  # sd | sdxl
+    architecture: str = MISSING  # bundled config under accel_bench/model_configs/
+    weights: str = "pretrained"  # pretrained | random
+    model_id: Optional[str] = None  # hub id or local folder, for weights=pretrained
+    resolution: int = MISSING
+    tome_max_downsample: int = 1  # ToMe's default for this layout (SDXL: no attention at level 1)
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+    label: str = MISSING
+    class_name: str = MISSING
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PromptsConfig:
+    source: str = "builtin"  # builtin | file
+    path: Optional[str] = None
+
+
+@dataclass
+class ClipConfig:
+    model: str = "auto"  # auto | tiny | an open_clip model name
+    pretrained: Optional[str] = None  # open_clip pretrained tag; null = random init
+    batch_size: int = 16
+
+
+AccelConfig = make_dataclass(
+    "AccelConfig",
+    [("name", str, MISSING), ("methods", List[str], field(default_factory=list))]
+    + [(key, Optional[typ], None) for key, typ in accelerators.param_fields().items()],
+)
+
+
+@dataclass
+class RunConfig:
+    pipeline: PipelineConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    accel: AccelConfig = MISSING  # type: ignore[valid-type]
+    prompts: PromptsConfig = MISSING
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    steps: int = 50
+    batch_size: int = 4
+    num_prompts: int = 8
+    seed: int = 0
+    warmup_batches: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    guidance_scale: float = 7.5
+    resolution: Optional[int] = None
+    save_images: bool = False
+    count_flops: bool = True
+    summary_path: str = "outputs/summary.csv"
+    cache_dir: str = "~/.cache/accel_bench"
+
+
+def register_configs() -> None:
+    """The schema under ``conf/config.yaml``: every group's values are typed by its field here."""
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _at_least(cfg: DictConfig, key: str, low: int) -> None:
+    value = cfg[key]
+    if value < low:
+        raise ConfigError(key, value, f"an integer >= {low}")
+
+
+def unet_down_blocks(pipeline: DictConfig) -> int:
+    """From the local folder's own UNet config when there is one, else the bundled architecture."""
+    if pipeline.weights == "pretrained" and is_local_path(pipeline.model_id):
+        unet_config = Path(pipeline.model_id).expanduser() / "unet" / "config.json"
+        if unet_config.is_file():
+            return len(json.loads(unet_config.read_text())["down_block_types"])
+    return len(architecture_config(pipeline.architecture, "unet")["down_block_types"])
+
+
+def check(cfg: DictConfig) -> Target:
+    """Raise ConfigError for the first value that cannot run; return what accelerators check against."""
+    for key in ("steps", "batch_size", "num_prompts"):
+        _at_least(cfg, key, 1)
+    _at_least(cfg, "warmup_batches", 0)
+    if cfg.dtype not in DTYPES:
+        raise ConfigError("dtype", cfg.dtype, " | ".join(DTYPES))
+    if not _DEVICE.match(cfg.device):
+        raise ConfigError("device", cfg.device, "auto | cpu | cuda | cuda:N")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count()
+        index = int(cfg.device.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError("device", cfg.device, f"cpu or auto: this machine has {count} CUDA device(s)")
+    if cfg.dtype == "fp16" and resolve_device(cfg.device) == "cpu":
+        raise ConfigError("dtype", cfg.dtype, "fp32 or bf16 on the CPU (fp16 needs a GPU)")
+    if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
+        raise ConfigError("resolution", cfg.resolution, "null (the pipeline's native size) or a multiple of 8")
+    if cfg.guidance_scale < 0:
+        raise ConfigError("guidance_scale", cfg.guidance_scale, "a number >= 0")
+    if cfg.clip.batch_size < 1:
+        raise ConfigError("clip.batch_size", cfg.clip.batch_size, "an integer >= 1")
+
+    pipeline = cfg.pipeline
+    if pipeline.family not in FAMILIES:
+        raise ConfigError("pipeline.family", pipeline.family, " | ".join(FAMILIES))
+    if pipeline.weights not in WEIGHTS:
+        raise ConfigError("pipeline.weights", pipeline.weights, " | ".join(WEIGHTS))
+    if pipeline.weights == "pretrained":
+        if not pipeline.model_id:
+            raise ConfigError("pipeline.model_id", pipeline.model_id, f"a hub id or local folder (pipeline={pipeline.name} has no pretrained weights; use pipeline.weights=random)")
+        if is_local_path(pipeline.model_id) and not Path(pipeline.model_id).expanduser().is_dir():
+            raise ConfigError("pipeline.model_id", pipeline.model_id, "an existing local folder (written by save_pretrained) or a hub id like org/name")
+    if cfg.scheduler.class_name not in SCHEDULER_CLASSES:
+        raise ConfigError("scheduler.class_name", cfg.scheduler.class_name, " | ".join(SCHEDULER_CLASSES))
+
+    available = len(load_prompts(cfg.prompts))
+    if cfg.num_prompts > available:
+        raise ConfigError("num_prompts", cfg.num_prompts, f"at most {available} (the prompts={cfg.prompts.source} set has {available})")
+
+    target = Target(pipeline=pipeline.name, family=pipeline.family, down_blocks=unet_down_blocks(pipeline), steps=cfg.steps)
+    accelerators.build(cfg.accel, target)
+    return target
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class CheckBeforeRun(Callback):
+    """Hydra callback: refuse a bad single run before Hydra writes its run directory."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check(config)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)

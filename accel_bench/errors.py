@@ -1,0 +1,16 @@
+"""The one error type a user's bad input turns into: it names the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot run; its message is one line meant for the console."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        shown = "null" if value is None else repr(value)
+        super().__init__(f"{key}={shown} is not allowed: {allowed}")

@@ -1,0 +1,22 @@
+"""accel_bench: measure an accelerated Stable Diffusion pipeline against its own baseline.
+
+    python run.py pipeline=sdxl accel=deepcache
+    python run.py -m accel=deepcache accel.cache_interval=2,3,4
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from accel_bench import experiment
+from accel_bench.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    experiment.main(cfg)
+
+
+if __name__ == "__main__":
+    main()
