@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import accelerators, config
+from . import __version__, accelerators, config
 from .errors import ConfigError
 from .measure import Generate, Measurement, measure
 from .metrics import ClipScorer, choose_clip, psnr_db, ssim, to_uint8
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # Keys that change where results go, not what is measured: left out of the run id.
 _NOT_IN_RUN_ID = ("summary_path", "cache_dir", "save_images")
 _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-_PACKAGES = ("accel_bench", "torch", "diffusers", "transformers", "open_clip_torch", "DeepCache", "tomesd", "tgate")
+_PACKAGES = ("torch", "diffusers", "transformers", "open_clip_torch", "DeepCache", "tomesd", "tgate")
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -43,7 +43,7 @@ def run_id(cfg: DictConfig) -> str:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "cuda": torch.version.cuda or "none"}
+    found = {"accel_bench": __version__, "python": platform.python_version(), "cuda": torch.version.cuda or "none"}
     for package in _PACKAGES:
         try:
             found[package] = metadata.version(package)

@@ -67,7 +67,8 @@ def build_random_pipeline(architecture: str, device: str = "cpu"):
 
     spec = architecture_config(architecture, "pipeline")
     components: dict[str, Any] = {}
-    with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []):
+    cuda_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         with torch.device(device):
             components["unet"] = diffusers.UNet2DConditionModel.from_config(architecture_config(architecture, "unet"))

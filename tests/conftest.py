@@ -1,0 +1,64 @@
+"""Shared fixtures: configs composed with Hydra's compose API, tiny pipelines built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+# One random-weight cache for the session (and for the run.py subprocesses it starts), offline.
+os.environ.setdefault("ACCEL_BENCH_CACHE", tempfile.mkdtemp(prefix="accel_bench_test_cache_"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from accel_bench.config import register_configs  # noqa: E402
+from accel_bench.pipelines import load_pipeline  # noqa: E402
+
+register_configs()
+
+# Small enough for a 2-core CPU; T-GATE's gate must fall inside the few steps.
+FAST = ["steps=4", "batch_size=2", "num_prompts=3", "warmup_batches=1"]
+ACCELS = ["none", "deepcache", "tome", "tgate", "deepcache_tome", "tgate_deepcache", "tgate_tome", "tgate_deepcache_tome"]
+
+
+def compose_config(overrides: Sequence[str] = ()):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", list(overrides))
+
+
+def fast_overrides(accel: str) -> list[str]:
+    return FAST + [f"accel={accel}"] + (["accel.gate_step=2"] if "tgate" in accel else [])
+
+
+def run_cli(args: Sequence[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python run.py ARGS`` in ``cwd`` (Hydra's outputs land there)."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    pipe, _, _ = load_pipeline(compose_config(["pipeline=tiny"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"])
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_xl_pipe():
+    pipe, _, _ = load_pipeline(compose_config(["pipeline=tiny_xl"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"])
+    return pipe
+
+
+@pytest.fixture
+def pipes(tiny_pipe, tiny_xl_pipe):
+    return {"tiny": tiny_pipe, "tiny_xl": tiny_xl_pipe}

@@ -1,0 +1,147 @@
+"""Every method and composition on both tiny layouts: it runs, it changes the computation, and
+leaving it restores the exact baseline pipeline (state and images)."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from accel_bench.accelerators import applied, build
+from accel_bench.config import check
+from accel_bench.errors import ConfigError
+from accel_bench.measure import prompt_generators
+from accel_bench.pipelines import set_scheduler
+
+from .conftest import ACCELS, compose_config, fast_overrides
+
+PROMPTS = ["a red fox asleep in the snow", "a lighthouse in a thunderstorm"]
+
+
+def generate(call):
+    return call(prompt=PROMPTS, generator=prompt_generators(0, 0, len(PROMPTS)), num_inference_steps=4, output_type="np").images
+
+
+def module_state(pipe):
+    """Everything the packages patch: classes, instance attributes, hooks; and the pipeline's attributes."""
+    state = [sorted(pipe.__dict__)]
+    for component_name, component in sorted(pipe.components.items()):
+        if isinstance(component, torch.nn.Module):
+            for name, module in component.named_modules():
+                hooks = [len(getattr(module, h)) for h in ("_forward_hooks", "_forward_pre_hooks")]
+                state.append((component_name, name, type(module), sorted(module.__dict__), hooks))
+    return state
+
+
+def prepared(pipes, pipeline, accel):
+    cfg = compose_config([f"pipeline={pipeline}", *fast_overrides(accel)])
+    pipe = pipes[pipeline]
+    set_scheduler(pipe, cfg.scheduler)
+    return pipe, build(cfg.accel, check(cfg))
+
+
+@pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
+@pytest.mark.parametrize("accel", ACCELS)
+def test_composition_runs_and_restores_exact_baseline(pipes, pipeline, accel):
+    pipe, methods = prepared(pipes, pipeline, accel)
+    base = generate(pipe)
+    state = module_state(pipe)
+    with applied(pipe, methods) as accelerated:
+        accelerated.reset(7)
+        first = generate(accelerated.call)
+        accelerated.reset(7)
+        second = generate(accelerated.call)
+    assert np.array_equal(first, second), "reset must make accelerated calls repeatable"
+    assert np.array_equal(first, base) == (not methods), "an accelerator must change the computation"
+    assert module_state(pipe) == state
+    assert np.array_equal(generate(pipe), base)
+
+
+def test_restoration_survives_an_exception_inside(pipes):
+    pipe, methods = prepared(pipes, "tiny", "tgate_deepcache_tome")
+    generate(pipe)
+    state = module_state(pipe)
+    with pytest.raises(RuntimeError, match="boom"):
+        with applied(pipe, methods):
+            assert module_state(pipe) != state
+            raise RuntimeError("boom")
+    assert module_state(pipe) == state
+
+
+def test_deepcache_reset_never_wraps_the_unet_twice(pipes):
+    pipe, (deepcache,) = prepared(pipes, "tiny", "deepcache")
+    with applied(pipe, [deepcache]) as accelerated:
+        for _ in range(3):
+            accelerated.reset(0)
+        # wrapped twice, the stored forward would be the previous wrapper, not the UNet's method
+        assert inspect.ismethod(deepcache.helper.function_dict["unet_forward"])
+        generate(accelerated.call)
+
+
+def test_tome_reset_seeds_its_generator(pipes):
+    pipe, (tome,) = prepared(pipes, "tiny", "tome")
+    with applied(pipe, [tome]) as accelerated:
+        accelerated.reset(1234)
+        assert pipe.unet._tome_info["args"]["generator"].initial_seed() == 1234
+
+
+def test_tgate_with_deepcache_uses_the_one_deepcache_helper(pipes):
+    pipe, methods = prepared(pipes, "tiny_xl", "tgate_deepcache")
+    deepcache = next(m for m in methods if m.name == "deepcache")
+    with applied(pipe, methods) as accelerated:
+        assert pipe.deepcache is deepcache.helper
+        assert accelerated.call.func == pipe.tgate
+        assert accelerated.call.keywords["gate_step"] == 2
+    assert not hasattr(pipe, "tgate") and not hasattr(pipe, "deepcache")
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["accel=deepcache", "accel.cache_interval=0"], "accel.cache_interval"),
+        (["accel=deepcache", "accel.cache_branch_id=-1"], "accel.cache_branch_id"),
+        (["accel=deepcache", "accel.cache_branch_id=9"], "accel.cache_branch_id"),
+        (["accel=tome", "accel.ratio=-0.1"], "accel.ratio"),
+        (["accel=tome", "accel.sx=3", "accel.ratio=0.9"], "accel.ratio"),
+        (["accel=tome", "accel.sy=0"], "accel.sy"),
+        (["accel=tome", "accel.max_downsample=3"], "accel.max_downsample"),
+        (["pipeline=tiny_xl", "accel=tome", "accel.max_downsample=1"], "accel.max_downsample"),
+        (["accel=tgate", "accel.gate_step=-1"], "accel.gate_step"),
+        (["accel=tgate", "steps=20", "accel.gate_step=21"], "accel.gate_step"),
+        (["accel=tgate", "accel.sp_interval=0"], "accel.sp_interval"),
+        (["accel=tgate", "accel.fi_interval=0"], "accel.fi_interval"),
+        (["accel=tgate", "accel.warm_up=-1"], "accel.warm_up"),
+        (["accel=deepcache", "accel.gate_step=3"], "accel.gate_step"),
+        (["accel=none", "accel.ratio=0.5"], "accel.ratio"),
+        (["accel=deepcache_tome", "accel.ratio=null"], "accel.ratio"),
+        (["accel=deepcache", "accel.methods=[deepcache,magic]"], "accel.methods"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError) as refused:
+        check(compose_config(overrides))
+    assert refused.value.key == key
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["accel=deepcache", "accel.cache_interval=1", "accel.cache_branch_id=8"],  # tiny: 3 down blocks
+        ["pipeline=sd15", "pipeline.weights=random", "accel=deepcache", "accel.cache_branch_id=11"],
+        ["pipeline=sdxl", "pipeline.weights=random", "accel=deepcache", "accel.cache_branch_id=8"],
+        ["accel=tome", "accel.ratio=0.75"],
+        ["accel=tome", "accel.ratio=0", "accel.max_downsample=8"],
+        ["pipeline=sdxl", "accel=tome"],  # the pipeline's default max_downsample (2) is valid there
+        ["accel=tgate", "steps=20", "accel.gate_step=20"],
+        ["accel=tgate", "accel.gate_step=0", "accel.warm_up=0"],
+    ],
+)
+def test_boundary_values_are_accepted(overrides):
+    check(compose_config(overrides))
+
+
+def test_sdxl_branch_range_follows_its_unet():
+    with pytest.raises(ConfigError, match=r"0\.\.8"):
+        check(compose_config(["pipeline=sdxl", "pipeline.weights=random", "accel=deepcache", "accel.cache_branch_id=9"]))

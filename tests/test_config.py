@@ -1,0 +1,100 @@
+"""The config tree composes, and every validation rule stops ``run.py`` the same way: one line
+naming the key, exit code 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from accel_bench import experiment
+from accel_bench.config import check
+
+from .conftest import ACCELS, compose_config, run_cli
+
+
+@pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl", "sd15", "sd21", "sdxl"])
+@pytest.mark.parametrize("scheduler", ["ddim", "dpmsolver", "unipc"])
+def test_every_pipeline_and_scheduler_composes_and_passes(pipeline, scheduler):
+    cfg = compose_config([f"pipeline={pipeline}", f"scheduler={scheduler}"])
+    target = check(cfg)
+    assert target.family == ("sdxl" if pipeline in ("tiny_xl", "sdxl") else "sd")
+    assert cfg.pipeline.resolution == {"tiny": 64, "tiny_xl": 64, "sd15": 512, "sd21": 768, "sdxl": 1024}[pipeline]
+
+
+def test_real_pipelines_carry_their_hub_ids():
+    ids = {p: compose_config([f"pipeline={p}"]).pipeline.model_id for p in ("sd15", "sd21", "sdxl")}
+    assert ids == {
+        "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "sd21": "stabilityai/stable-diffusion-2-1",
+        "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+    }
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_every_accel_option_composes_with_its_methods(accel):
+    cfg = compose_config([f"accel={accel}"])
+    assert cfg.accel.name == accel
+    assert sorted(cfg.accel.methods) == sorted([] if accel == "none" else accel.split("_"))
+
+
+def test_defaults_are_tiny_deepcache_on_builtin_prompts():
+    cfg = compose_config()
+    assert (cfg.pipeline.name, cfg.accel.name, cfg.scheduler.name, cfg.prompts.source) == ("tiny", "deepcache", "ddim", "builtin")
+
+
+def _empty_prompts(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("\n  \n")
+    return str(path)
+
+
+RULES = [
+    (["steps=0"], "steps"),
+    (["batch_size=0"], "batch_size"),
+    (["num_prompts=0"], "num_prompts"),
+    (["num_prompts=1000"], "num_prompts"),
+    (["warmup_batches=-1"], "warmup_batches"),
+    (["accel.cache_interval=0"], "accel.cache_interval"),
+    (["accel.cache_branch_id=9"], "accel.cache_branch_id"),
+    (["accel=tome", "accel.ratio=0.8"], "accel.ratio"),
+    (["accel=tome", "accel.max_downsample=3"], "accel.max_downsample"),
+    (["pipeline=tiny_xl", "accel=tome", "accel.max_downsample=1"], "accel.max_downsample"),
+    (["accel=tgate", "steps=20", "accel.gate_step=21"], "accel.gate_step"),
+    (["accel=tgate", "accel.sp_interval=0"], "accel.sp_interval"),
+    (["accel=tgate", "accel.fi_interval=0"], "accel.fi_interval"),
+    (["accel=tgate", "accel.warm_up=-1"], "accel.warm_up"),
+    (["accel=deepcache", "accel.ratio=0.5"], "accel.ratio"),
+    (["dtype=fp8"], "dtype"),
+    (["dtype=fp16", "device=cpu"], "dtype"),
+    ([f"device=cuda:{torch.cuda.device_count()}"], "device"),
+    (["device=tpu"], "device"),
+    (["resolution=100"], "resolution"),
+    (["prompts=file"], "prompts.path"),
+    (["prompts=file", "prompts.path=missing_prompts.txt"], "prompts.path"),
+    (["prompts=file", "prompts.path=EMPTY"], "prompts.path"),
+    (["pipeline=sd15", "pipeline.model_id=./no/such/folder"], "pipeline.model_id"),
+    (["pipeline=tiny", "pipeline.weights=pretrained"], "pipeline.model_id"),
+    (["pipeline.weights=trained"], "pipeline.weights"),
+]
+
+
+@pytest.mark.parametrize("args, key", RULES, ids=[" ".join(a) for a, _ in RULES])
+def test_bad_value_one_line_exit_2_nothing_written(tmp_path, args, key):
+    args = [a.replace("EMPTY", _empty_prompts(tmp_path)) for a in args]
+    before = sorted(tmp_path.iterdir())
+    result = run_cli([*args, f"summary_path={tmp_path / 'summary.csv'}"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {key}=") and "not allowed" in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert sorted(tmp_path.iterdir()) == before  # no run directory, no summary
+
+
+def test_invalid_job_becomes_an_invalid_row(tmp_path):
+    """Inside a sweep job (no run-start check), a bad value is recorded, not raised."""
+    cfg = compose_config(["accel.cache_interval=0", f"summary_path={tmp_path / 'summary.csv'}"])
+    row = experiment.run(cfg, tmp_path / "job")
+    assert row.status == "invalid" and row.error.startswith("accel.cache_interval=0")
+    assert (tmp_path / "job" / "result.json").exists()
+    assert len((tmp_path / "summary.csv").read_text().splitlines()) == 2

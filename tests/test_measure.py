@@ -1,0 +1,98 @@
+"""The one timing path: batching, per-prompt generators, warm-up, re-seeding and the arithmetic."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from accel_bench import measure as measure_module
+from accel_bench.measure import measure, prompt_generators, prompt_seed
+from accel_bench.pipelines import set_scheduler
+
+from .conftest import compose_config
+
+CPU = torch.device("cpu")
+
+
+class RecordingGenerate:
+    """A fake pipeline: records each call and draws one number from each prompt's generator."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompts, generators):
+        draws = [float(torch.rand(1, generator=g)) for g in generators]
+        self.calls.append((list(prompts), [g.initial_seed() for g in generators], draws))
+        return np.zeros((len(prompts), 2, 2, 3), dtype=np.float32)
+
+
+def test_batches_warmup_and_reseeding():
+    fake = RecordingGenerate()
+    seeds_before = []
+    prompts = [f"p{i}" for i in range(5)]
+    result = measure(fake, prompts, batch_size=2, seed=11, warmup_batches=2, device=CPU, before_batch=seeds_before.append, count_flops=False)
+
+    assert [c[0] for c in fake.calls] == [["p0", "p1"], ["p2", "p3"], ["p0", "p1"], ["p2", "p3"], ["p4"]]
+    assert result.warmup_batches == 2 and result.batch_sizes == [2, 2, 1] and result.num_images == 5
+    # each prompt's generator depends on (seed, index) only, and is made anew after warm-up
+    warmup_first, measured_first = fake.calls[0], fake.calls[2]
+    assert warmup_first[1] == measured_first[1] == [prompt_seed(11, 0), prompt_seed(11, 1)]
+    assert warmup_first[2] == measured_first[2]
+    assert fake.calls[4][1] == [prompt_seed(11, 4)]
+    # stateful accelerators are reset before every call, with a seed fixed by the batch's first prompt
+    assert seeds_before == [prompt_seed(11, 0), prompt_seed(11, 2), prompt_seed(11, 0), prompt_seed(11, 2), prompt_seed(11, 4)]
+    assert result.images.shape == (5, 2, 2, 3)
+    assert result.peak_mem_gb is None  # CPU
+
+
+def test_warmup_is_capped_by_the_number_of_batches():
+    fake = RecordingGenerate()
+    result = measure(fake, ["a", "b"], batch_size=4, seed=0, warmup_batches=3, device=CPU, count_flops=False)
+    assert result.warmup_batches == 1 and len(fake.calls) == 2
+
+
+def test_timing_arithmetic_names_its_denominators(monkeypatch):
+    # perf_counter is read twice per measured batch: batch durations 1 s, 2 s, 3 s
+    clock = iter([0.0, 1.0, 10.0, 12.0, 20.0, 23.0])
+    monkeypatch.setattr(measure_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    result = measure(RecordingGenerate(), list("abcde"), batch_size=2, seed=0, warmup_batches=0, device=CPU, count_flops=False)
+    assert result.batch_times_s == [1.0, 2.0, 3.0]
+    assert result.latency_s == pytest.approx(6.0 / 5)  # seconds per image: total / images
+    assert result.images_per_s == pytest.approx(5 / 6.0)
+    assert (result.batch_time_median_s, result.batch_time_min_s, result.batch_time_max_s) == (2.0, 1.0, 3.0)
+
+
+def test_prompt_seeds_are_distinct_and_stable():
+    assert prompt_seed(0, 1) != prompt_seed(1, 0)
+    assert len({prompt_seed(s, i) for s in range(5) for i in range(50)}) == 250
+    assert [g.initial_seed() for g in prompt_generators(3, 2, 2)] == [prompt_seed(3, 2), prompt_seed(3, 3)]
+
+
+@pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
+def test_images_do_not_depend_on_batch_size(pipes, pipeline):
+    pipe = pipes[pipeline]
+    set_scheduler(pipe, compose_config(["scheduler=dpmsolver"]).scheduler)
+
+    def generate(prompts, generators):
+        return pipe(prompt=prompts, generator=generators, num_inference_steps=4, output_type="np").images
+
+    prompts = ["a cat", "a dog on a skateboard", "a red car"]
+    images = [measure(generate, prompts, batch_size=b, seed=5, warmup_batches=0, device=CPU, count_flops=False).images for b in (1, 2, 3)]
+    for other in images[1:]:
+        np.testing.assert_allclose(other, images[0], atol=1e-5)  # float rounding of batched kernels only
+    assert not np.allclose(images[0][0], images[0][1], atol=1e-3)  # and the prompts do give different images
+
+
+def test_flops_are_counted_per_image(tiny_pipe):
+    set_scheduler(tiny_pipe, compose_config(["scheduler=ddim"]).scheduler)
+
+    def generate(prompts, generators):
+        return tiny_pipe(prompt=prompts, generator=generators, num_inference_steps=2, output_type="np").images
+
+    one = measure(generate, ["a"], batch_size=1, seed=0, warmup_batches=0, device=CPU).flops_per_image
+    two = measure(generate, ["a", "b"], batch_size=2, seed=0, warmup_batches=0, device=CPU).flops_per_image
+    assert one > 0
+    assert two == pytest.approx(one, rel=1e-6)

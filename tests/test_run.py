@@ -1,0 +1,104 @@
+"""End to end: run.py writes one complete row, result.json and images; the same config gives the
+same images and the same files, timings aside; a failure is a row, not a lost run."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+import pytest
+
+from accel_bench import experiment
+from accel_bench.results import COLUMNS, ResultRow, append_summary
+
+from .conftest import FAST, compose_config, run_cli
+
+CONTRACT = (
+    "run_id timestamp status error pipeline weights scheduler steps batch_size num_images resolution accel "
+    "accel_params seed device dtype latency_s base_latency_s speedup batch_time_median_s base_batch_time_median_s "
+    "images_per_s flops_per_image base_flops_per_image flops_ratio peak_mem_gb clip_score base_clip_score clip_loss "
+    "clip_model clip_weights psnr_db ssim versions"
+).split()
+TIMING = {"timestamp", "latency_s", "base_latency_s", "speedup", "batch_time_median_s", "base_batch_time_median_s",
+          "images_per_s", "base_images_per_s", "batch_time_min_s", "batch_time_max_s", "base_batch_time_min_s",
+          "base_batch_time_max_s", "pipeline_load_s", "run_dir"}
+
+
+def test_cli_run_writes_row_result_and_images(tmp_path):
+    summary = tmp_path / "out" / "summary.csv"
+    args = [*FAST, "accel=deepcache", "accel.cache_interval=2", "scheduler=unipc", "save_images=true", f"summary_path={summary}"]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "speedup" in result.stdout and "random weights" in result.stdout
+
+    with summary.open() as f:
+        header = next(csv.reader(f))
+    assert header[: len(CONTRACT)] == CONTRACT
+    frame = pd.read_csv(summary)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert (row.status, row.pipeline, row.scheduler, row.accel, row.weights) == ("ok", "tiny", "unipc", "deepcache", "random")
+    assert (row.steps, row.batch_size, row.num_images, row.resolution) == (4, 2, 3, 64)
+    assert json.loads(row.accel_params) == {"cache_branch_id": 0, "cache_interval": 2}
+    assert {"torch", "diffusers", "DeepCache", "tomesd", "tgate"} <= set(json.loads(row.versions))
+    assert row.speedup == pytest.approx(row.base_latency_s / row.latency_s)
+    assert row.flops_ratio == pytest.approx(row.base_flops_per_image / row.flops_per_image)
+    assert row.flops_per_image < row.base_flops_per_image  # DeepCache skips work
+    assert row.clip_loss == pytest.approx((row.base_clip_score - row.clip_score) / row.base_clip_score)
+    assert (row.clip_model, row.clip_weights) == ("accel-bench-tiny-clip", "random")
+    assert 0 < row.ssim <= 1 and row.psnr_db > 0
+    assert (row["device"], row["dtype"]) == ("cpu", "fp32") and pd.isna(row["peak_mem_gb"])
+
+    run_dir = tmp_path / row.run_dir
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["row"]["run_id"] == row.run_id and saved["config"]["accel"]["cache_interval"] == 2
+    for side in ("baseline", "accel"):
+        assert sorted(p.name for p in (run_dir / "images" / side).iterdir()) == ["0000.png", "0001.png", "0002.png"]
+
+
+def test_same_config_same_images_and_files(tmp_path):
+    rows = []
+    for attempt in ("a", "b"):
+        cfg = compose_config([*FAST, "accel=tgate_tome", "accel.gate_step=2", "save_images=true", f"summary_path={tmp_path / 'summary.csv'}"])
+        rows.append(experiment.run(cfg, tmp_path / attempt))
+    first, second = (row.to_json() for row in rows)
+    assert first["status"] == "ok"
+    assert {k: v for k, v in first.items() if k not in TIMING} == {k: v for k, v in second.items() if k not in TIMING}
+    for side in ("baseline", "accel"):
+        for image in sorted((tmp_path / "a" / "images" / side).iterdir()):
+            assert image.read_bytes() == (tmp_path / "b" / "images" / side / image.name).read_bytes()
+    assert len(pd.read_csv(tmp_path / "summary.csv")) == 2
+
+
+def test_a_failing_run_is_recorded_not_lost(tmp_path, monkeypatch):
+    def broken_load(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
+
+    monkeypatch.setattr(experiment, "load_pipeline", broken_load)
+    cfg = compose_config([*FAST, f"summary_path={tmp_path / 'summary.csv'}"])
+    row = experiment.run(cfg, tmp_path / "job")
+    assert row.status == "failed"
+    assert row.error == "RuntimeError: CUDA out of memory (simulated) second line"
+    recorded = pd.read_csv(tmp_path / "summary.csv").iloc[0]
+    assert (recorded.status, recorded.run_id) == ("failed", row.run_id)
+    assert json.loads((tmp_path / "job" / "result.json").read_text())["row"]["status"] == "failed"
+
+
+def test_summary_appends_under_one_header_and_refuses_foreign_files(tmp_path):
+    path = tmp_path / "summary.csv"
+    for status in ("ok", "failed"):
+        append_summary(path, ResultRow(run_id="x", timestamp="t", status=status))
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == list(COLUMNS) and len(lines) == 3
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="other columns"):
+        append_summary(foreign, ResultRow(run_id="x", timestamp="t", status="ok"))
+    assert foreign.read_text() == "a,b\n1,2\n"
+
+
+def test_run_id_identifies_the_measured_configuration():
+    base = experiment.run_id(compose_config())
+    assert experiment.run_id(compose_config(["summary_path=elsewhere.csv", "save_images=true"])) == base
+    assert experiment.run_id(compose_config(["accel.cache_interval=4"])) != base
