@@ -14,8 +14,8 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    experiment.main(cfg)
+def main(cfg: DictConfig) -> str:
+    return experiment.main(cfg)
 
 
 if __name__ == "__main__":

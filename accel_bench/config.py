@@ -8,6 +8,7 @@ inside the job, where a bad value becomes an ``invalid`` row.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field, make_dataclass
@@ -23,6 +24,7 @@ from .accelerators import Target
 from .errors import ConfigError
 from .pipelines import architecture_config, is_local_path
 from .prompts import load_prompts
+from .results import check_summary
 
 FAMILIES = ("sd", "sdxl")
 WEIGHTS = ("pretrained", "random")
@@ -68,6 +70,7 @@ AccelConfig = make_dataclass(
     [("name", str, MISSING), ("methods", List[str], field(default_factory=list))]
     + [(key, Optional[typ], None) for key, typ in accelerators.param_fields().items()],
 )
+AccelConfig.__module__ = __name__  # pickled by reference into submitit's job processes
 
 
 @dataclass
@@ -137,6 +140,10 @@ def check(cfg: DictConfig) -> Target:
         raise ConfigError("resolution", cfg.resolution, "null (the pipeline's native size) or a multiple of 8")
     if cfg.guidance_scale < 0:
         raise ConfigError("guidance_scale", cfg.guidance_scale, "a number >= 0")
+    try:
+        check_summary(Path(cfg.summary_path))
+    except ValueError as error:
+        raise ConfigError("summary_path", cfg.summary_path, f"a new file or an accel_bench summary ({error})") from None
     if cfg.clip.batch_size < 1:
         raise ConfigError("clip.batch_size", cfg.clip.batch_size, "an integer >= 1")
 
@@ -162,12 +169,19 @@ def check(cfg: DictConfig) -> Target:
     return target
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, job_num: Optional[int] = None) -> str:
+    """``auto``: the GPU if there is one. Parallel local sweep jobs (submitit's local executor gives
+    every job the same GPUs) each take GPU ``job_num % GPUs``; Slurm jobs see only their own GPU."""
     if device != "auto":
         return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    count = torch.cuda.device_count()
+    if count > 1 and job_num is not None and os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        return f"cuda:{job_num % count}"
+    return "cuda"
 
 
 class CheckBeforeRun(Callback):

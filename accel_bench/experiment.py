@@ -21,15 +21,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__, accelerators, config
+from . import __version__, accelerators, config, sweeps
 from .errors import ConfigError
 from .measure import Generate, Measurement, measure
-from .metrics import ClipScorer, choose_clip, psnr_db, ssim, to_uint8
-from .pipelines import load_pipeline, resolve_dtype, set_scheduler
+from .baselines import Baseline, baseline_key, get_or_measure
+from .metrics import choose_clip, clip_scorer, psnr_db, ssim, to_uint8
+from .pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from .prompts import load_prompts
-from .results import ResultRow, append_summary, write_result
+from .results import ResultRow, append_summary, upsert_summary, write_result
 
 log = logging.getLogger(__name__)
+
+SWEEP_SUMMARY = "summary.csv"  # <sweep dir>/summary.csv: one row per job
 
 # Keys that change where results go, not what is measured: left out of the run id.
 _NOT_IN_RUN_ID = ("summary_path", "cache_dir", "save_images")
@@ -92,22 +95,19 @@ def _generate(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolution
     return generate
 
 
-def _measure_both(pipe: Any, methods: list[accelerators.Accelerator], prompts: list[str], cfg: DictConfig, device: torch.device, resolution: int) -> Sides:
-    measured = {}
-    for side, active in (("baseline", []), ("accel", methods)):
-        with accelerators.applied(pipe, active) as applied:
-            measured[side] = measure(
-                _generate(applied, cfg, resolution),
-                prompts,
-                batch_size=cfg.batch_size,
-                seed=cfg.seed,
-                warmup_batches=cfg.warmup_batches,
-                device=device,
-                before_batch=applied.reset,
-                count_flops=cfg.count_flops,
-                label=side if side == "baseline" else cfg.accel.name,
-            )
-    return Sides(**measured)
+def _measure_side(pipe: Any, methods: list[accelerators.Accelerator], prompts: list[str], cfg: DictConfig, device: torch.device, resolution: int, label: str) -> Measurement:
+    with accelerators.applied(pipe, methods) as applied:
+        return measure(
+            _generate(applied, cfg, resolution),
+            prompts,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            warmup_batches=cfg.warmup_batches,
+            device=device,
+            before_batch=applied.reset,
+            count_flops=cfg.count_flops,
+            label=label,
+        )
 
 
 def _save_images(run_dir: Path, sides: Sides) -> None:
@@ -124,8 +124,12 @@ def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional
     return numerator / denominator if numerator is not None and denominator else None
 
 
-def run(cfg: DictConfig, run_dir: Path) -> ResultRow:
-    """Measure one configuration; always returns a row (ok, failed or invalid), written to disk."""
+def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, job_num: Optional[int] = None) -> ResultRow:
+    """Measure one configuration; always returns a row (ok, failed or invalid), written to disk.
+
+    In a sweep (``sweep_dir``), baselines are shared through ``<sweep dir>/baselines`` and the
+    row also goes to ``<sweep dir>/summary.csv``, one row per job.
+    """
     identity = dict(
         run_id=run_id(cfg),
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -148,7 +152,7 @@ def run(cfg: DictConfig, run_dir: Path) -> ResultRow:
         row = ResultRow(status="invalid", error=str(error), **identity)
     else:
         try:
-            row = _run_checked(cfg, run_dir, target, identity)
+            row = _run_checked(cfg, run_dir, target, identity, sweep_dir, job_num)
         except Exception as error:  # one failed job must not end a sweep: it becomes a row
             log.exception("run failed")
             message = " ".join(f"{type(error).__name__}: {error}".split())
@@ -157,29 +161,47 @@ def run(cfg: DictConfig, run_dir: Path) -> ResultRow:
                 torch.cuda.empty_cache()
     write_result(run_dir, row, OmegaConf.to_container(cfg, resolve=True))
     append_summary(Path(cfg.summary_path), row)
+    if sweep_dir is not None:
+        upsert_summary(sweep_dir / SWEEP_SUMMARY, row)
     return row
 
 
-def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, identity: dict[str, Any]) -> ResultRow:
-    device = torch.device(config.resolve_device(cfg.device))
+def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, identity: dict[str, Any], sweep_dir: Optional[Path], job_num: Optional[int]) -> ResultRow:
+    device = torch.device(config.resolve_device(cfg.device, job_num))
     dtype = resolve_dtype(cfg.dtype, device.type)
     resolution = cfg.resolution or cfg.pipeline.resolution
     seed_everything(cfg.seed)
 
-    pipe, source, load_s = load_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
-    set_scheduler(pipe, cfg.scheduler)
+    loaded = cached_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
+    pipe = loaded.pipe
+    set_scheduler(pipe, cfg.scheduler, loaded.scheduler_config)
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
     methods = accelerators.build(cfg.accel, target)
+    clip = choose_clip(cfg.clip.model, cfg.clip.pretrained, cfg.pipeline.weights)
+    scorer = clip_scorer(clip, device, cfg.clip.batch_size)
     log.info("%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s",
-             cfg.pipeline.label, cfg.pipeline.weights, source, cfg.scheduler.label, cfg.steps,
+             cfg.pipeline.label, cfg.pipeline.weights, loaded.source, cfg.scheduler.label, cfg.steps,
              len(prompts), cfg.batch_size, cfg.accel.name, device, _DTYPE_NAMES[dtype])
 
-    sides = _measure_both(pipe, methods, prompts, cfg, device, resolution)
+    def measure_baseline() -> Baseline:
+        measured = _measure_side(pipe, [], prompts, cfg, device, resolution, "baseline")
+        return Baseline(measured, scorer.scores(measured.images, prompts))
 
-    clip = choose_clip(cfg.clip.model, cfg.clip.pretrained, cfg.pipeline.weights)
-    scorer = ClipScorer(clip, device, cfg.clip.batch_size)
-    base_clip = float(scorer.scores(sides.baseline.images, prompts).mean())
-    accel_clip = float(scorer.scores(sides.accel.images, prompts).mean())
+    key = baseline_key(
+        pipeline={k: cfg.pipeline[k] for k in ("family", "weights", "architecture", "model_id")},
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        prompts=prompts,
+        clip=clip.label,
+        device=str(device),
+        dtype=_DTYPE_NAMES[dtype],
+        resolution=resolution,
+        **{k: cfg[k] for k in ("steps", "batch_size", "seed", "warmup_batches", "guidance_scale", "count_flops")},
+    )
+    baseline, baseline_cached = get_or_measure(key, measure_baseline, sweep_dir / "baselines" if sweep_dir else None)
+    accel_side = _measure_side(pipe, methods, prompts, cfg, device, resolution, cfg.accel.name)
+    sides = Sides(baseline.measurement, accel_side)
+    base_clip = float(baseline.clip_scores.mean())
+    accel_clip = float(scorer.scores(accel_side.images, prompts).mean())
     if cfg.save_images:
         _save_images(run_dir, sides)
 
@@ -192,9 +214,12 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         device=str(device),
         device_name=device_name(device),
         dtype=_DTYPE_NAMES[dtype],
-        model_source=source,
-        pipeline_load_s=load_s,
+        model_source=loaded.source,
+        pipeline_load_s=loaded.load_s,
+        baseline_cached=baseline_cached,
         warmup_batches=accel.warmup_batches,
+        warmup_s=sum(accel.warmup_times_s),
+        base_warmup_s=sum(base.warmup_times_s),
         latency_s=accel.latency_s,
         base_latency_s=base.latency_s,
         speedup=base.latency_s / accel.latency_s,
@@ -248,14 +273,26 @@ def format_summary(row: ResultRow, summary_path: str) -> str:
     return "\n".join(lines)
 
 
-def main(cfg: DictConfig) -> ResultRow:
-    """Hydra task: one job of a run or a sweep."""
+def main(cfg: DictConfig) -> str:
+    """Hydra task: one job of a run or a sweep; returns the job's status for the sweep's tally."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
-    row = run(cfg, Path(hydra_cfg.runtime.output_dir))
-    print(format_summary(row, cfg.summary_path), flush=True)
-    if row.status != "ok" and hydra_cfg.mode == RunMode.RUN:
-        sys.exit(2 if row.status == "invalid" else 1)
-    return row
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        row = run(cfg, run_dir)
+        print(format_summary(row, cfg.summary_path), flush=True)
+        if row.status != "ok":
+            sys.exit(2 if row.status == "invalid" else 1)
+        return row.status
+
+    sweep_dir, job_num = Path(hydra_cfg.sweep.dir), hydra_cfg.job.num
+    if sweeps.previous_ok(run_dir, run_id(cfg)):
+        status = "skipped"
+    else:
+        row = run(cfg, run_dir, sweep_dir, job_num)
+        print(format_summary(row, cfg.summary_path), flush=True)
+        status = row.status
+    print(sweeps.progress_line(sweep_dir, SWEEP_SUMMARY, job_num, status), flush=True)
+    return status

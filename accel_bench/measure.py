@@ -36,10 +36,14 @@ class Measurement:
 
     batch_times_s: list[float]  # seconds per measured batch
     batch_sizes: list[int]
-    warmup_batches: int
+    warmup_times_s: list[float]  # seconds per warm-up batch (synchronized like the measured ones)
     peak_mem_gb: Optional[float]  # torch.cuda.max_memory_allocated over the measured batches; None on CPU
-    flops_per_image: Optional[float]  # GFLOP per image from one untimed batch; None when not counted
+    flops_per_image: Optional[float]  # GFLOP per image, counted on one untimed image; None when not counted
     images: np.ndarray = field(repr=False)  # (num_images, H, W, 3) floats in [0, 1], in prompt order
+
+    @property
+    def warmup_batches(self) -> int:
+        return len(self.warmup_times_s)
 
     @property
     def num_images(self) -> int:
@@ -87,26 +91,29 @@ def measure(
     """Time ``generate`` over ``prompts``; ``before_batch(seed)`` runs untimed before every call."""
     starts = list(range(0, len(prompts), batch_size))
 
-    def run_batch(start: int) -> np.ndarray:
-        batch = list(prompts[start : start + batch_size])
+    def run_batch(start: int, size: int = batch_size) -> np.ndarray:
+        batch = list(prompts[start : start + size])
         generators = prompt_generators(seed, start, len(batch))
         if before_batch is not None:
             before_batch(prompt_seed(seed, start))
         return generate(batch, generators)
 
+    def timed_batch(start: int) -> tuple[float, np.ndarray]:
+        _synchronize(device)
+        began = time.perf_counter()
+        output = run_batch(start)
+        _synchronize(device)
+        return time.perf_counter() - began, output
+
     warmup = starts[: min(warmup_batches, len(starts))]
-    for start in tqdm(warmup, desc=f"{label} warm-up", unit="batch", leave=False):
-        run_batch(start)
+    warmup_times = [timed_batch(start)[0] for start in tqdm(warmup, desc=f"{label} warm-up", unit="batch", leave=False)]
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, sizes, images = [], [], []
     for start in tqdm(starts, desc=label, unit="batch", leave=False):
-        _synchronize(device)
-        began = time.perf_counter()
-        output = run_batch(start)
-        _synchronize(device)
-        times.append(time.perf_counter() - began)
+        seconds, output = timed_batch(start)
+        times.append(seconds)
         sizes.append(len(output))
         images.append(np.asarray(output, dtype=np.float32))
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
@@ -115,15 +122,16 @@ def measure(
     if count_flops:
         from torch.utils.flop_counter import FlopCounterMode
 
+        # FLOPs per image do not depend on the batch size: one image is enough, and cheap
         counter = FlopCounterMode(display=False)
         with counter:
-            counted = run_batch(starts[0])
-        flops = counter.get_total_flops() / len(counted) / 1e9
+            run_batch(0, size=1)
+        flops = counter.get_total_flops() / 1e9
 
     return Measurement(
         batch_times_s=times,
         batch_sizes=sizes,
-        warmup_batches=len(warmup),
+        warmup_times_s=warmup_times,
         peak_mem_gb=peak,
         flops_per_image=flops,
         images=np.concatenate(images),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -73,6 +74,12 @@ class ClipScorer:
             text_features = F.normalize(self.model.encode_text(text_input).float(), dim=-1)
             result.append((100 * (image_features * text_features).sum(-1)).clamp(min=0).cpu().numpy())
         return np.concatenate(result)
+
+
+@functools.lru_cache(maxsize=None)
+def clip_scorer(choice: ClipChoice, device: torch.device, batch_size: int) -> ClipScorer:
+    """One scorer per process and model: a sweep loads ViT-g-14 once."""
+    return ClipScorer(choice, device, batch_size)
 
 
 def psnr_db(reference: np.ndarray, images: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ folder, and then loaded through that same path.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import json
@@ -16,6 +17,7 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -118,6 +120,27 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+@dataclass
+class LoadedPipeline:
+    pipe: Any
+    source: str  # the hub id or folder from_pretrained read
+    load_s: float  # seconds to load it; 0 when this process already had it
+    scheduler_config: Any  # as loaded: every scheduler swap starts from it
+
+
+_LOADED: dict[tuple, LoadedPipeline] = {}
+
+
+def cached_pipeline(pipeline: Mapping[str, Any], device: str, dtype: torch.dtype, cache_dir: str) -> LoadedPipeline:
+    """Load each distinct pipeline once per process (a sweep's jobs share it)."""
+    key = (pipeline["family"], pipeline["weights"], pipeline["architecture"], pipeline["model_id"], device, str(dtype), cache_dir)
+    if key in _LOADED:
+        return dataclasses.replace(_LOADED[key], load_s=0.0)
+    pipe, source, load_s = load_pipeline(pipeline, device, dtype, cache_dir)
+    _LOADED[key] = LoadedPipeline(pipe, source, load_s, pipe.scheduler.config)
+    return _LOADED[key]
+
+
 def load_pipeline(pipeline: Mapping[str, Any], device: str, dtype: torch.dtype, cache_dir: str):
     """Load the configured pipeline onto ``device``; returns (pipeline, where it came from, seconds)."""
     import diffusers
@@ -138,9 +161,9 @@ def load_pipeline(pipeline: Mapping[str, Any], device: str, dtype: torch.dtype, 
     return pipe, source, time.perf_counter() - started
 
 
-def set_scheduler(pipe: Any, scheduler: Mapping[str, Any]) -> None:
+def set_scheduler(pipe: Any, scheduler: Mapping[str, Any], base_config: Any = None) -> None:
     """Swap in the configured sampler, built from the pipeline's own scheduler config."""
     import diffusers
 
     scheduler_class = getattr(diffusers, scheduler["class_name"])
-    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **dict(scheduler["kwargs"]))
+    pipe.scheduler = scheduler_class.from_config(base_config or pipe.scheduler.config, **dict(scheduler["kwargs"]))

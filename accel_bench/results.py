@@ -66,13 +66,16 @@ class ResultRow:
     device_name: Optional[str] = None
     guidance_scale: Optional[float] = None
     warmup_batches: Optional[int] = None
+    warmup_s: Optional[float] = None  # seconds of warm-up batches, accelerated side
+    base_warmup_s: Optional[float] = None  # ... baseline side (spent by whichever job measured it)
     batch_time_min_s: Optional[float] = None
     batch_time_max_s: Optional[float] = None
     base_batch_time_min_s: Optional[float] = None
     base_batch_time_max_s: Optional[float] = None
     base_images_per_s: Optional[float] = None
     base_peak_mem_gb: Optional[float] = None
-    pipeline_load_s: Optional[float] = None
+    pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
+    baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
     run_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
@@ -109,19 +112,69 @@ def write_result(run_dir: Path, row: ResultRow, config: dict[str, Any]) -> Path:
     return path
 
 
-def append_summary(path: Path, row: ResultRow) -> None:
-    """Append one row under a file lock; a new file gets the header, a foreign header is refused."""
-    path = Path(path)
+def _lock(path: Path) -> FileLock:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.with_name(f".{path.name}.lock"))):
-        exists = path.exists() and path.stat().st_size > 0
-        if exists:
-            with path.open(newline="") as f:
-                header = next(csv.reader(f), [])
-            if tuple(header) != COLUMNS:
-                raise ValueError(f"{path} has other columns than this version of accel_bench writes; set summary_path to a new file")
+    return FileLock(str(path.with_name(f".{path.name}.lock")))
+
+
+def check_summary(path: Path) -> None:
+    """Refuse a file that is not an accel_bench summary (``run_id`` and ``status`` columns)."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if not {"run_id", "status"} <= set(header):
+            raise ValueError(f"{path} is not an accel_bench summary (no run_id and status columns)")
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    check_summary(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return list(COLUMNS), []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _rewrite(path: Path, rows: list[dict[str, str]], old_columns: list[str]) -> None:
+    """Atomically write ``rows``: this version's columns first, then any an older version had."""
+    columns = list(COLUMNS) + [c for c in old_columns if c not in COLUMNS]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def append_summary(path: Path, row: ResultRow) -> None:
+    """Append one row under a file lock (safe when parallel jobs finish together).
+
+    A summary written by another accel_bench version is rewritten with the union of the columns,
+    so no recorded value is lost.
+    """
+    path = Path(path)
+    with _lock(path):
+        columns, rows = _read(path)
+        if columns != list(COLUMNS) or not rows:
+            _rewrite(path, rows + [row.to_csv()], columns)
+            return
         with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            if not exists:
-                writer.writeheader()
-            writer.writerow(row.to_csv())
+            csv.DictWriter(f, fieldnames=COLUMNS).writerow(row.to_csv())
+
+
+def upsert_summary(path: Path, row: ResultRow) -> int:
+    """Write ``row`` in place of an earlier row of the same job (``run_dir``); returns the row count.
+
+    A sweep's summary stays one row per job when the sweep is resumed.
+    """
+    path = Path(path)
+    with _lock(path):
+        columns, rows = _read(path)
+        jobs = [r.get("run_dir") for r in rows]
+        if row.run_dir in jobs:
+            rows[jobs.index(row.run_dir)] = row.to_csv()  # keep the job's place
+        else:
+            rows.append(row.to_csv())
+        _rewrite(path, rows, columns)
+        return len(rows)

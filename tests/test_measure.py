@@ -55,10 +55,11 @@ def test_warmup_is_capped_by_the_number_of_batches():
 
 
 def test_timing_arithmetic_names_its_denominators(monkeypatch):
-    # perf_counter is read twice per measured batch: batch durations 1 s, 2 s, 3 s
-    clock = iter([0.0, 1.0, 10.0, 12.0, 20.0, 23.0])
+    # perf_counter is read twice per batch: one warm-up batch of 5 s, then batches of 1 s, 2 s, 3 s
+    clock = iter([0.0, 5.0, 10.0, 11.0, 20.0, 22.0, 30.0, 33.0])
     monkeypatch.setattr(measure_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-    result = measure(RecordingGenerate(), list("abcde"), batch_size=2, seed=0, warmup_batches=0, device=CPU, count_flops=False)
+    result = measure(RecordingGenerate(), list("abcde"), batch_size=2, seed=0, warmup_batches=1, device=CPU, count_flops=False)
+    assert result.warmup_times_s == [5.0]
     assert result.batch_times_s == [1.0, 2.0, 3.0]
     assert result.latency_s == pytest.approx(6.0 / 5)  # seconds per image: total / images
     assert result.images_per_s == pytest.approx(5 / 6.0)
@@ -92,7 +93,12 @@ def test_flops_are_counted_per_image(tiny_pipe):
     def generate(prompts, generators):
         return tiny_pipe(prompt=prompts, generator=generators, num_inference_steps=2, output_type="np").images
 
-    one = measure(generate, ["a"], batch_size=1, seed=0, warmup_batches=0, device=CPU).flops_per_image
-    two = measure(generate, ["a", "b"], batch_size=2, seed=0, warmup_batches=0, device=CPU).flops_per_image
-    assert one > 0
-    assert two == pytest.approx(one, rel=1e-6)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        generate(["a", "b", "c"], prompt_generators(0, 0, 3))
+    per_image_in_a_batch = counter.get_total_flops() / 3 / 1e9
+    counted = measure(generate, ["a", "b", "c"], batch_size=3, seed=0, warmup_batches=0, device=CPU).flops_per_image
+    assert counted > 0
+    assert counted == pytest.approx(per_image_in_a_batch, rel=1e-6)  # counted on one image, the same per image

@@ -9,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from accel_bench import experiment
-from accel_bench.results import COLUMNS, ResultRow, append_summary
+from accel_bench import baselines, experiment
+from accel_bench.results import COLUMNS, ResultRow, append_summary, upsert_summary
 
 from .conftest import FAST, compose_config, run_cli
 
@@ -22,7 +22,7 @@ CONTRACT = (
 ).split()
 TIMING = {"timestamp", "latency_s", "base_latency_s", "speedup", "batch_time_median_s", "base_batch_time_median_s",
           "images_per_s", "base_images_per_s", "batch_time_min_s", "batch_time_max_s", "base_batch_time_min_s",
-          "base_batch_time_max_s", "pipeline_load_s", "run_dir"}
+          "base_batch_time_max_s", "pipeline_load_s", "run_dir", "warmup_s", "base_warmup_s"}
 
 
 def test_cli_run_writes_row_result_and_images(tmp_path):
@@ -57,9 +57,10 @@ def test_cli_run_writes_row_result_and_images(tmp_path):
         assert sorted(p.name for p in (run_dir / "images" / side).iterdir()) == ["0000.png", "0001.png", "0002.png"]
 
 
-def test_same_config_same_images_and_files(tmp_path):
+def test_same_config_same_images_and_files(tmp_path, monkeypatch):
     rows = []
     for attempt in ("a", "b"):
+        monkeypatch.setattr(baselines, "_IN_PROCESS", {})  # two independent runs: no baseline reuse
         cfg = compose_config([*FAST, "accel=tgate_tome", "accel.gate_step=2", "save_images=true", f"summary_path={tmp_path / 'summary.csv'}"])
         rows.append(experiment.run(cfg, tmp_path / attempt))
     first, second = (row.to_json() for row in rows)
@@ -75,7 +76,7 @@ def test_a_failing_run_is_recorded_not_lost(tmp_path, monkeypatch):
     def broken_load(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
 
-    monkeypatch.setattr(experiment, "load_pipeline", broken_load)
+    monkeypatch.setattr(experiment, "cached_pipeline", broken_load)
     cfg = compose_config([*FAST, f"summary_path={tmp_path / 'summary.csv'}"])
     row = experiment.run(cfg, tmp_path / "job")
     assert row.status == "failed"
@@ -93,9 +94,28 @@ def test_summary_appends_under_one_header_and_refuses_foreign_files(tmp_path):
     assert lines[0].split(",") == list(COLUMNS) and len(lines) == 3
     foreign = tmp_path / "other.csv"
     foreign.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="other columns"):
+    with pytest.raises(ValueError, match="not an accel_bench summary"):
         append_summary(foreign, ResultRow(run_id="x", timestamp="t", status="ok"))
     assert foreign.read_text() == "a,b\n1,2\n"
+
+
+def test_summary_of_an_older_version_is_upgraded_without_losing_values(tmp_path):
+    path = tmp_path / "summary.csv"
+    path.write_text("run_id,status,retired_column\nold1,ok,kept\n")
+    append_summary(path, ResultRow(run_id="new", timestamp="t", status="ok", speedup=2.5))
+    frame = pd.read_csv(path)
+    assert list(frame.run_id) == ["old1", "new"]
+    assert frame.retired_column[0] == "kept" and frame.speedup[1] == 2.5
+    assert list(frame.columns[: len(COLUMNS)]) == list(COLUMNS)
+
+
+def test_upsert_keeps_one_row_per_job(tmp_path):
+    path = tmp_path / "summary.csv"
+    upsert_summary(path, ResultRow(run_id="a", timestamp="t", status="failed", run_dir="sweep/0"))
+    upsert_summary(path, ResultRow(run_id="b", timestamp="t", status="ok", run_dir="sweep/1"))
+    assert upsert_summary(path, ResultRow(run_id="a", timestamp="t2", status="ok", run_dir="sweep/0")) == 2
+    frame = pd.read_csv(path)
+    assert sorted(zip(frame.run_dir, frame.status)) == [("sweep/0", "ok"), ("sweep/1", "ok")]
 
 
 def test_run_id_identifies_the_measured_configuration():

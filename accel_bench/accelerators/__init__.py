@@ -7,6 +7,7 @@ and one file under ``conf/accel/``.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ def param_fields() -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for cls in METHODS.values():
         for f in dataclasses.fields(cls.Params):
-            fields[f.name] = f.type
+            fields[f.name] = typing.get_type_hints(cls.Params)[f.name]
     return fields
 
 
@@ -43,7 +44,7 @@ def build(accel: Mapping[str, Any], target: Target) -> list[Accelerator]:
         if owner not in methods and accel.get(key) is not None:
             used = sorted(k for k, o in owners.items() if o in methods) or ["none"]
             raise ConfigError(f"accel.{key}", accel[key], f"not a parameter of accel={accel['name']} (its parameters: {', '.join(used)})")
-        if owner in methods and accel.get(key) is None:
+        if owner in methods and accel.get(key) is None and key in METHODS[owner].required():
             raise ConfigError(f"accel.{key}", None, f"a value: accel={accel['name']} uses {METHODS[owner].label}")
     accelerators = []
     for name in (m for m in METHODS if m in methods):
@@ -58,7 +59,7 @@ def params_record(accelerators: Sequence[Accelerator]) -> dict[str, Any]:
     """The parameters that ran, flat and sorted by name, as rows and JSON record them."""
     values: dict[str, Any] = {}
     for acc in accelerators:
-        values.update(dataclasses.asdict(acc.params))
+        values.update(acc.record())
     return dict(sorted(values.items()))
 
 

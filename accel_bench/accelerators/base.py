@@ -38,6 +38,15 @@ class Accelerator(ABC):
         return cls.Params(**{f.name: values[f.name] for f in dataclasses.fields(cls.Params)})
 
     @classmethod
+    def required(cls) -> list[str]:
+        """Parameters that must have a value (those without a default in ``Params``)."""
+        return [f.name for f in dataclasses.fields(cls.Params) if f.default is dataclasses.MISSING]
+
+    def record(self) -> dict[str, Any]:
+        """The values that ran, as rows record them (unset optional parameters left out)."""
+        return {k: v for k, v in dataclasses.asdict(self.params).items() if v is not None}
+
+    @classmethod
     @abstractmethod
     def check(cls, params: Any, target: Target) -> None:
         """Raise ConfigError for a value this method cannot run with on ``target``."""

@@ -1,4 +1,4 @@
-"""T-GATE: compute cross-attention until ``gate_step``, then reuse it (and drop classifier-free guidance)."""
+"""T-GATE: compute cross-attention until the gate step, then reuse it (and drop classifier-free guidance)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,17 @@ _SAMPLING_MODULES = {
 
 @dataclass(frozen=True)
 class TGateParams:
-    gate_step: int
     sp_interval: int
     fi_interval: int
     warm_up: int
+    gate_step: Optional[int] = None  # in denoising steps
+    gate_fraction: Optional[float] = None  # or relative: gate_step = round(gate_fraction * steps)
+
+
+def gate_step_for(params: TGateParams, steps: int) -> int:
+    if params.gate_fraction is not None:
+        return round(params.gate_fraction * steps)
+    return params.gate_step
 
 
 class TGate(Accelerator):
@@ -36,13 +43,28 @@ class TGate(Accelerator):
 
     @classmethod
     def check(cls, params: TGateParams, target: Target) -> None:
-        if not 0 <= params.gate_step <= target.steps:
+        if (params.gate_step is None) == (params.gate_fraction is None):
+            raise ConfigError(
+                "accel.gate_step",
+                params.gate_step,
+                f"exactly one of gate_step (steps) and gate_fraction (of the steps) set; gate_fraction={params.gate_fraction}",
+            )
+        if params.gate_fraction is not None and not 0 <= params.gate_fraction <= 1:
+            raise ConfigError("accel.gate_fraction", params.gate_fraction, "a fraction of the steps in [0, 1]")
+        if params.gate_step is not None and not 0 <= params.gate_step <= target.steps:
             raise ConfigError("accel.gate_step", params.gate_step, f"0..{target.steps} (steps={target.steps})")
         for key in ("sp_interval", "fi_interval"):
             if getattr(params, key) < 1:
                 raise ConfigError(f"accel.{key}", getattr(params, key), "an integer >= 1")
         if params.warm_up < 0:
             raise ConfigError("accel.warm_up", params.warm_up, "an integer >= 0")
+
+    @property
+    def gate_step(self) -> int:
+        return gate_step_for(self.params, self.target.steps)
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "gate_step": self.gate_step}
 
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         deepcache = active.get("deepcache")
@@ -62,5 +84,5 @@ class TGate(Accelerator):
     def entry_point(self, pipe: Any) -> Optional[Callable[..., Any]]:
         p = self.params
         return functools.partial(
-            pipe.tgate, gate_step=p.gate_step, sp_interval=p.sp_interval, fi_interval=p.fi_interval, warm_up=p.warm_up
+            pipe.tgate, gate_step=self.gate_step, sp_interval=p.sp_interval, fi_interval=p.fi_interval, warm_up=p.warm_up
         )

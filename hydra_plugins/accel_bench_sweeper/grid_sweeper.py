@@ -1,0 +1,80 @@
+"""GridSweeper: Hydra's basic sweeper, plus named grids whose cartesian products are joined.
+
+A method's grid only makes sense with its own parameters (DeepCache's intervals are no ToMe
+ratios), so a sweep over several methods is a union of grids, not one product:
+
+    hydra.sweeper.params:  pipeline: sd15,sdxl        (crossed with every grid)
+    hydra.sweeper.grids:   deepcache: {accel: deepcache, accel.cache_interval: 2,3,4}
+                           tome:      {accel: tome, accel.ratio: 0.3,0.5}
+
+Jobs are numbered grid by grid (grids sorted by name), so the same sweep always gives the same
+job numbers and job directories: re-running it into the same sweep dir resumes it.
+"""
+
+# No "from __future__ import annotations" here: Hydra executes plugin modules under another
+# name, where a dataclass with string annotations cannot find its own module.
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from accel_bench.sweeps import PLAN_FILE, STATUSES
+
+
+
+@dataclass
+class GridSweeperConf:
+    _target_: str = "hydra_plugins.accel_bench_sweeper.grid_sweeper.GridSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+    grids: Optional[Dict[str, Dict[str, Any]]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="accel_bench")
+
+
+class GridSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None, grids: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.grids = grids or {}
+
+    def job_overrides(self, arguments: List[str]) -> List[List[str]]:
+        """Every job's overrides: for each grid, common params x grid params x command line."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        grids = [self.grids[name] for name in sorted(self.grids)] or [{}]
+        jobs: List[List[str]] = []
+        for grid in grids:
+            lines = self._parse_config() + [f"{key}={value}" for key, value in grid.items()] + list(arguments)
+            (batch,) = self.split_arguments(parser.parse_overrides(lines), max_batch_size=None)
+            jobs.extend(batch)
+        return jobs
+
+    def sweep(self, arguments: List[str]) -> Any:
+        jobs = self.job_overrides(arguments)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        plan = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "jobs": jobs}
+        (sweep_dir / PLAN_FILE).write_text(json.dumps(plan, indent=1) + "\n")
+        size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else len(jobs)
+        self.overrides = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        returns, initial_job_idx = [], 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            initial_job_idx += len(batch)
+            returns.append(results)
+        # a job's return value is its status; reading it re-raises a job that crashed outright
+        tally = Counter(str(result.return_value) for results in returns for result in results)
+        counts = ", ".join(f"{tally.get(status, 0)} {status}" for status in STATUSES)
+        others = ", ".join(f"{n} {status}" for status, n in sorted(tally.items()) if status not in STATUSES)
+        print(f"[sweep] {len(jobs)} jobs: {counts}{', ' + others if others else ''} | {sweep_dir}", flush=True)
+        return returns

@@ -1,0 +1,175 @@
+"""Sweeps: named grids expand as documented; one process loads the model and measures the
+baseline once; failures and invalid values become rows; sweeps resume; parallel jobs share a
+baseline; an interrupted sweep keeps its finished rows."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from accel_bench import config as config_module
+from accel_bench.accelerators.tgate import TGate, gate_step_for
+from accel_bench.config import check, resolve_device
+from accel_bench.errors import ConfigError
+
+from .conftest import REPO, compose_config, run_cli
+
+FAST_SWEEP = ["steps=3", "batch_size=2", "num_prompts=2", "warmup_batches=1", "count_flops=false"]
+GRID_SIZES = {"deepcache": 60, "tome": 21, "tgate": 48, "deepcache_tome": 30, "tgate_deepcache": 20, "tgate_tome": 24, "tgate_deepcache_tome": 16}
+
+
+def grid_sweeper_class():
+    """Hydra's plugin scan re-executes plugin modules: take the class it registered, after a compose."""
+    compose_config_with_hydra([])
+    return sys.modules["hydra_plugins.accel_bench_sweeper.grid_sweeper"].GridSweeper
+
+
+def expand(overrides):
+    """The jobs a named sweep launches, from its composed hydra.sweeper config."""
+    hydra_cfg = compose_config_with_hydra(overrides).hydra.sweeper
+    params, grids = (OmegaConf.to_container(node) if node is not None else None for node in (hydra_cfg.params, hydra_cfg.grids))
+    sweeper = grid_sweeper_class()(max_batch_size=None, params=params, grids=grids)
+    sweeper.hydra_context = SimpleNamespace(config_loader=None)
+    return sweeper.job_overrides([])
+
+
+def compose_config_with_hydra(overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("config", list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("name", sorted(GRID_SIZES))
+def test_named_sweep_composes_and_every_job_is_checked_not_crashed(name):
+    jobs = expand([f"+sweep={name}"])
+    assert len(jobs) == GRID_SIZES[name]
+    outcomes = set()
+    for job in jobs:
+        cfg = compose_config([*job, "steps=20"])
+        try:
+            check(cfg)
+            outcomes.add("ok")
+        except ConfigError:
+            outcomes.add("invalid")
+    assert "ok" in outcomes
+
+
+def test_full_sweep_covers_the_27_combinations_with_every_grid():
+    jobs = expand(["+sweep=full"])
+    assert len(jobs) == 27 * sum(GRID_SIZES.values())
+    combos = {tuple(o for o in job if o.split("=")[0] in ("pipeline", "scheduler", "steps")) for job in jobs}
+    assert len(combos) == 27
+    assert {o for job in jobs for o in job if o.startswith("accel=")} == {f"accel={name}" for name in GRID_SIZES}
+
+
+@pytest.mark.parametrize("steps", [20, 25, 50])
+def test_tgate_grid_fits_every_step_count(steps):
+    gates = set()
+    for job in expand(["+sweep=tgate"]):
+        cfg = compose_config([*job, f"steps={steps}"])
+        check(cfg)  # relative gate steps are valid at any step count
+        gates.add(gate_step_for(TGate.params_from(cfg.accel), steps))
+    assert gates == {round(f * steps) for f in (0.2, 0.3, 0.4, 0.5)}
+
+
+def test_command_line_sweeps_still_cross_multiply():
+    sweeper = grid_sweeper_class()(max_batch_size=None, params={}, grids={})
+    sweeper.hydra_context = SimpleNamespace(config_loader=None)
+    jobs = sweeper.job_overrides(["accel.cache_interval=2,3", "accel.cache_branch_id=0,1,2", "steps=5"])
+    assert len(jobs) == 6 and all("steps=5" in job for job in jobs)
+
+
+def test_slurm_launcher_config():
+    cfg = compose_config_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lab"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.account) == (1, 1, "gpu", "lab")
+    assert launcher.timeout_min > 0
+
+
+def test_parallel_local_jobs_each_take_their_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    assert [resolve_device("auto", n) for n in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert resolve_device("cuda:1", 0) == "cuda:1"
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # Slurm jobs see only their own GPU
+    assert resolve_device("auto", 3) == "cuda"
+    assert config_module.resolve_device("auto", None) == "cuda"
+
+
+def _sweep_rows(sweep_dir):
+    return pd.read_csv(sweep_dir / "summary.csv")
+
+
+def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_resumes(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        "-m", "pipeline=tiny,sd15", "pipeline.model_id=accel-bench/never-downloaded", "resolution=64", "clip.model=tiny",
+        "accel.cache_interval=2,3", "accel.cache_branch_id=0,9", *FAST_SWEEP,
+        f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}",
+    ]
+    first = run_cli(args, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[sweep] 8 jobs: 2 ok, 4 failed, 2 invalid, 0 skipped" in first.stdout
+    assert "[sweep] job 7 failed | 8/8 jobs recorded" in first.stdout
+    rows = _sweep_rows(sweep_dir)
+    assert len(rows) == 8 and rows.run_dir.is_unique
+    ok = rows[rows.status == "ok"].sort_values("timestamp", kind="stable")
+    assert list(ok.baseline_cached) == [False, True]  # measured by the first job, reused by the second
+    assert ok.base_latency_s.nunique() == 1
+    assert ok.pipeline_load_s.iloc[0] > 0 and ok.pipeline_load_s.iloc[1] == 0  # loaded once
+    failed = rows[rows.status == "failed"]
+    assert len(failed) == 4 and failed.error.str.contains("accel-bench/never-downloaded").all()
+    assert set(rows[rows.status == "invalid"].pipeline) == {"tiny"}  # branch 9 exists on SD1.5, not on tiny
+
+    second = run_cli(args, cwd=tmp_path, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "[sweep] 8 jobs: 0 ok, 4 failed, 2 invalid, 2 skipped" in second.stdout
+    again = _sweep_rows(sweep_dir)
+    assert len(again) == 8 and again.run_dir.is_unique
+    kept = again[again.status == "ok"].set_index("run_dir")
+    assert (kept.timestamp == ok.set_index("run_dir").timestamp).all()  # ok jobs were not re-run
+    assert len(pd.read_csv(tmp_path / "all.csv")) == 8 + 6  # the global log records every executed job
+
+
+def test_submitit_local_parallel_jobs_share_one_baseline(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=submitit_local", "accel.cache_interval=2,3", *FAST_SWEEP,
+            f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    result = run_cli(args, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[sweep] 2 jobs: 2 ok, 0 failed, 0 invalid, 0 skipped" in result.stdout
+    rows = _sweep_rows(sweep_dir)
+    assert sorted(rows.baseline_cached) == [False, True]
+    assert rows.base_latency_s.nunique() == 1
+    assert len(list((sweep_dir / "baselines").glob("*.npz"))) == 1
+
+
+def test_interrupted_sweep_keeps_finished_rows_and_resumes(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "accel.cache_interval=2,3,4,5", *FAST_SWEEP, f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    process = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    summary = sweep_dir / "summary.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (summary.exists() and len(summary.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    finished = _sweep_rows(sweep_dir)
+    assert 1 <= len(finished) < 4 and (finished.status == "ok").all()
+
+    result = run_cli(args, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{len(finished)} skipped" in result.stdout
+    rows = _sweep_rows(sweep_dir)
+    assert len(rows) == 4 and rows.run_dir.is_unique and (rows.status == "ok").all()
