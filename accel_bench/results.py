@@ -61,7 +61,12 @@ class ResultRow:
     versions: dict[str, str] = field(default_factory=dict)
     # beyond the contract's columns
     pipeline_label: Optional[str] = None
+    family: Optional[str] = None  # sd | sdxl
+    model_id: Optional[str] = None  # the configured hub id or folder (the canonical one for random weights)
     scheduler_class: Optional[str] = None
+    scheduler_label: Optional[str] = None
+    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    accel_methods: list[str] = field(default_factory=list)  # in application order
     model_source: Optional[str] = None
     device_name: Optional[str] = None
     guidance_scale: Optional[float] = None
@@ -95,7 +100,7 @@ COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, dict):
+    if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"

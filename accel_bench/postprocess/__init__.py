@@ -1,0 +1,167 @@
+"""Post-process sweeps: search_params.json, coverage, Pareto plots, verified ground-truth code, manifest.
+
+    python -m accel_bench.postprocess sweep_dir=multirun/2026-11-24/10-00-00 out_dir=dataset/
+
+Data flows one way: summary rows -> typed records -> entries -> tasks -> files. Every list that
+decides an id or an order is sorted, so the same inputs give byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+from ..errors import ConfigError
+from .codegen import CodeSpec, describe_methods, generate_code
+from .manifest import assign_ids, build_tasks, manifest_entry, reference_baseline_path
+from .plots import plot_all
+from .records import read_summaries
+from .select import Entry, gaps, select
+from .verify import verify_file
+
+PLACEHOLDERS = {"pipeline": "SD1.5", "sampler": "DDIM", "steps": 50, "speedup": "2", "methods": "DeepCache"}
+
+
+@dataclass
+class GridConfig:
+    pipelines: List[str] = MISSING
+    schedulers: List[str] = MISSING
+    steps: List[int] = MISSING
+
+
+@dataclass
+class PostprocessConfig:
+    sweep_dir: Any = MISSING  # a folder or a list of folders written by run.py -m
+    out_dir: str = "dataset"
+    budgets: List[float] = MISSING
+    include_random: bool = False
+    start_id: int = 192
+    grid: GridConfig = MISSING
+    templates: Dict[str, str] = MISSING
+    verify: bool = True
+    cache_dir: str = "~/.cache/accel_bench"
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="postprocess_schema", node=PostprocessConfig)
+
+
+def sweep_dirs(cfg: Any) -> list[Path]:
+    value = cfg.sweep_dir
+    return [Path(value)] if isinstance(value, str) else [Path(v) for v in value]
+
+
+def check(cfg: Any) -> None:
+    for folder in sweep_dirs(cfg):
+        if not (folder / "summary.csv").is_file():
+            raise ConfigError("sweep_dir", str(folder), "a sweep folder written by run.py -m (with a summary.csv)")
+    for budget in cfg.budgets:
+        if not 0 <= budget < 1:
+            raise ConfigError("budgets", list(cfg.budgets), "CLIP-loss budgets in [0, 1), e.g. [0.02,0.05]")
+    if cfg.start_id < 0:
+        raise ConfigError("start_id", cfg.start_id, "an integer >= 0")
+    for name, template in cfg.templates.items():
+        try:
+            template.format(**PLACEHOLDERS)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ConfigError(f"templates.{name}", template, f"placeholders among {{{'}, {'.join(PLACEHOLDERS)}}} ({error!r})") from None
+
+
+def code_spec(entry: Entry, with_methods: bool = True) -> CodeSpec:
+    return CodeSpec(
+        model_id=entry.model_id,
+        family=entry.family,
+        scheduler_class=entry.scheduler_class,
+        scheduler_kwargs=entry.scheduler_kwargs,
+        steps=entry.steps,
+        resolution=entry.resolution,
+        guidance_scale=entry.guidance_scale,
+        methods=entry.methods if with_methods else [],
+        params=entry.params if with_methods else {},
+    )
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+@dataclass
+class Report:
+    entries: list
+    missing: list
+    tasks: int
+    plots: int
+    out_dir: Path
+
+
+def postprocess(cfg: Any) -> Report:
+    check(cfg)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    measured, statuses = read_summaries(sweep_dirs(cfg))
+    budgets = sorted(cfg.budgets)
+    entries = select(measured, budgets, cfg.include_random)
+    grid = [(p, s, n) for p in cfg.grid.pipelines for s in cfg.grid.schedulers for n in cfg.grid.steps]
+    missing = gaps(grid, budgets, measured, statuses, entries, cfg.include_random)
+
+    _write_json(out / "search_params.json", {"entries": [e.to_json() for e in entries], "missing": [vars(g) for g in missing]})
+    _write_coverage(out / "coverage.csv", grid, budgets, entries, missing)
+    shown = [m for m in measured if cfg.include_random or m.weights == "pretrained"]
+    plots = plot_all(shown, budgets, out / "plots")
+
+    tasks = build_tasks(entries, dict(cfg.templates))
+    mapping_path = out / "file_id_mapping.json"
+    existing = json.loads(mapping_path.read_text()) if mapping_path.exists() else {}
+    ids = assign_ids(tasks, cfg.start_id, existing)
+
+    code_dir = out / "gt_code"
+    shutil.rmtree(code_dir, ignore_errors=True)  # only this run's files: stale ids must not linger
+    (code_dir / "baselines").mkdir(parents=True)
+    written: list[tuple[Path, CodeSpec]] = []
+    for task in tasks:
+        spec = code_spec(task.entry)
+        e = task.entry
+        doc = (f"{task.text}\n\nGround truth by accel_bench: {describe_methods(e.methods, e.params)}.\n"
+               f"Measured {e.speedup:.2f}x at CLIP loss {e.clip_loss:.4f} (budget {e.quality_budget:g}), batch size "
+               f"{e.batch_size}, {e.weights} weights, on {e.device_name} (run {e.run_id}).")
+        path = code_dir / f"{ids[task.original_filename]}.py"
+        path.write_text(generate_code(spec, doc))
+        written.append((path, spec))
+    for entry in sorted({reference_baseline_path(t.entry): t.entry for t in tasks}.items()):
+        spec = code_spec(entry[1], with_methods=False)
+        e = entry[1]
+        path = out / entry[0]
+        path.write_text(generate_code(spec, f"Reference baseline: {e.pipeline_label}, {e.scheduler_label}, {e.steps} steps, no acceleration."))
+        written.append((path, spec))
+    if cfg.verify:
+        from tqdm.auto import tqdm
+
+        for path, spec in tqdm(written, desc="verify generated code", unit="file"):
+            verify_file(path, spec, cfg.cache_dir)
+
+    manifest = sorted((manifest_entry(t, ids[t.original_filename]) for t in tasks), key=lambda r: int(r["prompt_id"]))
+    _write_json(out / "manifest.json", manifest)
+    _write_json(mapping_path, dict(sorted(ids.items())))
+    return Report(entries, missing, len(tasks), len(plots), out)
+
+
+def _write_coverage(path: Path, grid, budgets, entries, missing) -> None:
+    reasons = {(g.pipeline, g.scheduler, g.steps, g.quality_budget): g.reason for g in missing}
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["pipeline", "scheduler", "steps", "quality_budget", "batch_size", "best_speedup", "accel", "clip_loss", "reason"])
+        for pipeline, scheduler, steps in grid:
+            for budget in budgets:
+                found = [e for e in entries if (e.pipeline, e.scheduler, e.steps, e.quality_budget) == (pipeline, scheduler, steps, budget)]
+                for e in found:
+                    writer.writerow([pipeline, scheduler, steps, budget, e.batch_size, e.speedup, e.accel, e.clip_loss, ""])
+                if not found:
+                    writer.writerow([pipeline, scheduler, steps, budget, "", "", "", "", reasons[(pipeline, scheduler, steps, budget)]])

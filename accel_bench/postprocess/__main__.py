@@ -1,0 +1,29 @@
+"""``python -m accel_bench.postprocess sweep_dir=... out_dir=...`` (a Hydra app: conf/postprocess.yaml)."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ..errors import ConfigError
+from . import postprocess, register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="postprocess")
+def main(cfg: DictConfig) -> None:
+    try:
+        report = postprocess(cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{len(report.entries)} entries, {report.tasks} tasks, {report.plots} plots -> {report.out_dir}")
+    if report.missing:
+        print(f"MISSING: {len(report.missing)} grid combination(s) x budget have no qualifying result:", file=sys.stderr)
+        for gap in report.missing:
+            print(f"  {gap.pipeline} {gap.scheduler} {gap.steps} steps, budget {gap.quality_budget:g}: {gap.reason}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Post-process: selection under budgets and ties, coverage gaps, plots, generated code that runs
+with the right steps / sampler / parameters, determinism and id stability."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from accel_bench.accelerators import METHODS
+from accel_bench.postprocess.codegen import CodeSpec, generate_code
+from accel_bench.postprocess.manifest import assign_ids, target_speedups
+from accel_bench.postprocess.plots import pareto_front
+from accel_bench.postprocess.records import read_summaries
+from accel_bench.postprocess.select import candidates, gaps, select
+from accel_bench.postprocess.verify import VerificationError, verify_file
+from accel_bench.results import ResultRow, upsert_summary
+
+from .conftest import ACCELS, REPO, compose_config
+
+PARAMS = {
+    "deepcache": {"cache_interval": 3, "cache_branch_id": 1},
+    "tome": {"ratio": 0.4, "max_downsample": 2, "sx": 2, "sy": 2, "use_rand": True},
+    "tgate": {"gate_step": 10, "sp_interval": 3, "fi_interval": 1, "warm_up": 0},
+}
+PIPELINES = {
+    "tiny": dict(pipeline_label="tiny", family="sd"),
+    "tiny_xl": dict(pipeline_label="tiny_xl", family="sdxl"),
+}
+SCHEDULERS = {
+    "ddim": dict(scheduler_class="DDIMScheduler", scheduler_label="DDIM", scheduler_kwargs={}),
+    "dpmsolver": dict(scheduler_class="DPMSolverMultistepScheduler", scheduler_label="DPM-Solver++", scheduler_kwargs={"algorithm_type": "dpmsolver++"}),
+    "unipc": dict(scheduler_class="UniPCMultistepScheduler", scheduler_label="UniPC", scheduler_kwargs={}),
+}
+_counter = iter(range(10**6))
+
+
+def row(accel="deepcache", pipeline="tiny", scheduler="ddim", steps=25, speedup=2.0, clip_loss=0.01, weights="random", status="ok", **extra):
+    methods = [m for m in METHODS if m in compose_config([f"accel={accel}"]).accel.methods]
+    params = {k: v for m in methods for k, v in PARAMS[m].items()}
+    number = next(_counter)
+    fields = dict(
+        run_id=f"run{number:04d}", timestamp="2026-11-23T00:00:00+00:00", status=status, pipeline=pipeline, weights=weights,
+        scheduler=scheduler, steps=steps, batch_size=2, num_images=4, resolution=64, accel=accel, accel_params=params,
+        seed=0, device="cpu", dtype="fp32", latency_s=1.0 / speedup, base_latency_s=1.0, speedup=speedup, clip_loss=clip_loss,
+        psnr_db=30.0, ssim=0.9, clip_weights=weights, accel_methods=methods, guidance_scale=7.5, model_id=None,
+        device_name="test CPU", run_dir=f"sweep/{number}", **PIPELINES[pipeline], **SCHEDULERS[scheduler],
+    )
+    fields.update(extra)
+    if status != "ok":
+        for key in ("speedup", "clip_loss", "latency_s", "base_latency_s", "psnr_db", "ssim"):
+            fields[key] = None
+    return ResultRow(**fields)
+
+
+def write_sweep(folder: Path, rows) -> Path:
+    for r in rows:
+        upsert_summary(folder / "summary.csv", r)
+    return folder
+
+
+def measured_of(tmp_path, rows):
+    return read_summaries([write_sweep(tmp_path / "sweep", rows)])
+
+
+def test_selection_takes_the_fastest_within_each_budget(tmp_path):
+    measured, _ = measured_of(tmp_path, [
+        row(speedup=3.0, clip_loss=0.04),
+        row(accel="tome", speedup=1.8, clip_loss=0.005),
+        row(accel="tgate", speedup=2.2, clip_loss=0.015),
+        row(accel="none", speedup=1.02, clip_loss=0.0),  # a control, never a result
+        row(accel="tgate_tome", speedup=0.9, clip_loss=-0.01),  # slower than the baseline
+    ])
+    entries = select(measured, [0.01, 0.02, 0.05], include_random=True)
+    assert [(e.quality_budget, e.accel, e.speedup) for e in entries] == [(0.01, "tome", 1.8), (0.02, "tgate", 2.2), (0.05, "deepcache", 3.0)]
+    assert select(measured, [0.05], include_random=False) == []  # random weights are admitted only on request
+
+
+def test_ties_are_broken_deterministically(tmp_path):
+    rows = [row(accel="tome", speedup=2.0, clip_loss=0.01), row(accel="deepcache", speedup=2.0, clip_loss=0.01), row(accel="tgate", speedup=2.0, clip_loss=0.005)]
+    measured, _ = measured_of(tmp_path, rows)
+    (entry,) = select(measured, [0.02], include_random=True)
+    assert entry.accel == "tgate"  # equal speedup: the lower loss wins
+    (entry,) = select(list(reversed(measured))[1:], [0.02], include_random=True)
+    assert entry.accel == "deepcache"  # then by name, whatever the input order
+    (again,) = select(measured[:2], [0.02], include_random=True)
+    assert again.accel == "deepcache"
+
+
+def test_gaps_say_why(tmp_path):
+    measured, statuses = measured_of(tmp_path, [
+        row(scheduler="ddim", speedup=2.0, clip_loss=0.2),
+        row(scheduler="unipc", status="failed", error="OOM"),
+        row(scheduler="dpmsolver", accel="none", speedup=1.0, clip_loss=0.0),
+        row(scheduler="ddim", pipeline="tiny_xl", speedup=2.0, clip_loss=0.0, weights="random"),
+    ])
+    grid = [("tiny", "ddim", 25), ("tiny", "unipc", 25), ("tiny", "dpmsolver", 25), ("tiny", "ddim", 50), ("tiny_xl", "ddim", 25)]
+    reasons = {(g.pipeline, g.scheduler, g.steps): g.reason for g in gaps(grid, [0.02], measured, statuses, [], include_random=False)}
+    assert reasons[("tiny", "ddim", 50)] == "no rows in the sweeps"
+    assert reasons[("tiny", "unipc", 25)] == "no ok rows (1 failed)"
+    assert "include_random=true" in reasons[("tiny_xl", "ddim", 25)]
+    entries = select(measured, [0.02], include_random=True)
+    reasons = {(g.pipeline, g.scheduler, g.steps): g.reason for g in gaps(grid, [0.02], measured, statuses, entries, include_random=True)}
+    assert reasons[("tiny", "dpmsolver", 25)] == "no accelerated row faster than its baseline"
+    assert reasons[("tiny", "ddim", 25)].startswith("no accelerated row within the budget (lowest CLIP loss among faster rows: 0.2000")
+    assert ("tiny_xl", "ddim", 25) not in reasons
+
+
+@pytest.mark.parametrize(
+    "speedup, expected",
+    [(2.0, {"easy": 1.5, "medium": 2.0, "hard": 2.5}), (3.3, {"easy": 3.0, "medium": 3.5, "hard": 4.0}),
+     (5.0, {"easy": 4.5, "medium": 5.0, "hard": 5.5}), (1.3, {"medium": 1.5, "hard": 2.0}), (1.2, {"hard": 1.5})],
+)
+def test_three_distinct_targets_rounded_to_halves(speedup, expected):
+    assert target_speedups(speedup) == expected
+
+
+def test_pareto_front():
+    points = [(0.0, 1.5), (0.01, 2.0), (0.02, 1.8), (0.03, 3.0), (0.03, 2.5)]
+    assert pareto_front(points, lower_x_is_better=True) == [(0.0, 1.5), (0.01, 2.0), (0.03, 3.0)]
+
+
+def test_existing_ids_are_kept_and_new_ones_go_above():
+    class T:  # assign_ids needs only the ordered file names
+        def __init__(self, name):
+            self.original_filename = name
+
+    ids = assign_ids([T("a"), T("b")], 192)
+    assert ids == {"a": 192, "b": 193}
+    assert assign_ids([T("0"), T("a"), T("c"), T("b")], 192, {"a": 192, "b": 193}) == {"a": 192, "b": 193, "0": 194, "c": 195}
+
+
+def _spec(accel, pipeline, scheduler="dpmsolver", steps=25):
+    r = row(accel=accel, pipeline=pipeline, scheduler=scheduler, steps=steps)
+    return CodeSpec(model_id=None, family=r.family, scheduler_class=r.scheduler_class, scheduler_kwargs=r.scheduler_kwargs,
+                    steps=steps, resolution=64, guidance_scale=7.5, methods=r.accel_methods, params=r.accel_params)
+
+
+@pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
+@pytest.mark.parametrize("accel", ACCELS[1:])
+def test_generated_code_runs_with_its_steps_sampler_and_parameters(tmp_path, pipeline, accel, monkeypatch):
+    spec = _spec(accel, pipeline)
+    path = tmp_path / "task.py"
+    path.write_text(generate_code(spec, "a task"))
+    assert "accel_bench" not in path.read_text()  # standalone
+    verify_file(path, spec, cache_dir=os.environ["ACCEL_BENCH_CACHE"])  # runs it: 25 steps, DPM-Solver++
+
+    import runpy
+
+    from accel_bench.pipelines import random_weights_dir
+
+    namespace = runpy.run_path(str(path))
+    model = random_weights_dir(pipeline, os.environ["ACCEL_BENCH_CACHE"])
+    pipe = namespace["load_pipeline"](model_id=str(model), device="cpu", dtype=torch.float32)
+    assert pipe.scheduler.config.algorithm_type == "dpmsolver++"
+    params = spec.params
+    if "deepcache" in spec.methods:
+        assert (pipe.deepcache.params["cache_interval"], pipe.deepcache.params["cache_block_id"]) == (3, params["cache_branch_id"] // 3)
+    if "tome" in spec.methods:
+        assert pipe.unet._tome_info["args"]["ratio"] == params["ratio"]
+        assert pipe.unet._tome_info["args"]["max_downsample"] == params["max_downsample"]
+    if "tgate" in spec.methods:
+        seen = {}
+        original = pipe.tgate
+
+        def recording(**kwargs):
+            seen.update(kwargs)
+            return original(**kwargs)
+
+        pipe.tgate = recording
+        namespace["inference"].__globals__["RESOLUTION"] = None
+        namespace["inference"](pipe, ["a cat"], torch.Generator().manual_seed(0))
+        assert {k: seen[k] for k in ("gate_step", "sp_interval", "fi_interval", "warm_up", "num_inference_steps")} == {
+            **{k: params[k] for k in ("gate_step", "sp_interval", "fi_interval", "warm_up")}, "num_inference_steps": 25}
+
+
+def test_verification_catches_a_file_that_disagrees_with_its_entry(tmp_path):
+    spec = _spec("deepcache", "tiny", scheduler="ddim", steps=25)
+    path = tmp_path / "task.py"
+    path.write_text(generate_code(spec, "a task").replace("NUM_INFERENCE_STEPS = 25", "NUM_INFERENCE_STEPS = 20"))
+    with pytest.raises(VerificationError, match="NUM_INFERENCE_STEPS=20, expected 25"):
+        verify_file(path, spec, cache_dir=os.environ["ACCEL_BENCH_CACHE"])
+    path.write_text(generate_code(spec, "a task").replace("num_inference_steps=NUM_INFERENCE_STEPS", "num_inference_steps=20"))
+    with pytest.raises(VerificationError, match="ran 20 steps, expected 25"):
+        verify_file(path, spec, cache_dir=os.environ["ACCEL_BENCH_CACHE"])
+
+
+def _postprocess(args, cwd):
+    return subprocess.run([sys.executable, "-m", "accel_bench.postprocess", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+GRID = ["grid.pipelines=[tiny,tiny_xl]", "grid.schedulers=[ddim,unipc]", "grid.steps=[25]"]
+
+
+def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
+    write_sweep(tmp_path / "a", [
+        row(speedup=2.1, clip_loss=0.01), row(accel="tgate", speedup=2.6, clip_loss=0.04),
+        row(pipeline="tiny_xl", accel="tgate_deepcache_tome", scheduler="unipc", speedup=3.2, clip_loss=0.015),
+        row(pipeline="tiny_xl", scheduler="ddim", status="invalid", error="accel.cache_branch_id=9 ..."),
+    ])
+    common = ["sweep_dir=a", "include_random=true", "budgets=[0.02,0.05]", *GRID]
+    first = _postprocess([*common, "out_dir=first"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "MISSING: 4 grid combination(s)" in first.stderr and "no ok rows (1 invalid)" in first.stderr
+    second = _postprocess([*common, "out_dir=second", "verify=false"], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out = tmp_path / "first"
+    files = ["search_params.json", "manifest.json", "file_id_mapping.json", "coverage.csv"]
+    files += [str(p.relative_to(out)) for p in sorted((out / "gt_code").rglob("*.py"))]
+    for name in files:
+        assert (out / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
+
+    search = json.loads((out / "search_params.json").read_text())
+    assert [(e["pipeline"], e["scheduler"], e["quality_budget"], e["accel"]) for e in search["entries"]] == [
+        ("tiny", "ddim", 0.02, "deepcache"), ("tiny", "ddim", 0.05, "tgate"), ("tiny_xl", "unipc", 0.02, "tgate_deepcache_tome"),
+        ("tiny_xl", "unipc", 0.05, "tgate_deepcache_tome")]
+    assert all(e["weights"] == "random" and "random weights" in e["note"] for e in search["entries"])
+    assert {(m["pipeline"], m["scheduler"]) for m in search["missing"]} == {("tiny", "unipc"), ("tiny_xl", "ddim")}
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["tiny_ddim_25_bs2.png", "tiny_xl_unipc_25_bs2.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in (out / "plots").iterdir())
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [m["prompt_id"] for m in manifest] == [str(i) for i in range(192, 192 + len(manifest))]
+    assert [m["task_key"] for m in manifest] == sorted(m["task_key"] for m in manifest)
+    first_key = [m for m in manifest if m["task_key"] == "tiny_DDIM_25"]
+    assert [m["speedup"] for m in first_key] == sorted(m["speedup"] for m in first_key)
+    for m in manifest:
+        assert m["path_to_gt_code"] == f"gt_code/{m['prompt_id']}.py" and (out / m["path_to_gt_code"]).exists()
+        assert (m["path_to_gen_code"], m["path_to_metrics"]) == (f"{m['prompt_id']}_experiment.py", f"{m['prompt_id']}_metrics.json")
+        assert m["prompt_context"].startswith(m["prompt_context"].split(" by applying")[0]) and "by applying the following optimizations: " in m["prompt_context"]
+        assert (out / m["path_to_reference_baseline"]).exists()
+        code = (out / m["path_to_gt_code"]).read_text()
+        assert f"NUM_INFERENCE_STEPS = {m['steps']}" in code
+    speedup_tasks = [m for m in manifest if m["category"] == "speedup"]
+    assert any("achieve a 2x speedup" in m["prompt_context"] for m in speedup_tasks)
+    mapping = json.loads((out / "file_id_mapping.json").read_text())
+    assert mapping == {m["original_filename"]: int(m["prompt_id"]) for m in manifest}
+
+    # a new sweep adds a task: earlier ids stay, the new ones go above the highest
+    write_sweep(tmp_path / "b", [row(scheduler="unipc", accel="tome", speedup=1.9, clip_loss=0.0)])
+    third = _postprocess(["sweep_dir=[a,b]", "include_random=true", "budgets=[0.02,0.05]", *GRID, "out_dir=first", "verify=false"], tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    grown = json.loads((out / "file_id_mapping.json").read_text())
+    assert {k: grown[k] for k in mapping} == mapping
+    assert min(v for k, v in grown.items() if k not in mapping) == max(mapping.values()) + 1
+
+
+def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
+    result = _postprocess(["sweep_dir=nowhere"], tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: sweep_dir='nowhere' is not allowed: a sweep folder written by run.py -m (with a summary.csv)"]
+    write_sweep(tmp_path / "a", [row()])
+    result = _postprocess(["sweep_dir=a", "templates.speedup='achieve {speed}x'"], tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: templates.speedup=")
+    assert not (tmp_path / "dataset" / "manifest.json").exists()
+
+
+def test_candidates_exclude_controls_and_slowdowns(tmp_path):
+    measured, _ = measured_of(tmp_path, [row(accel="none", speedup=1.2), row(speedup=0.95), row(speedup=1.05)])
+    assert [m.speedup for m in candidates(measured, include_random=True)] == [1.05]
