@@ -115,6 +115,7 @@ def manifest_entry(task: Task, prompt_id: int) -> dict[str, Any]:
         "pipeline": e.pipeline,
         "scheduler": e.scheduler,
         "steps": e.steps,
+        "resolution": e.resolution,
         "batch_size": e.batch_size,
         "quality_budget": e.quality_budget,
         "accel": e.accel,

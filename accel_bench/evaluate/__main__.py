@@ -1,0 +1,44 @@
+"""``python -m accel_bench.evaluate ...`` (a Hydra app: conf/evaluate.yaml)."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ..errors import ConfigError
+from . import check, evaluate_manifest, evaluate_pair, register_configs
+
+register_configs()
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        mode = check(cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if mode == "pair":
+        m = evaluate_pair(cfg)
+        print(f"candidate: {m['status']}{' (' + m['error'] + ')' if m['error'] else ''}")
+        print(f"  latency {_fmt(m['latency_s'], '.4f')} s/image vs baseline {_fmt(m['base_latency_s'], '.4f')}: "
+              f"speedup {_fmt(m['speedup'], '.2f')}x, CLIP loss {_fmt(m['clip_loss'], '+.2%')}, PSNR {_fmt(m['psnr_db'], '.1f')} dB"
+              + ("" if m["passed"] is None else f", passed: {m['passed']}"))
+        if m["model_weights"] == "random":
+            print("  (random weights: speed is real, CLIP loss and PSNR are not quality measures)")
+        return
+    rows = evaluate_manifest(cfg)
+    ok = [r for r in rows if r["status"] == "ok"]
+    print(f"{len(rows)} tasks: {len(ok)} measured, {sum(bool(r['passed']) for r in rows)} passed; "
+          f"ground truth passed {sum(bool(r['gt_passed']) for r in rows)}; failed: {len(rows) - len(ok)}")
+    for r in rows:
+        if r["status"] != "ok":
+            print(f"  {r['prompt_id']}: {r['error']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""The code-file contract, read without running the file: its step count, from its own source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Optional
+
+
+def declared_steps(path: Path) -> Optional[int]:
+    """``NUM_INFERENCE_STEPS = N`` at module level, else a literal ``num_inference_steps=N`` anywhere."""
+    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, int):
+            if any(isinstance(t, ast.Name) and t.id == "NUM_INFERENCE_STEPS" for t in node.targets):
+                return node.value.value
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "num_inference_steps":
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, int):
+                return node.value.value
+    return None
