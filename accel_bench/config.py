@@ -22,6 +22,7 @@ from omegaconf import MISSING, DictConfig
 from . import accelerators
 from .accelerators import Target
 from .errors import ConfigError
+from .measure import WarmupPolicy
 from .pipelines import architecture_config, is_local_path
 from .prompts import load_prompts
 from .results import check_summary
@@ -84,7 +85,11 @@ class RunConfig:
     batch_size: int = 4
     num_prompts: int = 8
     seed: int = 0
-    warmup_batches: int = 1
+    warmup_batches: Any = "auto"  # an integer, or auto: until stable on a GPU, 1 on CPU
+    warmup_tolerance: float = 0.02  # auto: two consecutive batch times within 2%
+    warmup_max_batches: int = 10
+    repeats: Any = "auto"  # passes over the prompt set; auto: 3 on a GPU, 1 on CPU
+    interleave: bool = False  # alternate baseline and accelerated passes (re-measures the baseline)
     device: str = "auto"
     dtype: str = "auto"
     guidance_scale: float = 7.5
@@ -122,7 +127,12 @@ def check(cfg: DictConfig) -> Target:
     """Raise ConfigError for the first value that cannot run; return what accelerators check against."""
     for key in ("steps", "batch_size", "num_prompts"):
         _at_least(cfg, key, 1)
-    _at_least(cfg, "warmup_batches", 0)
+    for key, low in (("warmup_batches", 0), ("repeats", 1)):
+        if cfg[key] != "auto" and (not isinstance(cfg[key], int) or cfg[key] < low):
+            raise ConfigError(key, cfg[key], f"auto or an integer >= {low}")
+    if not 0 < cfg.warmup_tolerance < 1:
+        raise ConfigError("warmup_tolerance", cfg.warmup_tolerance, "a relative tolerance in (0, 1), e.g. 0.02")
+    _at_least(cfg, "warmup_max_batches", 2)
     if cfg.dtype not in DTYPES:
         raise ConfigError("dtype", cfg.dtype, " | ".join(DTYPES))
     if not _DEVICE.match(cfg.device):
@@ -182,6 +192,18 @@ def resolve_device(device: str, job_num: Optional[int] = None) -> str:
     if count > 1 and job_num is not None and os.environ.get("SUBMITIT_EXECUTOR") == "local":
         return f"cuda:{job_num % count}"
     return "cuda"
+
+
+def warmup_policy(cfg: DictConfig, device: str) -> WarmupPolicy:
+    """``auto`` warms up until stable on a GPU; on a CPU one batch (its timings are not the point)."""
+    batches = 1 if cfg.warmup_batches == "auto" and not device.startswith("cuda") else cfg.warmup_batches
+    return WarmupPolicy(batches, cfg.warmup_tolerance, cfg.warmup_max_batches)
+
+
+def resolve_repeats(repeats: Any, device: str) -> int:
+    if repeats != "auto":
+        return int(repeats)
+    return 3 if device.startswith("cuda") else 1
 
 
 class CheckBeforeRun(Callback):

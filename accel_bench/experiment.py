@@ -10,7 +10,9 @@ import json
 import logging
 import platform
 import random
+import statistics
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, accelerators, config, sweeps
 from .errors import ConfigError
-from .measure import Generate, Measurement, measure
+from .measure import Generate, Measurement, measure_sides, speedup_ratios
 from .baselines import Baseline, baseline_key, get_or_measure
 from .metrics import choose_clip, clip_scorer, psnr_db, ssim, to_uint8
 from .pipelines import cached_pipeline, resolve_dtype, set_scheduler
@@ -95,19 +97,35 @@ def _generate(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolution
     return generate
 
 
-def _measure_side(pipe: Any, methods: list[accelerators.Accelerator], prompts: list[str], cfg: DictConfig, device: torch.device, resolution: int, label: str) -> Measurement:
-    with accelerators.applied(pipe, methods) as applied:
-        return measure(
-            _generate(applied, cfg, resolution),
-            prompts,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            warmup_batches=cfg.warmup_batches,
-            device=device,
-            before_batch=applied.reset,
-            count_flops=cfg.count_flops,
-            label=label,
-        )
+def _measure(sides: list[tuple[str, list[accelerators.Accelerator]]], pipe: Any, prompts: list[str], cfg: DictConfig,
+             device: torch.device, resolution: int, interleave: bool) -> list[Measurement]:
+    """Each side is the pipeline with its accelerators applied, for each of its passes."""
+
+    def opener(methods: list[accelerators.Accelerator]):
+        @contextmanager
+        def opened():
+            with accelerators.applied(pipe, methods) as applied:
+                yield _generate(applied, cfg, resolution), applied.reset
+
+        return opened
+
+    return measure_sides(
+        [opener(methods) for _, methods in sides],
+        prompts,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        warmup=config.warmup_policy(cfg, str(device)),
+        device=device,
+        repeats=config.resolve_repeats(cfg.repeats, str(device)),
+        interleave=interleave,
+        count_flops=cfg.count_flops,
+        labels=[label for label, _ in sides],
+    )
+
+
+def _shared_baseline(cfg: DictConfig, key: str, measure_baseline: Any, sweep_dir: Optional[Path]) -> tuple[Baseline, bool]:
+    """The baseline measured once per process, and once per sweep across its processes."""
+    return get_or_measure(key, measure_baseline, sweep_dir / "baselines" if sweep_dir else None)
 
 
 def _save_images(run_dir: Path, sides: Sides) -> None:
@@ -189,21 +207,26 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
              len(prompts), cfg.batch_size, cfg.accel.name, device, _DTYPE_NAMES[dtype])
 
     def measure_baseline() -> Baseline:
-        measured = _measure_side(pipe, [], prompts, cfg, device, resolution, "baseline")
+        (measured,) = _measure([("baseline", [])], pipe, prompts, cfg, device, resolution, interleave=False)
         return Baseline(measured, scorer.scores(measured.images, prompts))
 
-    key = baseline_key(
-        pipeline={k: cfg.pipeline[k] for k in ("family", "weights", "architecture", "model_id")},
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        prompts=prompts,
-        clip=clip.label,
-        device=str(device),
-        dtype=_DTYPE_NAMES[dtype],
-        resolution=resolution,
-        **{k: cfg[k] for k in ("steps", "batch_size", "seed", "warmup_batches", "guidance_scale", "count_flops")},
-    )
-    baseline, baseline_cached = get_or_measure(key, measure_baseline, sweep_dir / "baselines" if sweep_dir else None)
-    accel_side = _measure_side(pipe, methods, prompts, cfg, device, resolution, cfg.accel.name)
+    if cfg.interleave:  # the baseline is re-measured, its passes alternating with the accelerated ones
+        base_side, accel_side = _measure([("baseline", []), (cfg.accel.name, methods)], pipe, prompts, cfg, device, resolution, interleave=True)
+        baseline, baseline_cached = Baseline(base_side, scorer.scores(base_side.images, prompts)), False
+    else:
+        key = baseline_key(
+            pipeline={k: cfg.pipeline[k] for k in ("family", "weights", "architecture", "model_id")},
+            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+            prompts=prompts,
+            clip=clip.label,
+            device=str(device),
+            dtype=_DTYPE_NAMES[dtype],
+            resolution=resolution,
+            **{k: cfg[k] for k in ("steps", "batch_size", "seed", "warmup_batches", "warmup_tolerance", "warmup_max_batches",
+                                   "repeats", "guidance_scale", "count_flops")},
+        )
+        baseline, baseline_cached = _shared_baseline(cfg, key, measure_baseline, sweep_dir)
+        (accel_side,) = _measure([(cfg.accel.name, methods)], pipe, prompts, cfg, device, resolution, interleave=False)
     sides = Sides(baseline.measurement, accel_side)
     base_clip = float(baseline.clip_scores.mean())
     accel_clip = float(scorer.scores(accel_side.images, prompts).mean())
@@ -211,6 +234,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         _save_images(run_dir, sides)
 
     base, accel = sides.baseline, sides.accel
+    ratios = speedup_ratios(base, accel)
     return ResultRow(
         status="ok",
         num_images=accel.num_images,
@@ -223,11 +247,22 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         pipeline_load_s=loaded.load_s,
         baseline_cached=baseline_cached,
         warmup_batches=accel.warmup_batches,
+        base_warmup_batches=base.warmup_batches,
         warmup_s=sum(accel.warmup_times_s),
         base_warmup_s=sum(base.warmup_times_s),
+        repeats=accel.repeats,
+        interleaved=bool(cfg.interleave),
         latency_s=accel.latency_s,
         base_latency_s=base.latency_s,
-        speedup=base.latency_s / accel.latency_s,
+        latency_min_s=accel.latency_min_s,
+        latency_max_s=accel.latency_max_s,
+        latency_spread=accel.latency_spread,
+        base_latency_min_s=base.latency_min_s,
+        base_latency_max_s=base.latency_max_s,
+        base_latency_spread=base.latency_spread,
+        speedup=statistics.median(ratios),
+        speedup_min=min(ratios),
+        speedup_max=max(ratios),
         batch_time_median_s=accel.batch_time_median_s,
         base_batch_time_median_s=base.batch_time_median_s,
         batch_time_min_s=accel.batch_time_min_s,
@@ -266,7 +301,11 @@ def format_summary(row: ResultRow, summary_path: str) -> str:
         f"{row.pipeline_label} [{row.weights} weights] | {row.scheduler_class} {row.steps} steps | "
         f"{row.num_images} images, batch {row.batch_size}, {row.resolution}px | {row.device} ({row.device_name}) {row.dtype}",
         f"{'':24}{'baseline':>12}{row.accel:>22}",
-        f"{'latency (s / image)':24}{_fmt(row.base_latency_s, '.4f'):>12}{_fmt(row.latency_s, '.4f'):>22}   speedup {row.speedup:.2f}x",
+        f"{'latency (s / image)':24}{_fmt(row.base_latency_s, '.4f'):>12}{_fmt(row.latency_s, '.4f'):>22}   speedup {row.speedup:.2f}x"
+        f" [{row.speedup_min:.2f}-{row.speedup_max:.2f}]",
+        f"{'spread over repeats':24}{_fmt(row.base_latency_spread, '.1%'):>12}{_fmt(row.latency_spread, '.1%'):>22}"
+        f"   {row.repeats} repeat(s){', interleaved (baseline re-measured)' if row.interleaved else ''}"
+        f"{', baseline reused' if row.baseline_cached else ''}; warm-up {row.base_warmup_batches}/{row.warmup_batches} batches",
         f"{'batch median (s)':24}{_fmt(row.base_batch_time_median_s, '.4f'):>12}{_fmt(row.batch_time_median_s, '.4f'):>22}",
         f"{'GFLOP / image':24}{_fmt(row.base_flops_per_image, '.2f'):>12}{_fmt(row.flops_per_image, '.2f'):>22}   FLOPs ratio {_fmt(row.flops_ratio, '.2f')}x",
         f"{'peak memory (GB)':24}{_fmt(row.base_peak_mem_gb, '.2f'):>12}{_fmt(row.peak_mem_gb, '.2f'):>22}",

@@ -1,17 +1,22 @@
-"""The one timing path: every speed number in accel_bench comes from ``measure``.
+"""The one timing path: every speed number in accel_bench comes from ``measure_sides``.
 
 Fair by construction: prompts go in batches of ``batch_size``; each prompt has its own CPU
 generator seeded from (seed, prompt index), so an image does not depend on how prompts are
 batched; warm-up batches use the same generators, which are made anew for the measured
 batches; on a GPU ``torch.cuda.synchronize()`` brackets every timed batch.
+
+Numbers that hold on a noisy GPU: warm-up can run until two consecutive batch times agree
+(``warmup="auto"``); the prompt set is measured ``repeats`` times and every figure keeps its
+spread; with ``interleave`` the sides' passes alternate (A B A B ...), so drift hits both alike.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, ContextManager, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,6 +24,10 @@ from tqdm.auto import tqdm
 
 # generate(prompts, generators) -> images as float arrays in [0, 1], shape (batch, height, width, 3)
 Generate = Callable[[list[str], list[torch.Generator]], np.ndarray]
+# before_batch(seed): put stateful accelerators into a state fixed by the batch's seed
+BeforeBatch = Optional[Callable[[int], None]]
+# a side of a comparison, opened for each of its passes (accelerators applied, then removed)
+SideOpener = Callable[[], ContextManager[tuple[Generate, BeforeBatch]]]
 
 
 def prompt_seed(seed: int, index: int) -> int:
@@ -30,16 +39,27 @@ def prompt_generators(seed: int, start: int, count: int) -> list[torch.Generator
     return [torch.Generator("cpu").manual_seed(prompt_seed(seed, start + i)) for i in range(count)]
 
 
+@dataclass(frozen=True)
+class WarmupPolicy:
+    """``batches``: a fixed count, or "auto": until two consecutive full-batch times agree within
+    ``tolerance`` (relative), at most ``max_batches``."""
+
+    batches: Union[int, str] = 1
+    tolerance: float = 0.02
+    max_batches: int = 10
+
+
 @dataclass
 class Measurement:
-    """Timings of one side of a comparison; every figure names its unit and its denominator."""
+    """One side of a comparison; every figure names its unit and its denominator."""
 
-    batch_times_s: list[float]  # seconds per measured batch
-    batch_sizes: list[int]
+    batch_times_s: list[float]  # seconds per measured batch, all repeats in order
+    batch_sizes: list[int]  # images per measured batch, same order
+    repeats: int  # passes over the prompt set
     warmup_times_s: list[float]  # seconds per warm-up batch (synchronized like the measured ones)
     peak_mem_gb: Optional[float]  # torch.cuda.max_memory_allocated over the measured batches; None on CPU
     flops_per_image: Optional[float]  # GFLOP per image, counted on one untimed image; None when not counted
-    images: np.ndarray = field(repr=False)  # (num_images, H, W, 3) floats in [0, 1], in prompt order
+    images: np.ndarray = field(repr=False)  # (num_images, H, W, 3) floats in [0, 1], in prompt order, first pass
 
     @property
     def warmup_batches(self) -> int:
@@ -47,16 +67,36 @@ class Measurement:
 
     @property
     def num_images(self) -> int:
-        return sum(self.batch_sizes)
+        """Images per pass over the prompt set."""
+        return sum(self.batch_sizes) // self.repeats
+
+    @property
+    def repeat_latencies_s(self) -> list[float]:
+        """Seconds per image of each pass: the pass's measured time / its images."""
+        per_pass = len(self.batch_times_s) // self.repeats
+        return [sum(self.batch_times_s[r * per_pass : (r + 1) * per_pass]) / self.num_images for r in range(self.repeats)]
 
     @property
     def latency_s(self) -> float:
-        """Seconds per image: total measured time / images."""
-        return sum(self.batch_times_s) / self.num_images
+        """Seconds per image: the median over repeats."""
+        return statistics.median(self.repeat_latencies_s)
+
+    @property
+    def latency_min_s(self) -> float:
+        return min(self.repeat_latencies_s)
+
+    @property
+    def latency_max_s(self) -> float:
+        return max(self.repeat_latencies_s)
+
+    @property
+    def latency_spread(self) -> float:
+        """(max - min) / median of the per-repeat latencies: 0.05 means 5%."""
+        return (self.latency_max_s - self.latency_min_s) / self.latency_s
 
     @property
     def images_per_s(self) -> float:
-        return self.num_images / sum(self.batch_times_s)
+        return 1.0 / self.latency_s
 
     @property
     def batch_time_median_s(self) -> float:
@@ -71,9 +111,124 @@ class Measurement:
         return max(self.batch_times_s)
 
 
+def speedup_ratios(base: Measurement, accel: Measurement) -> list[float]:
+    """Per-repeat speedups, pairing repeat r of each side (the pairs of an interleaved run)."""
+    return [b / a for b, a in zip(base.repeat_latencies_s, accel.repeat_latencies_s)]
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """Batches of one pass over the prompts, timed the one way."""
+
+    def __init__(self, prompts: Sequence[str], batch_size: int, seed: int, device: torch.device):
+        self.prompts, self.batch_size, self.seed, self.device = list(prompts), batch_size, seed, device
+        self.starts = list(range(0, len(self.prompts), batch_size))
+        self.full_starts = [s for s in self.starts if s + batch_size <= len(self.prompts)] or self.starts
+
+    def run(self, generate: Generate, before_batch: BeforeBatch, start: int, size: Optional[int] = None) -> np.ndarray:
+        batch = self.prompts[start : start + (size or self.batch_size)]
+        generators = prompt_generators(self.seed, start, len(batch))
+        if before_batch is not None:
+            before_batch(prompt_seed(self.seed, start))
+        return generate(batch, generators)
+
+    def timed(self, generate: Generate, before_batch: BeforeBatch, start: int) -> tuple[float, np.ndarray]:
+        _synchronize(self.device)
+        began = time.perf_counter()
+        output = self.run(generate, before_batch, start)
+        _synchronize(self.device)
+        return time.perf_counter() - began, output
+
+    def warm_up(self, generate: Generate, before_batch: BeforeBatch, policy: WarmupPolicy, label: str) -> list[float]:
+        if policy.batches != "auto":
+            starts = self.starts[: min(int(policy.batches), len(self.starts))]
+            return [self.timed(generate, before_batch, s)[0] for s in tqdm(starts, desc=f"{label} warm-up", unit="batch", leave=False)]
+        times: list[float] = []
+        with tqdm(desc=f"{label} warm-up until stable", unit="batch", leave=False) as bar:
+            while len(times) < policy.max_batches:
+                start = self.full_starts[len(times) % len(self.full_starts)]
+                times.append(self.timed(generate, before_batch, start)[0])
+                bar.update()
+                if len(times) >= 2 and abs(times[-1] - times[-2]) <= policy.tolerance * times[-2]:
+                    break
+        return times
+
+
+@dataclass
+class _Side:
+    opener: SideOpener
+    label: str
+    warmup_times: list[float] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    images: Optional[np.ndarray] = None
+    peak: Optional[float] = None
+    flops: Optional[float] = None
+
+
+def measure_sides(
+    openers: Sequence[SideOpener],
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    seed: int,
+    warmup: WarmupPolicy,
+    device: torch.device,
+    repeats: int = 1,
+    interleave: bool = False,
+    count_flops: bool = True,
+    labels: Sequence[str] = (),
+) -> list[Measurement]:
+    """Measure each side ``repeats`` times over ``prompts``: side by side, or alternating passes."""
+    runner = _Runner(prompts, batch_size, seed, device)
+    sides = [_Side(opener, label) for opener, label in zip(openers, list(labels) + [""] * len(openers))]
+
+    def one_pass(side: _Side, repeat: int) -> None:
+        with side.opener() as (generate, before_batch):
+            if repeat == 0:
+                side.warmup_times = runner.warm_up(generate, before_batch, warmup, side.label)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            outputs = []
+            for start in tqdm(runner.starts, desc=f"{side.label} pass {repeat + 1}/{repeats}", unit="batch", leave=False):
+                seconds, output = runner.timed(generate, before_batch, start)
+                side.times.append(seconds)
+                side.sizes.append(len(output))
+                outputs.append(np.asarray(output, dtype=np.float32))
+            if repeat == 0:
+                side.images = np.concatenate(outputs)
+            if device.type == "cuda":
+                side.peak = max(side.peak or 0.0, torch.cuda.max_memory_allocated(device) / 1e9)
+            if count_flops and repeat == repeats - 1:
+                # FLOPs per image do not depend on the batch size: one image is enough, and cheap
+                from torch.utils.flop_counter import FlopCounterMode
+
+                counter = FlopCounterMode(display=False)
+                with counter:
+                    runner.run(generate, before_batch, 0, size=1)
+                side.flops = counter.get_total_flops() / 1e9
+
+    if interleave:
+        for repeat in range(repeats):
+            for side in sides:
+                one_pass(side, repeat)
+    else:
+        for side in sides:
+            for repeat in range(repeats):
+                one_pass(side, repeat)
+    return [
+        Measurement(s.times, s.sizes, repeats, s.warmup_times, s.peak, s.flops, s.images)  # type: ignore[arg-type]
+        for s in sides
+    ]
+
+
+@contextmanager
+def _fixed(generate: Generate, before_batch: BeforeBatch) -> Iterator[tuple[Generate, BeforeBatch]]:
+    yield generate, before_batch
 
 
 def measure(
@@ -82,57 +237,25 @@ def measure(
     *,
     batch_size: int,
     seed: int,
-    warmup_batches: int,
+    warmup_batches: Union[int, str],
     device: torch.device,
-    before_batch: Optional[Callable[[int], None]] = None,
+    before_batch: BeforeBatch = None,
     count_flops: bool = True,
+    repeats: int = 1,
+    warmup_tolerance: float = 0.02,
+    warmup_max_batches: int = 10,
     label: str = "",
 ) -> Measurement:
-    """Time ``generate`` over ``prompts``; ``before_batch(seed)`` runs untimed before every call."""
-    starts = list(range(0, len(prompts), batch_size))
-
-    def run_batch(start: int, size: int = batch_size) -> np.ndarray:
-        batch = list(prompts[start : start + size])
-        generators = prompt_generators(seed, start, len(batch))
-        if before_batch is not None:
-            before_batch(prompt_seed(seed, start))
-        return generate(batch, generators)
-
-    def timed_batch(start: int) -> tuple[float, np.ndarray]:
-        _synchronize(device)
-        began = time.perf_counter()
-        output = run_batch(start)
-        _synchronize(device)
-        return time.perf_counter() - began, output
-
-    warmup = starts[: min(warmup_batches, len(starts))]
-    warmup_times = [timed_batch(start)[0] for start in tqdm(warmup, desc=f"{label} warm-up", unit="batch", leave=False)]
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times, sizes, images = [], [], []
-    for start in tqdm(starts, desc=label, unit="batch", leave=False):
-        seconds, output = timed_batch(start)
-        times.append(seconds)
-        sizes.append(len(output))
-        images.append(np.asarray(output, dtype=np.float32))
-    peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-
-    flops = None
-    if count_flops:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        # FLOPs per image do not depend on the batch size: one image is enough, and cheap
-        counter = FlopCounterMode(display=False)
-        with counter:
-            run_batch(0, size=1)
-        flops = counter.get_total_flops() / 1e9
-
-    return Measurement(
-        batch_times_s=times,
-        batch_sizes=sizes,
-        warmup_times_s=warmup_times,
-        peak_mem_gb=peak,
-        flops_per_image=flops,
-        images=np.concatenate(images),
+    """One side alone: ``measure_sides`` with a single, always-open side."""
+    (result,) = measure_sides(
+        [lambda: _fixed(generate, before_batch)],
+        prompts,
+        batch_size=batch_size,
+        seed=seed,
+        warmup=WarmupPolicy(warmup_batches, warmup_tolerance, warmup_max_batches),
+        device=device,
+        repeats=repeats,
+        count_flops=count_flops,
+        labels=[label],
     )
+    return result

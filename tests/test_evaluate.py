@@ -135,11 +135,11 @@ def _evaluate(args, cwd):
 
 
 def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
-    from accel_bench.postprocess import postprocess
+    from accel_bench.postprocess import PostprocessConfig, postprocess
 
     write_sweep(tmp_path / "sweep", [row(speedup=1.2, clip_loss=0.0, steps=6)])  # one task: target 1.5x
     dataset = tmp_path / "dataset"
-    cfg = OmegaConf.create({
+    cfg = OmegaConf.merge(OmegaConf.structured(PostprocessConfig), {
         "sweep_dir": str(tmp_path / "sweep"), "out_dir": str(dataset), "budgets": [0.05], "include_random": True, "start_id": 7,
         "grid": {"pipelines": ["tiny"], "schedulers": ["ddim"], "steps": [6]}, "verify": False, "cache_dir": os.environ["ACCEL_BENCH_CACHE"],
         "templates": {"speedup": "Take an {pipeline} pipeline ({sampler}, {steps} steps) as the baseline, and achieve a {speedup}x speedup"},

@@ -22,7 +22,8 @@ CONTRACT = (
 ).split()
 TIMING = {"timestamp", "latency_s", "base_latency_s", "speedup", "batch_time_median_s", "base_batch_time_median_s",
           "images_per_s", "base_images_per_s", "batch_time_min_s", "batch_time_max_s", "base_batch_time_min_s",
-          "base_batch_time_max_s", "pipeline_load_s", "run_dir", "warmup_s", "base_warmup_s"}
+          "base_batch_time_max_s", "pipeline_load_s", "run_dir", "warmup_s", "base_warmup_s", "speedup_min", "speedup_max",
+          "latency_min_s", "latency_max_s", "latency_spread", "base_latency_min_s", "base_latency_max_s", "base_latency_spread"}
 
 
 def test_cli_run_writes_row_result_and_images(tmp_path):

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,9 +28,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from ..config import ClipConfig, PipelineConfig, PromptsConfig, resolve_device
+from ..config import ClipConfig, PipelineConfig, PromptsConfig, resolve_device, resolve_repeats, warmup_policy
 from ..errors import ConfigError
-from ..measure import Measurement
+from ..measure import Measurement, speedup_ratios
 from ..metrics import choose_clip, clip_scorer, psnr_db, ssim, to_uint8
 from ..pipelines import random_weights_dir
 from ..prompts import load_prompts
@@ -55,7 +56,10 @@ class EvaluateConfig:
     num_prompts: int = 8
     batch_size: Optional[int] = None
     seed: int = 0
-    warmup_batches: int = 1
+    warmup_batches: Any = "auto"  # as in run.py: until stable on a GPU, 1 on CPU
+    warmup_tolerance: float = 0.02
+    warmup_max_batches: int = 10
+    repeats: Any = "auto"  # 3 on a GPU, 1 on CPU: pass/fail is decided on the median
     device: str = "auto"
     dtype: str = "auto"
     count_flops: bool = False
@@ -99,10 +103,14 @@ def run_file(code_path: Path, *, model_id: str, steps: Optional[int], resolution
     if not code_path.is_file():
         return FileRun(str(code_path), "failed", f"missing file {code_path}")
     with tempfile.TemporaryDirectory(prefix="accel_bench_eval_") as work:
+        device = resolve_device(cfg.device)
+        warmup = warmup_policy(cfg, device)
         request = {
             "code_path": str(code_path.resolve()), "model_id": model_id, "steps": steps, "resolution": resolution,
-            "prompts": prompts, "batch_size": batch_size, "seed": cfg.seed, "warmup_batches": cfg.warmup_batches,
-            "device": resolve_device(cfg.device), "dtype": cfg.dtype, "count_flops": cfg.count_flops, "out_dir": work,
+            "prompts": prompts, "batch_size": batch_size, "seed": cfg.seed, "warmup_batches": warmup.batches,
+            "warmup_tolerance": warmup.tolerance, "warmup_max_batches": warmup.max_batches,
+            "repeats": resolve_repeats(cfg.repeats, device), "device": device, "dtype": cfg.dtype,
+            "count_flops": cfg.count_flops, "out_dir": work,
         }
         (Path(work) / "request.json").write_text(json.dumps(request))
         process = subprocess.Popen(
@@ -130,6 +138,7 @@ def compare(base: FileRun, side: FileRun, base_scores: Optional[np.ndarray], sco
             target_speedup: Optional[float], quality_budget: Optional[float]) -> dict[str, Any]:
     record: dict[str, Any] = {
         "status": "failed", "error": None, "speedup": None, "clip_loss": None, "psnr_db": None, "ssim": None,
+        "speedup_min": None, "speedup_max": None, "repeats": None, "latency_spread": None, "base_latency_spread": None,
         "latency_s": None, "base_latency_s": None, "clip_score": None, "base_clip_score": None,
         "target_speedup": target_speedup, "quality_budget": quality_budget, "passed": False, "path": side.path,
     }
@@ -142,8 +151,10 @@ def compare(base: FileRun, side: FileRun, base_scores: Optional[np.ndarray], sco
     b, s = base.measurement, side.measurement
     base_clip = float(base_scores.mean())
     clip = float(scorer.scores(s.images, prompts).mean())
+    ratios = speedup_ratios(b, s)
     record.update(
-        status="ok", speedup=b.latency_s / s.latency_s, latency_s=s.latency_s, base_latency_s=b.latency_s,
+        status="ok", speedup=statistics.median(ratios), speedup_min=min(ratios), speedup_max=max(ratios), repeats=len(ratios),
+        latency_spread=s.latency_spread, base_latency_spread=b.latency_spread, latency_s=s.latency_s, base_latency_s=b.latency_s,
         clip_score=clip, base_clip_score=base_clip, clip_loss=(base_clip - clip) / base_clip if base_clip else None,
         psnr_db=float(np.mean(psnr_db(b.images, s.images))), ssim=float(np.mean(ssim(b.images, s.images))),
     )
@@ -193,9 +204,12 @@ class Evaluator:
 
 def check(cfg: Any) -> str:
     """Which mode the config asks for ("manifest" or "pair"), or a ConfigError naming the key."""
-    for key, low in (("num_prompts", 1), ("timeout_s", 1), ("warmup_batches", 0)):
+    for key, low in (("num_prompts", 1), ("timeout_s", 1)):
         if cfg[key] < low:
             raise ConfigError(key, cfg[key], f"an integer >= {low}")
+    for key, low in (("warmup_batches", 0), ("repeats", 1)):
+        if cfg[key] != "auto" and (not isinstance(cfg[key], int) or cfg[key] < low):
+            raise ConfigError(key, cfg[key], f"auto or an integer >= {low}")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise ConfigError("batch_size", cfg.batch_size, "null (the task's) or an integer >= 1")
     load_prompts(cfg.prompts)

@@ -22,7 +22,7 @@ from .codegen import CodeSpec, describe_methods, generate_code
 from .manifest import assign_ids, build_tasks, manifest_entry, reference_baseline_path
 from .plots import plot_all
 from .records import read_summaries
-from .select import Entry, gaps, select
+from .select import Confirmation, Entry, gaps, select, select_confirmed
 from .verify import verify_file
 
 PLACEHOLDERS = {"pipeline": "SD1.5", "sampler": "DDIM", "steps": 50, "speedup": "2", "methods": "DeepCache"}
@@ -45,6 +45,8 @@ class PostprocessConfig:
     grid: GridConfig = MISSING
     templates: Dict[str, str] = MISSING
     verify: bool = True
+    confirm: bool = False
+    confirm_repeats: int = 3
     cache_dir: str = "~/.cache/accel_bench"
 
 
@@ -66,6 +68,8 @@ def check(cfg: Any) -> None:
     for budget in cfg.budgets:
         if not 0 <= budget < 1:
             raise ConfigError("budgets", list(cfg.budgets), "CLIP-loss budgets in [0, 1), e.g. [0.02,0.05]")
+    if cfg.confirm_repeats < 1:
+        raise ConfigError("confirm_repeats", cfg.confirm_repeats, "an integer >= 1")
     if cfg.start_id < 0:
         raise ConfigError("start_id", cfg.start_id, "an integer >= 0")
     for name, template in cfg.templates.items():
@@ -73,6 +77,26 @@ def check(cfg: Any) -> None:
             template.format(**PLACEHOLDERS)
         except (KeyError, IndexError, ValueError) as error:
             raise ConfigError(f"templates.{name}", template, f"placeholders among {{{'}, {'.join(PLACEHOLDERS)}}} ({error!r})") from None
+
+
+def confirm_by_rerun(folder: Path, repeats: int):
+    """Re-run a row's own config (from its result.json), interleaved against a re-measured baseline."""
+    from omegaconf import OmegaConf
+
+    from .. import experiment
+    from ..config import RunConfig
+
+    def confirm(m):
+        stored = json.loads((Path(m.run_dir) / "result.json").read_text())["config"]
+        config = OmegaConf.merge(OmegaConf.structured(RunConfig), stored)  # keys newer than the row get defaults
+        config.interleave, config.repeats, config.save_images = True, repeats, False
+        config.summary_path = str(folder / "summary.csv")
+        row = experiment.run(config, folder / m.run_id)
+        if row.status != "ok":
+            return Confirmation(0.0, 0.0, 0.0, None)  # a winner that cannot be re-measured does not hold up
+        return Confirmation(row.speedup, row.speedup_min, row.speedup_max, row.clip_loss)
+
+    return confirm
 
 
 def code_spec(entry: Entry, with_methods: bool = True) -> CodeSpec:
@@ -100,6 +124,7 @@ class Report:
     tasks: int
     plots: int
     out_dir: Path
+    reranked: list[str]
 
 
 def postprocess(cfg: Any) -> Report:
@@ -108,7 +133,11 @@ def postprocess(cfg: Any) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     measured, statuses = read_summaries(sweep_dirs(cfg))
     budgets = sorted(cfg.budgets)
-    entries = select(measured, budgets, cfg.include_random)
+    notes: list[str] = []
+    if cfg.confirm:
+        entries, notes = select_confirmed(measured, budgets, cfg.include_random, confirm_by_rerun(out / "confirm", cfg.confirm_repeats))
+    else:
+        entries = select(measured, budgets, cfg.include_random)
     grid = [(p, s, n) for p in cfg.grid.pipelines for s in cfg.grid.schedulers for n in cfg.grid.steps]
     missing = gaps(grid, budgets, measured, statuses, entries, cfg.include_random)
 
@@ -150,7 +179,7 @@ def postprocess(cfg: Any) -> Report:
     manifest = sorted((manifest_entry(t, ids[t.original_filename]) for t in tasks), key=lambda r: int(r["prompt_id"]))
     _write_json(out / "manifest.json", manifest)
     _write_json(mapping_path, dict(sorted(ids.items())))
-    return Report(entries, missing, len(tasks), len(plots), out)
+    return Report(entries, missing, len(tasks), len(plots), out, notes)
 
 
 def _write_coverage(path: Path, grid, budgets, entries, missing) -> None:

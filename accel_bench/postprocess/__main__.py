@@ -18,6 +18,8 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    for note in report.reranked:
+        print(note)
     print(f"{len(report.entries)} entries, {report.tasks} tasks, {report.plots} plots -> {report.out_dir}")
     if report.missing:
         print(f"MISSING: {len(report.missing)} grid combination(s) x budget have no qualifying result:", file=sys.stderr)

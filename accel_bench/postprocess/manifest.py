@@ -68,7 +68,7 @@ def build_tasks(entries: Sequence[Entry], templates: Mapping[str, str]) -> list[
         labels = " + ".join(_method_label(m) for m in entry.methods)
         optimizations = describe_methods(entry.methods, entry.params)
         for category in sorted(templates):
-            for difficulty, target in target_speedups(entry.speedup).items():
+            for difficulty, target in target_speedups(entry.target_basis).items():
                 text = templates[category].format(
                     pipeline=entry.pipeline_label, sampler=entry.scheduler_label, steps=entry.steps, speedup=f"{target:g}", methods=labels
                 )
@@ -123,6 +123,7 @@ def manifest_entry(task: Task, prompt_id: int) -> dict[str, Any]:
         "params": e.params,
         "target_speedup": task.target_speedup,
         "measured_speedup": e.speedup,
+        "confirmed_speedup": e.confirmed_speedup,
         "measured_clip_loss": e.clip_loss,
         "weights": e.weights,
         "run_id": e.run_id,

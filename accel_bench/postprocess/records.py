@@ -16,7 +16,7 @@ from ..experiment import SWEEP_SUMMARY
 REQUIRED = ("status", "pipeline", "pipeline_label", "family", "model_id", "scheduler", "scheduler_class", "scheduler_label",
             "scheduler_kwargs", "steps", "resolution", "guidance_scale", "accel_methods", "batch_size", "accel",
             "accel_params", "speedup", "clip_loss", "psnr_db", "latency_s", "base_latency_s", "weights",
-            "clip_weights", "run_id", "device_name")
+            "clip_weights", "run_id", "device_name", "run_dir")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Measured:
     clip_weights: str
     run_id: str
     device_name: str
+    run_dir: str  # holds result.json with the full config: what a confirmation re-runs
 
     @property
     def combination(self) -> tuple[str, str, int]:
@@ -112,6 +113,7 @@ def read_summaries(sweep_dirs: Iterable[Path]) -> tuple[list[Measured], list[Row
                     clip_weights=row["clip_weights"],
                     run_id=str(row["run_id"]),
                     device_name=str(row["device_name"]),
+                    run_dir=str(row["run_dir"]),
                 )
             )
     return measured, statuses

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .records import Measured, RowStatus
 
@@ -40,6 +40,17 @@ class Entry:
     weights: str
     run_id: str
     device_name: str
+    # with confirm=true: the winner re-measured interleaved against its baseline
+    confirmed_speedup: Optional[float] = None
+    confirmed_speedup_min: Optional[float] = None
+    confirmed_speedup_max: Optional[float] = None
+    confirmed_clip_loss: Optional[float] = None
+    reranked: Optional[bool] = None  # the sweep's first choice did not hold up
+
+    @property
+    def target_basis(self) -> float:
+        """The speedup tasks are made from: the confirmed one when there is one."""
+        return self.confirmed_speedup if self.confirmed_speedup is not None else self.speedup
 
     def to_json(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -62,20 +73,62 @@ def candidates(measured: Sequence[Measured], include_random: bool) -> list[Measu
     return [m for m in measured if m.accel != "none" and m.speedup > 1 and (include_random or m.weights == "pretrained")]
 
 
-def select(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool) -> list[Entry]:
+@dataclass(frozen=True)
+class Confirmation:
+    speedup: float  # median of the interleaved pairs' ratios
+    speedup_min: float
+    speedup_max: float
+    clip_loss: Optional[float]
+
+
+def ranked_within(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool) -> dict[tuple, list[Measured]]:
+    """Per (pipeline, scheduler, steps, batch size, budget): the qualifying rows, best first."""
     groups: dict[tuple, list[Measured]] = defaultdict(list)
     for m in candidates(measured, include_random):
         groups[(m.pipeline, m.scheduler, m.steps, m.batch_size)].append(m)
-    entries = []
+    ranked = {}
     for key in sorted(groups):
         for budget in sorted(budgets):
-            within = [m for m in groups[key] if m.clip_loss <= budget]
-            if not within:
-                continue
-            best = min(within, key=lambda m: (-m.speedup, m.clip_loss, m.sort_key))
-            fields = {f.name: getattr(best, f.name) for f in dataclasses.fields(Entry) if hasattr(best, f.name)}
-            entries.append(Entry(quality_budget=budget, **fields))
-    return entries
+            within = sorted((m for m in groups[key] if m.clip_loss <= budget), key=lambda m: (-m.speedup, m.clip_loss, m.sort_key))
+            if within:
+                ranked[(*key, budget)] = within
+    return ranked
+
+
+def _entry(m: Measured, budget: float, **confirmed: Any) -> Entry:
+    fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(Entry) if hasattr(m, f.name)}
+    return Entry(quality_budget=budget, **fields, **confirmed)
+
+
+def select(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool) -> list[Entry]:
+    return [_entry(rows[0], key[-1]) for key, rows in ranked_within(measured, budgets, include_random).items()]
+
+
+def select_confirmed(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool,
+                     confirm: Callable[[Measured], Confirmation]) -> tuple[list[Entry], list[str]]:
+    """Confirm each winner by re-measuring it; while the best confirmed speedup is below the next
+    candidate's sweep speedup, confirm that one too. Returns the entries and what was re-ranked."""
+    confirmed: dict[str, Confirmation] = {}
+    entries, notes = [], []
+    for key, rows in ranked_within(measured, budgets, include_random).items():
+        tried: list[Measured] = []
+        for index, row in enumerate(rows):
+            if row.run_id not in confirmed:
+                confirmed[row.run_id] = confirm(row)
+            tried.append(row)
+            best = max(tried, key=lambda m: (confirmed[m.run_id].speedup, -tried.index(m)))
+            following = rows[index + 1] if index + 1 < len(rows) else None
+            if following is None or confirmed[best.run_id].speedup >= following.speedup:
+                break
+        c = confirmed[best.run_id]
+        entries.append(_entry(best, key[-1], confirmed_speedup=c.speedup, confirmed_speedup_min=c.speedup_min,
+                              confirmed_speedup_max=c.speedup_max, confirmed_clip_loss=c.clip_loss, reranked=best is not rows[0]))
+        if best is not rows[0]:
+            first = rows[0]
+            notes.append(f"re-ranked {key[0]} {key[1]} {key[2]} steps, batch {key[3]}, budget {key[4]:g}: {first.accel} {first.params} "
+                         f"swept {first.speedup:.2f}x, confirmed {confirmed[first.run_id].speedup:.2f}x; now {best.accel} {best.params} "
+                         f"swept {best.speedup:.2f}x, confirmed {c.speedup:.2f}x")
+    return entries, notes
 
 
 def gaps(
