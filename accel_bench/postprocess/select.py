@@ -13,33 +13,10 @@ RANDOM_NOTE = "measured with random weights: speed is real, CLIP loss and PSNR a
 
 
 @dataclass(frozen=True)
-class Entry:
-    """The ok row with the highest speedup whose CLIP loss is within the budget."""
+class Entry(Measured):
+    """The ok row with the highest speedup whose CLIP loss is within ``quality_budget``."""
 
-    pipeline: str
-    pipeline_label: str
-    family: str
-    model_id: Optional[str]
-    scheduler: str
-    scheduler_class: str
-    scheduler_label: str
-    scheduler_kwargs: dict[str, Any]
-    steps: int
-    resolution: int
-    guidance_scale: float
-    batch_size: int
     quality_budget: float
-    accel: str
-    methods: list[str]
-    params: dict[str, Any]
-    speedup: float
-    clip_loss: float
-    psnr_db: Optional[float]
-    latency_s: float
-    base_latency_s: float
-    weights: str
-    run_id: str
-    device_name: str
     # with confirm=true: the winner re-measured interleaved against its baseline
     confirmed_speedup: Optional[float] = None
     confirmed_speedup_min: Optional[float] = None
@@ -54,6 +31,7 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
+        del record["run_dir"]  # where the sweep ran is no property of the result
         if self.weights == "random":
             record["note"] = RANDOM_NOTE
         return record
@@ -96,8 +74,7 @@ def ranked_within(measured: Sequence[Measured], budgets: Sequence[float], includ
 
 
 def _entry(m: Measured, budget: float, **confirmed: Any) -> Entry:
-    fields = {f.name: getattr(m, f.name) for f in dataclasses.fields(Entry) if hasattr(m, f.name)}
-    return Entry(quality_budget=budget, **fields, **confirmed)
+    return Entry(**{f.name: getattr(m, f.name) for f in dataclasses.fields(Measured)}, quality_budget=budget, **confirmed)
 
 
 def select(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool) -> list[Entry]:
