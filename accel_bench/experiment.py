@@ -13,7 +13,6 @@ import random
 import statistics
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -76,12 +75,6 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-@dataclass(frozen=True)
-class Sides:
-    baseline: Measurement
-    accel: Measurement
-
-
 def _generate(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolution: int) -> Generate:
     def generate(prompts: list[str], generators: list[torch.Generator]) -> np.ndarray:
         return applied.call(
@@ -123,18 +116,13 @@ def _measure(sides: list[tuple[str, list[accelerators.Accelerator]]], pipe: Any,
     )
 
 
-def _shared_baseline(cfg: DictConfig, key: str, measure_baseline: Any, sweep_dir: Optional[Path]) -> tuple[Baseline, bool]:
-    """The baseline measured once per process, and once per sweep across its processes."""
-    return get_or_measure(key, measure_baseline, sweep_dir / "baselines" if sweep_dir else None)
-
-
-def _save_images(run_dir: Path, sides: Sides) -> None:
+def _save_images(run_dir: Path, sides: dict[str, Measurement]) -> None:
     from PIL import Image
 
-    for side in ("baseline", "accel"):
+    for side, measured in sides.items():
         folder = run_dir / "images" / side
         folder.mkdir(parents=True, exist_ok=True)
-        for index, pixels in enumerate(to_uint8(getattr(sides, side).images)):
+        for index, pixels in enumerate(to_uint8(measured.images)):
             Image.fromarray(pixels).save(folder / f"{index:04d}.png")
 
 
@@ -225,15 +213,15 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
             **{k: cfg[k] for k in ("steps", "batch_size", "seed", "warmup_batches", "warmup_tolerance", "warmup_max_batches",
                                    "repeats", "guidance_scale", "count_flops")},
         )
-        baseline, baseline_cached = _shared_baseline(cfg, key, measure_baseline, sweep_dir)
+        # once per process, and once per sweep across its processes
+        baseline, baseline_cached = get_or_measure(key, measure_baseline, sweep_dir / "baselines" if sweep_dir else None)
         (accel_side,) = _measure([(cfg.accel.name, methods)], pipe, prompts, cfg, device, resolution, interleave=False)
-    sides = Sides(baseline.measurement, accel_side)
+    base, accel = baseline.measurement, accel_side
     base_clip = float(baseline.clip_scores.mean())
-    accel_clip = float(scorer.scores(accel_side.images, prompts).mean())
+    accel_clip = float(scorer.scores(accel.images, prompts).mean())
     if cfg.save_images:
-        _save_images(run_dir, sides)
+        _save_images(run_dir, {"baseline": base, "accel": accel})
 
-    base, accel = sides.baseline, sides.accel
     ratios = speedup_ratios(base, accel)
     return ResultRow(
         status="ok",

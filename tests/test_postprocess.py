@@ -21,7 +21,7 @@ from accel_bench.postprocess.select import candidates, gaps, select
 from accel_bench.postprocess.verify import VerificationError, verify_file
 from accel_bench.results import ResultRow, upsert_summary
 
-from .conftest import ACCELS, REPO, compose_config
+from .conftest import ACCELS, compose_config
 
 PARAMS = {
     "deepcache": {"cache_interval": 3, "cache_branch_id": 1},
