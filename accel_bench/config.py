@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -21,7 +20,7 @@ from omegaconf import MISSING, DictConfig
 
 from . import accelerators
 from .accelerators import Target
-from .errors import ConfigError
+from .errors import ConfigError, exit_2_on_config_error
 from .measure import WarmupPolicy
 from .pipelines import architecture_config, is_local_path
 from .prompts import load_prompts
@@ -210,8 +209,5 @@ class CheckBeforeRun(Callback):
     """Hydra callback: refuse a bad single run before Hydra writes its run directory."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        with exit_2_on_config_error():
             check(config)
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 
 class ConfigError(ValueError):
@@ -14,3 +16,13 @@ class ConfigError(ValueError):
         self.allowed = allowed
         shown = "null" if value is None else repr(value)
         super().__init__(f"{key}={shown} is not allowed: {allowed}")
+
+
+@contextmanager
+def exit_2_on_config_error() -> Iterator[None]:
+    """Bad input ends a command with one line on stderr and exit code 2: no traceback."""
+    try:
+        yield
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

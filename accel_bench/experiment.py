@@ -29,7 +29,7 @@ from .baselines import Baseline, baseline_key, get_or_measure
 from .metrics import choose_clip, clip_scorer, psnr_db, ssim, to_uint8
 from .pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from .prompts import load_prompts
-from .results import ResultRow, append_summary, upsert_summary, write_result
+from .results import ResultRow, append_summary, fmt, upsert_summary, write_result
 
 log = logging.getLogger(__name__)
 
@@ -275,29 +275,25 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
     )
 
 
-def _fmt(value: Optional[float], spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def format_summary(row: ResultRow, summary_path: str) -> str:
     """The short table a run ends with."""
     if row.status != "ok":
         return f"{row.status}: {row.error}\nrow appended to {summary_path}"
-    fidelity = f"PSNR {_fmt(row.psnr_db, '.1f')} dB, SSIM {_fmt(row.ssim, '.3f')}"
+    fidelity = f"PSNR {fmt(row.psnr_db, '.1f')} dB, SSIM {fmt(row.ssim, '.3f')}"
     random_note = "  (random weights: not a quality measure)" if row.clip_weights == "random" or row.weights == "random" else ""
     lines = [
         f"{row.pipeline_label} [{row.weights} weights] | {row.scheduler_class} {row.steps} steps | "
         f"{row.num_images} images, batch {row.batch_size}, {row.resolution}px | {row.device} ({row.device_name}) {row.dtype}",
         f"{'':24}{'baseline':>12}{row.accel:>22}",
-        f"{'latency (s / image)':24}{_fmt(row.base_latency_s, '.4f'):>12}{_fmt(row.latency_s, '.4f'):>22}   speedup {row.speedup:.2f}x"
+        f"{'latency (s / image)':24}{fmt(row.base_latency_s, '.4f'):>12}{fmt(row.latency_s, '.4f'):>22}   speedup {row.speedup:.2f}x"
         f" [{row.speedup_min:.2f}-{row.speedup_max:.2f}]",
-        f"{'spread over repeats':24}{_fmt(row.base_latency_spread, '.1%'):>12}{_fmt(row.latency_spread, '.1%'):>22}"
+        f"{'spread over repeats':24}{fmt(row.base_latency_spread, '.1%'):>12}{fmt(row.latency_spread, '.1%'):>22}"
         f"   {row.repeats} repeat(s){', interleaved (baseline re-measured)' if row.interleaved else ''}"
         f"{', baseline reused' if row.baseline_cached else ''}; warm-up {row.base_warmup_batches}/{row.warmup_batches} batches",
-        f"{'batch median (s)':24}{_fmt(row.base_batch_time_median_s, '.4f'):>12}{_fmt(row.batch_time_median_s, '.4f'):>22}",
-        f"{'GFLOP / image':24}{_fmt(row.base_flops_per_image, '.2f'):>12}{_fmt(row.flops_per_image, '.2f'):>22}   FLOPs ratio {_fmt(row.flops_ratio, '.2f')}x",
-        f"{'peak memory (GB)':24}{_fmt(row.base_peak_mem_gb, '.2f'):>12}{_fmt(row.peak_mem_gb, '.2f'):>22}",
-        f"{'CLIP score':24}{_fmt(row.base_clip_score, '.2f'):>12}{_fmt(row.clip_score, '.2f'):>22}   loss {_fmt(row.clip_loss, '+.2%')}{random_note}",
+        f"{'batch median (s)':24}{fmt(row.base_batch_time_median_s, '.4f'):>12}{fmt(row.batch_time_median_s, '.4f'):>22}",
+        f"{'GFLOP / image':24}{fmt(row.base_flops_per_image, '.2f'):>12}{fmt(row.flops_per_image, '.2f'):>22}   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
+        f"{'peak memory (GB)':24}{fmt(row.base_peak_mem_gb, '.2f'):>12}{fmt(row.peak_mem_gb, '.2f'):>22}",
+        f"{'CLIP score':24}{fmt(row.base_clip_score, '.2f'):>12}{fmt(row.clip_score, '.2f'):>22}   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
         f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}",
         f"params {json.dumps(row.accel_params, sort_keys=True)} | CLIP {row.clip_model} ({row.clip_weights})",
         f"row appended to {summary_path}; details in {row.run_dir}/result.json",

@@ -108,6 +108,11 @@ class ResultRow:
 COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))
 
 
+def fmt(value: Optional[float], spec: str) -> str:
+    """A figure for the console; "-" where there is none (a CPU's peak memory, a failed side)."""
+    return "-" if value is None else format(value, spec)
+
+
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""

@@ -1,32 +1,24 @@
 """``python -m accel_bench.evaluate ...`` (a Hydra app: conf/evaluate.yaml)."""
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from ..errors import ConfigError
+from ..errors import exit_2_on_config_error
+from ..results import fmt
 from . import check, evaluate_manifest, evaluate_pair, register_configs
 
 register_configs()
 
 
-def _fmt(value, spec):
-    return "-" if value is None else format(value, spec)
-
-
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_2_on_config_error():
         mode = check(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     if mode == "pair":
         m = evaluate_pair(cfg)
         print(f"candidate: {m['status']}{' (' + m['error'] + ')' if m['error'] else ''}")
-        print(f"  latency {_fmt(m['latency_s'], '.4f')} s/image vs baseline {_fmt(m['base_latency_s'], '.4f')}: "
-              f"speedup {_fmt(m['speedup'], '.2f')}x, CLIP loss {_fmt(m['clip_loss'], '+.2%')}, PSNR {_fmt(m['psnr_db'], '.1f')} dB"
+        print(f"  latency {fmt(m['latency_s'], '.4f')} s/image vs baseline {fmt(m['base_latency_s'], '.4f')}: "
+              f"speedup {fmt(m['speedup'], '.2f')}x, CLIP loss {fmt(m['clip_loss'], '+.2%')}, PSNR {fmt(m['psnr_db'], '.1f')} dB"
               + ("" if m["passed"] is None else f", passed: {m['passed']}"))
         if m["model_weights"] == "random":
             print("  (random weights: speed is real, CLIP loss and PSNR are not quality measures)")

@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..errors import ConfigError
+from ..errors import exit_2_on_config_error
 from . import postprocess, register_configs
 
 register_configs()
@@ -13,11 +13,8 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="postprocess")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_2_on_config_error():
         report = postprocess(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     for note in report.reranked:
         print(note)
     print(f"{len(report.entries)} entries, {report.tasks} tasks, {report.plots} plots -> {report.out_dir}")
