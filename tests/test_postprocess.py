@@ -257,7 +257,7 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     write_sweep(tmp_path / "a", [row()])
     result = _postprocess(["sweep_dir=a", "templates.speedup='achieve {speed}x'"], tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: templates.speedup=")
-    assert not (tmp_path / "dataset" / "manifest.json").exists()
+    assert not (tmp_path / "dataset").exists()  # nothing written
 
 
 def test_candidates_exclude_controls_and_slowdowns(tmp_path):
