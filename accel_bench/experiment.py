@@ -75,7 +75,8 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def _generate(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolution: int) -> Generate:
+def pipeline_call(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolution: int) -> Generate:
+    """The configured call of a (possibly accelerated) pipeline, as ``measure`` times it."""
     def generate(prompts: list[str], generators: list[torch.Generator]) -> np.ndarray:
         return applied.call(
             prompt=prompts,
@@ -98,7 +99,7 @@ def _measure(sides: list[tuple[str, list[accelerators.Accelerator]]], pipe: Any,
         @contextmanager
         def opened():
             with accelerators.applied(pipe, methods) as applied:
-                yield _generate(applied, cfg, resolution), applied.reset
+                yield pipeline_call(applied, cfg, resolution), applied.reset
 
         return opened
 

@@ -129,17 +129,21 @@ class _Runner:
         self.starts = list(range(0, len(self.prompts), batch_size))
         self.full_starts = [s for s in self.starts if s + batch_size <= len(self.prompts)] or self.starts
 
-    def run(self, generate: Generate, before_batch: BeforeBatch, start: int, size: Optional[int] = None) -> np.ndarray:
+    def prepare(self, before_batch: BeforeBatch, start: int, size: Optional[int] = None) -> tuple[list[str], list[torch.Generator]]:
+        """The batch's prompts and fresh generators; stateful accelerators reset. Never timed."""
         batch = self.prompts[start : start + (size or self.batch_size)]
-        generators = prompt_generators(self.seed, start, len(batch))
         if before_batch is not None:
             before_batch(prompt_seed(self.seed, start))
-        return generate(batch, generators)
+        return batch, prompt_generators(self.seed, start, len(batch))
+
+    def run(self, generate: Generate, before_batch: BeforeBatch, start: int, size: Optional[int] = None) -> np.ndarray:
+        return generate(*self.prepare(before_batch, start, size))
 
     def timed(self, generate: Generate, before_batch: BeforeBatch, start: int) -> tuple[float, np.ndarray]:
+        batch, generators = self.prepare(before_batch, start)
         _synchronize(self.device)
         began = time.perf_counter()
-        output = self.run(generate, before_batch, start)
+        output = generate(batch, generators)
         _synchronize(self.device)
         return time.perf_counter() - began, output
 

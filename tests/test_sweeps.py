@@ -71,6 +71,14 @@ def test_full_sweep_covers_the_27_combinations_with_every_grid():
     assert {o for job in jobs for o in job if o.startswith("accel=")} == {f"accel={name}" for name in GRID_SIZES}
 
 
+def test_published_sweep_matches_the_papers_settings():
+    jobs = [dict(o.split("=", 1) for o in job) for job in expand(["+sweep=published"])]
+    assert len(jobs) == 3 * 2 * (2 + 1 + 2 + 1 + 1)
+    assert {(j["accel"], j["steps"]) for j in jobs if j["accel"] == "tgate"} == {("tgate", "25"), ("tgate", "50")}
+    for job in jobs:
+        check(compose_config([f"{k}={v}" for k, v in job.items()] + ["dtype=fp32"]))  # every job valid (fp16 is for the GPU)
+
+
 @pytest.mark.parametrize("steps", [20, 25, 50])
 def test_tgate_grid_fits_every_step_count(steps):
     gates = set()
