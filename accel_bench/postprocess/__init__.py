@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 from omegaconf import MISSING
 
 from ..errors import ConfigError
-from .codegen import CodeSpec, describe_methods, generate_code
+from .codegen import CodeSpec, generate_code
 from .manifest import assign_ids, build_tasks, manifest_entry, reference_baseline_path
 from .plots import plot_all
 from .records import read_summaries
@@ -158,16 +158,15 @@ def postprocess(cfg: Any) -> Report:
     for task in tasks:
         spec = code_spec(task.entry)
         e = task.entry
-        doc = (f"{task.text}\n\nGround truth by accel_bench: {describe_methods(e.methods, e.params)}.\n"
+        doc = (f"{task.text}\n\nGround truth by accel_bench: {task.optimizations}.\n"
                f"Measured {e.speedup:.2f}x at CLIP loss {e.clip_loss:.4f} (budget {e.quality_budget:g}), batch size "
                f"{e.batch_size}, {e.weights} weights, on {e.device_name} (run {e.run_id}).")
         path = code_dir / f"{ids[task.original_filename]}.py"
         path.write_text(generate_code(spec, doc))
         written.append((path, spec))
-    for entry in sorted({reference_baseline_path(t.entry): t.entry for t in tasks}.items()):
-        spec = code_spec(entry[1], with_methods=False)
-        e = entry[1]
-        path = out / entry[0]
+    for relative, e in sorted({reference_baseline_path(t.entry): t.entry for t in tasks}.items()):
+        spec = code_spec(e, with_methods=False)
+        path = out / relative
         path.write_text(generate_code(spec, f"Reference baseline: {e.pipeline_label}, {e.scheduler_label}, {e.steps} steps, no acceleration."))
         written.append((path, spec))
     if cfg.verify:

@@ -6,6 +6,7 @@ scheduler kwargs, the accel's methods); nothing is recovered from text.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
@@ -66,8 +67,6 @@ class CodeSpec:
 
 def describe_methods(methods: Sequence[str], params: Mapping[str, Any]) -> str:
     """``DeepCache (cache_interval=3, cache_branch_id=0) and ToMe (ratio=0.5, ...)``."""
-    import dataclasses
-
     parts = []
     for name in methods:
         keys = [f.name for f in dataclasses.fields(METHODS[name].Params) if f.name in params]

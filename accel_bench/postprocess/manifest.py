@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from ..accelerators import METHODS
+from .codegen import describe_methods
 from .select import RANDOM_NOTE, Entry
 
 DIFFICULTY_FACTORS = (("easy", 0.9), ("medium", 1.0), ("hard", 1.1))
@@ -58,14 +60,12 @@ class Task:
 
 def build_tasks(entries: Sequence[Entry], templates: Mapping[str, str]) -> list[Task]:
     """Tasks for every entry and template; an entry chosen under several budgets counts once, under the tightest."""
-    from .codegen import describe_methods
-
     tightest: dict[str, Entry] = {}
     for entry in sorted(entries, key=lambda e: (e.run_id, e.quality_budget)):
         tightest.setdefault(entry.run_id, entry)
     tasks = []
     for entry in sorted(tightest.values(), key=lambda e: (e.pipeline, e.scheduler, e.steps, e.batch_size, e.run_id)):
-        labels = " + ".join(_method_label(m) for m in entry.methods)
+        labels = " + ".join(METHODS[m].label for m in entry.methods)
         optimizations = describe_methods(entry.methods, entry.params)
         for category in sorted(templates):
             for difficulty, target in target_speedups(entry.target_basis).items():
@@ -74,12 +74,6 @@ def build_tasks(entries: Sequence[Entry], templates: Mapping[str, str]) -> list[
                 )
                 tasks.append(Task(entry, category, text, target, difficulty, tuple(entry.methods), optimizations))
     return sorted(tasks, key=lambda t: t.order)
-
-
-def _method_label(name: str) -> str:
-    from ..accelerators import METHODS
-
-    return METHODS[name].label
 
 
 def assign_ids(tasks: Sequence[Task], start_id: int, existing: Optional[Mapping[str, int]] = None) -> dict[str, int]:
