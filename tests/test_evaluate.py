@@ -43,6 +43,16 @@ def test_declared_steps_come_from_the_files_own_source(tmp_path):
     assert (declared_steps(constant), declared_steps(literal), declared_steps(none)) == (25, 30, None)
 
 
+def test_code_identity_ignores_the_docstring_only(tmp_path):
+    from accel_bench.evaluate.codefile import code_identity
+
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text('"""Task: achieve a 2x speedup."""\nSTEPS = 25\n')
+    b.write_text('"""Task: achieve a 2.5x speedup."""\n\nSTEPS = 25  # same code\n')
+    c.write_text('"""Task: achieve a 2x speedup."""\nSTEPS = 20\n')
+    assert code_identity(a) == code_identity(b) != code_identity(c)
+
+
 def test_images_of_any_type_become_the_same_8_bit_floats():
     from PIL import Image
 
@@ -186,3 +196,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, key):
     result = _evaluate(args, tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[0].startswith(f"error: {key}=")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_reference_files_with_the_same_code_are_measured_once(tmp_path, monkeypatch):
+    import accel_bench.evaluate as evaluate
+
+    calls = []
+    monkeypatch.setattr(evaluate, "run_file", lambda path, **kw: calls.append(path) or evaluate.FileRun(str(path), "failed", "x"))
+    first, second, other = tmp_path / "1.py", tmp_path / "2.py", tmp_path / "3.py"
+    first.write_text('"""easy task"""\nNUM_INFERENCE_STEPS = 25\n')
+    second.write_text('"""hard task"""\nNUM_INFERENCE_STEPS = 25\n')
+    other.write_text('"""easy task"""\nNUM_INFERENCE_STEPS = 20\n')
+    evaluator = evaluate.Evaluator(settings())
+    runs = [evaluator.reference(p, model_id="m", steps=25, resolution=64, batch_size=2) for p in (first, second, other)]
+    assert calls == [first, other] and runs[0] is runs[1]
+    evaluator.reference(first, model_id="m", steps=25, resolution=64, batch_size=4)  # other settings: measured again
+    assert len(calls) == 3

@@ -34,7 +34,7 @@ from ..measure import Measurement, speedup_ratios
 from ..metrics import choose_clip, clip_scorer, psnr_db, ssim, to_uint8
 from ..pipelines import random_weights_dir
 from ..prompts import load_prompts
-from .codefile import declared_steps
+from .codefile import code_identity, declared_steps
 
 CONF_PIPELINES = Path(__file__).resolve().parents[2] / "conf" / "pipeline"
 PIPELINES = ("tiny", "tiny_xl", "sd15", "sd21", "sdxl")
@@ -186,20 +186,31 @@ class Evaluator:
         self.cfg = cfg
         self.prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
         self.device = torch.device(resolve_device(cfg.device))
-        self._baselines: dict[str, tuple[FileRun, Optional[np.ndarray]]] = {}
+        self._references: dict[str, FileRun] = {}
+        self._scores: dict[str, Optional[np.ndarray]] = {}
 
     def scorer(self, weights: str):
         choice = choose_clip(self.cfg.clip.model, self.cfg.clip.pretrained, weights)
         return clip_scorer(choice, self.device, self.cfg.clip.batch_size)
 
+    def _key(self, path: Path, settings: dict[str, Any]) -> str:
+        code = code_identity(path) if path.is_file() else str(path)
+        return hashlib.sha1((code + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
+
+    def reference(self, path: Path, **settings: Any) -> FileRun:
+        """Reference files (baselines, ground truth) are measured once per distinct code and settings:
+        the tasks of one entry share their ground-truth code, whatever their docstrings say."""
+        key = self._key(path, settings)
+        if key not in self._references:
+            self._references[key] = run_file(path, prompts=self.prompts, cfg=self.cfg, **settings)
+        return self._references[key]
+
     def baseline(self, path: Path, scorer: Any, **settings: Any) -> tuple[FileRun, Optional[np.ndarray]]:
-        """Each distinct baseline (file content and settings) is measured once."""
-        key = hashlib.sha1((path.read_bytes() if path.is_file() else str(path).encode()) + json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        if key not in self._baselines:
-            run = run_file(path, prompts=self.prompts, cfg=self.cfg, **settings)
-            scores = scorer.scores(run.measurement.images, self.prompts) if run.status == "ok" else None
-            self._baselines[key] = (run, scores)
-        return self._baselines[key]
+        """A reference run and its per-image CLIP scores, both computed once."""
+        run, key = self.reference(path, **settings), self._key(path, settings)
+        if key not in self._scores:
+            self._scores[key] = scorer.scores(run.measurement.images, self.prompts) if run.status == "ok" else None
+        return run, self._scores[key]
 
 
 def check(cfg: Any) -> str:
@@ -243,7 +254,7 @@ def evaluate_manifest(cfg: Any) -> list[dict[str, Any]]:
         own_baseline = code_dir / entry["path_to_gen_code_baseline"]
         base_path = own_baseline if own_baseline.is_file() else root / entry["path_to_reference_baseline"]
         base, base_scores = evaluator.baseline(base_path, scorer, **settings)
-        gt = run_file(root / entry["path_to_gt_code"], prompts=evaluator.prompts, cfg=cfg, **settings)
+        gt = evaluator.reference(root / entry["path_to_gt_code"], **settings)
         candidate = run_file(code_dir / entry["path_to_gen_code"], prompts=evaluator.prompts, cfg=cfg, **settings)
         target, budget = entry["target_speedup"], entry["quality_budget"]
         metrics = {

@@ -1,10 +1,19 @@
-"""The code-file contract, read without running the file: its step count, from its own source."""
+"""The code-file contract, read without running the file: its step count and what its code is."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 from typing import Optional
+
+
+def code_identity(path: Path) -> str:
+    """What a file does, without its module docstring (post-process writes the task text there)."""
+    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        tree.body = body[1:]
+    return ast.dump(tree)
 
 
 def declared_steps(path: Path) -> Optional[int]:
