@@ -271,7 +271,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         clip_model=clip.label,
         clip_weights=clip.weights,
         psnr_db=float(np.mean(psnr_db(base.images, accel.images))),
-        ssim=float(np.mean(ssim(base.images, accel.images))),
+        ssim=float(np.mean(ssim(base.images, accel.images, device))),
         **identity,
     )
 

@@ -21,6 +21,7 @@ def test_ssim_matches_scikit_image_gaussian_ssim():
         for i in range(len(a))
     ]
     np.testing.assert_allclose(ssim(a, b), expected, rtol=1e-10)
+    np.testing.assert_allclose(ssim(a, b, chunk=2), expected, rtol=1e-10)  # chunks that split the images unevenly
     np.testing.assert_allclose(ssim(a, a), 1.0)
 
 

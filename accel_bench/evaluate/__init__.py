@@ -156,7 +156,7 @@ def compare(base: FileRun, side: FileRun, base_scores: Optional[np.ndarray], sco
         status="ok", speedup=statistics.median(ratios), speedup_min=min(ratios), speedup_max=max(ratios), repeats=len(ratios),
         latency_spread=s.latency_spread, base_latency_spread=b.latency_spread, latency_s=s.latency_s, base_latency_s=b.latency_s,
         clip_score=clip, base_clip_score=base_clip, clip_loss=(base_clip - clip) / base_clip if base_clip else None,
-        psnr_db=float(np.mean(psnr_db(b.images, s.images))), ssim=float(np.mean(ssim(b.images, s.images))),
+        psnr_db=float(np.mean(psnr_db(b.images, s.images))), ssim=float(np.mean(ssim(b.images, s.images, scorer.device))),
     )
     if target_speedup is None or quality_budget is None:
         record["passed"] = None  # no task to pass
