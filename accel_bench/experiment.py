@@ -12,6 +12,7 @@ import platform
 import random
 import statistics
 import sys
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -137,6 +138,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, job_nu
     In a sweep (``sweep_dir``), baselines are shared through ``<sweep dir>/baselines`` and the
     row also goes to ``<sweep dir>/summary.csv``, one row per job.
     """
+    started = time.perf_counter()
     identity = dict(
         run_id=run_id(cfg),
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -171,6 +173,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, job_nu
             row = ResultRow(status="failed", error=message, **identity)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+    row.job_s = time.perf_counter() - started
     write_result(run_dir, row, OmegaConf.to_container(cfg, resolve=True))
     append_summary(Path(cfg.summary_path), row)
     if sweep_dir is not None:
@@ -239,6 +242,8 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         base_warmup_batches=base.warmup_batches,
         warmup_s=sum(accel.warmup_times_s),
         base_warmup_s=sum(base.warmup_times_s),
+        measured_s=accel.measured_s,
+        base_measured_s=base.measured_s,
         repeats=accel.repeats,
         interleaved=bool(cfg.interleave),
         latency_s=accel.latency_s,

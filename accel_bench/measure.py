@@ -66,6 +66,11 @@ class Measurement:
         return len(self.warmup_times_s)
 
     @property
+    def measured_s(self) -> float:
+        """Seconds inside measured batches, all repeats."""
+        return sum(self.batch_times_s)
+
+    @property
     def num_images(self) -> int:
         """Images per pass over the prompt set."""
         return sum(self.batch_sizes) // self.repeats

@@ -84,6 +84,8 @@ class ResultRow:
     base_warmup_batches: Optional[int] = None
     warmup_s: Optional[float] = None  # seconds of warm-up batches, accelerated side
     base_warmup_s: Optional[float] = None  # ... baseline side (spent by whichever job measured it)
+    measured_s: Optional[float] = None  # seconds inside measured batches, all repeats, accelerated side
+    base_measured_s: Optional[float] = None  # ... baseline side (spent by whichever job measured it)
     batch_time_min_s: Optional[float] = None
     batch_time_max_s: Optional[float] = None
     base_batch_time_min_s: Optional[float] = None
@@ -92,6 +94,7 @@ class ResultRow:
     base_peak_mem_gb: Optional[float] = None
     pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
+    job_s: Optional[float] = None  # wall seconds of this job, loading included: what the pipeline calls are a share of
     run_dir: Optional[str] = None
 
     def __post_init__(self) -> None:

@@ -38,9 +38,9 @@ def timed(args: list[str]) -> float:
 
 def pipeline_seconds(rows: pd.DataFrame) -> float:
     """Seconds inside measured and warm-up pipeline calls, each baseline counted where it was measured."""
-    accel = (rows.latency_s * rows.num_images + rows.warmup_s).sum()
+    accel = (rows.measured_s + rows.warmup_s).sum()
     measured_here = rows[~rows.baseline_cached.astype(bool)]
-    base = (measured_here.base_latency_s * measured_here.num_images + measured_here.base_warmup_s).sum()
+    base = (measured_here.base_measured_s + measured_here.base_warmup_s).sum()
     return float(accel + base)
 
 
@@ -58,18 +58,20 @@ def main() -> None:
         common = ["pipeline=sd15", "pipeline.weights=random", "accel=deepcache", "steps=50", "batch_size=4", "num_prompts=16"]
 
     # the sweep first: it also writes the random-weight folder that both ways then load
+    print(f"sweep of {len(INTERVALS) * len(BRANCHES)} jobs ...", flush=True)
     sweep_wall = timed(["-m", *common, f"accel.cache_interval={','.join(map(str, INTERVALS))}",
                         f"accel.cache_branch_id={','.join(map(str, BRANCHES))}",
                         f"hydra.sweep.dir={out / 'sweep'}", f"summary_path={out / 'sweep_all.csv'}"])
     grid = [(interval, branch) for interval in INTERVALS for branch in BRANCHES]
     sampled = grid[:: max(1, len(grid) // options.naive_jobs)][: options.naive_jobs]
+    print(f"sweep: {sweep_wall:.1f} s; {len(sampled)} naive job(s) ...", flush=True)
     naive_walls = {}
     for interval, branch in sampled:
         naive_walls[(interval, branch)] = timed([*common, f"accel.cache_interval={interval}", f"accel.cache_branch_id={branch}",
                                                  f"hydra.run.dir={out / 'naive' / f'{interval}_{branch}'}", f"summary_path={out / 'naive.csv'}"])
 
     sweep_rows, naive_rows = pd.read_csv(out / "sweep" / "summary.csv"), pd.read_csv(out / "naive.csv")
-    accel_s = {(json.loads(r.accel_params)["cache_interval"], json.loads(r.accel_params)["cache_branch_id"]): r.latency_s * r.num_images + r.warmup_s
+    accel_s = {(json.loads(r.accel_params)["cache_interval"], json.loads(r.accel_params)["cache_branch_id"]): r.measured_s + r.warmup_s
                for r in sweep_rows.itertuples()}
     fixed_per_job = sum(naive_walls[job] - accel_s[job] for job in sampled) / len(sampled)
     naive_wall = sum(naive_walls.values()) if len(sampled) == len(grid) else fixed_per_job * len(grid) + sum(accel_s.values())
@@ -80,6 +82,7 @@ def main() -> None:
         "settings": common,
         "sweep_wall_s": sweep_wall,
         "sweep_pipeline_s": pipeline_seconds(sweep_rows),
+        "sweep_jobs_s": float(sweep_rows.job_s.sum()),  # the rest of the wall time: process start, imports, Hydra
         "baselines_measured_by_sweep": int((~sweep_rows.baseline_cached.astype(bool)).sum()),
         "naive_jobs_run": [f"cache_interval={i} cache_branch_id={b}: {wall:.1f} s" for (i, b), wall in naive_walls.items()],
         "naive_wall_is_estimate": len(sampled) < len(grid),

@@ -70,6 +70,7 @@ def test_repeats_give_median_and_spread(monkeypatch):
     assert result.repeat_latencies_s == [0.5, 1.0, 0.75]
     assert (result.latency_s, result.latency_min_s, result.latency_max_s) == (0.75, 0.5, 1.0)
     assert result.latency_spread == pytest.approx(0.5 / 0.75)
+    assert result.measured_s == pytest.approx(9.0)  # every measured batch of every repeat
     assert result.num_images == 4 and result.images.shape == (4, 2, 2, 3)
 
 

@@ -22,7 +22,7 @@ CONTRACT = (
 ).split()
 TIMING = {"timestamp", "latency_s", "base_latency_s", "speedup", "batch_time_median_s", "base_batch_time_median_s",
           "images_per_s", "base_images_per_s", "batch_time_min_s", "batch_time_max_s", "base_batch_time_min_s",
-          "base_batch_time_max_s", "pipeline_load_s", "run_dir", "warmup_s", "base_warmup_s", "speedup_min", "speedup_max",
+          "base_batch_time_max_s", "pipeline_load_s", "run_dir", "warmup_s", "base_warmup_s", "measured_s", "base_measured_s", "job_s", "speedup_min", "speedup_max",
           "latency_min_s", "latency_max_s", "latency_spread", "base_latency_min_s", "base_latency_max_s", "base_latency_spread"}
 
 
@@ -50,6 +50,9 @@ def test_cli_run_writes_row_result_and_images(tmp_path):
     assert (row.clip_model, row.clip_weights) == ("accel-bench-tiny-clip", "random")
     assert 0 < row.ssim <= 1 and row.psnr_db > 0
     assert (row["device"], row["dtype"]) == ("cpu", "fp32") and pd.isna(row["peak_mem_gb"])
+    assert row.measured_s == pytest.approx(row.latency_s * row.num_images)  # one repeat on the CPU
+    in_pipeline = row.measured_s + row.warmup_s + row.base_measured_s + row.base_warmup_s + row.pipeline_load_s
+    assert in_pipeline < row.job_s
 
     run_dir = tmp_path / row.run_dir
     saved = json.loads((run_dir / "result.json").read_text())
