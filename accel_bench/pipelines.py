@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import gzip
 import json
+import logging
 import os
 import re
 import shutil
@@ -141,12 +142,19 @@ def cached_pipeline(pipeline: Mapping[str, Any], device: str, dtype: torch.dtype
     return _LOADED[key]
 
 
+def _drop_vae_upcast_warning(record: logging.LogRecord) -> bool:
+    """SDXL in fp16 casts its VAE to fp32 and back around every decode (``force_upcast``), as
+    diffusers intends, and diffusers warns at each cast: twice per batch, burying the progress."""
+    return "should be kept in float32" not in record.getMessage()
+
+
 def load_pipeline(pipeline: Mapping[str, Any], device: str, dtype: torch.dtype, cache_dir: str):
     """Load the configured pipeline onto ``device``; returns (pipeline, where it came from, seconds)."""
     import diffusers
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()  # measure() shows the progress that matters
+    logging.getLogger("diffusers.models.modeling_utils").addFilter(_drop_vae_upcast_warning)
     transformers.utils.logging.disable_progress_bar()
     started = time.perf_counter()
     if pipeline["weights"] == "random":
