@@ -1,4 +1,4 @@
-"""Compare the speedups of the same runs measured in two device sessions (bench/repeatability.sh).
+"""Compare the speedups of the same runs measured in two device sessions (bench/gpu_proof.sh in each).
 
     python bench/compare_sessions.py SESSION1.csv SESSION2.csv
 """
