@@ -1,0 +1,73 @@
+"""The issue-6 table: our speedups per pipeline x method x batch size, next to the published ones.
+
+Reads the summary rows of ``+sweep=published`` runs (any number of CSVs, e.g. one per pipeline)
+and prints a Markdown table for bench/README.md.
+
+    python bench/published_table.py bench/results/published_*.csv
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+
+PIPELINES = {"sd15": "SD1.5", "sd21": "SD2.1", "sdxl": "SDXL"}
+
+# What the methods' authors (or diffusers' docs) report, for the settings the sweep reproduces.
+PUBLISHED = {
+    ("sd15", "deepcache"): "about 2.3x at 50 steps (DeepCache paper)",
+    ("sd21", "deepcache"): "about 2.3x, interval 3 branch 0 (diffusers' DeepCache docs)",
+    ("sdxl", "tgate"): "about 1.9x (T-GATE paper)",
+    ("*", "tome"): "about 1.0x at batch 1 with PyTorch's fused attention",
+}
+
+
+def method(row: pd.Series) -> str:
+    """A readable name for the method and the parameters that distinguish it in the sweep."""
+    p = json.loads(row.accel_params)
+    parts = []
+    if "gate_step" in p:
+        parts.append(f"T-GATE gate {p['gate_step']}/{row.steps}")
+    if "cache_interval" in p:
+        parts.append(f"DeepCache i{p['cache_interval']} b{p['cache_branch_id']}")
+    if "ratio" in p:
+        parts.append(f"ToMe {p['ratio']} (max_downsample {p['max_downsample']})")
+    return " + ".join(parts)
+
+
+def published(row: pd.Series) -> str:
+    if row.accel == "deepcache" and json.loads(row.accel_params)["cache_interval"] != 3:
+        return ""
+    return PUBLISHED.get((row.pipeline, row.accel), PUBLISHED.get(("*", row.accel), ""))
+
+
+def speedup(row: pd.Series) -> str:
+    if row.status != "ok":
+        return row.status
+    return f"{row.speedup:.2f}x [{row.speedup_min:.2f}-{row.speedup_max:.2f}]"
+
+
+def main() -> None:
+    rows = pd.concat([pd.read_csv(path) for path in sys.argv[1:]], ignore_index=True)
+    rows = rows.drop_duplicates(subset=["run_id"], keep="last")  # a resumed sweep's latest row per job
+    rows["method"] = rows.apply(method, axis=1)
+    rows["speedup_text"] = rows.apply(speedup, axis=1)
+    rows["published"] = rows.apply(published, axis=1)
+    batch_sizes = sorted(rows.batch_size.unique())
+    print("| pipeline | method | " + " | ".join(f"batch {b}" for b in batch_sizes) + " | FLOPs ratio | published |")
+    print("| --- | --- | " + " | ".join("---" for _ in batch_sizes) + " | --- | --- |")
+    order = {name: i for i, name in enumerate(PIPELINES)}
+    for (pipeline, name), group in sorted(rows.groupby(["pipeline", "method"]), key=lambda item: (order.get(item[0][0], 99), item[0][1])):
+        by_batch = {row.batch_size: row for row in (r for _, r in group.iterrows())}
+        cells = [speedup(by_batch[b]) if b in by_batch else "" for b in batch_sizes]
+        flops = sorted({f"{r.flops_ratio:.2f}x" for r in by_batch.values() if r.status == "ok"})
+        print(f"| {PIPELINES.get(pipeline, pipeline)} | {name} | " + " | ".join(cells)
+              + f" | {', '.join(flops)} | {group.published.iloc[0]} |")
+    devices = sorted(rows.device_name.dropna().unique())
+    print(f"\n{len(rows)} rows; device: {', '.join(devices)}")
+
+
+if __name__ == "__main__":
+    main()
