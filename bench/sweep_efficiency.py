@@ -9,6 +9,10 @@ time is short; the naive wall time of the whole grid is then estimated as the sa
 fixed cost (wall time minus that job's own accelerated pipeline calls) times 12, plus every job's
 accelerated pipeline calls as the sweep measured them. The report says which it is.
 
+``--phase sweep`` then ``--phase naive`` (same ``--out``) split the work over two device calls of
+at most 10 minutes each; the report says whether both ran on the same machine (its boot id).
+The random-weight model folder is written before anything is timed, so neither way pays for it.
+
     python bench/sweep_efficiency.py --out bench/results/sweep_efficiency   # on a GPU
     python bench/sweep_efficiency.py --out /tmp/eff --tiny                    # the same on the tiny pipeline
 """
@@ -44,11 +48,31 @@ def pipeline_seconds(rows: pd.DataFrame) -> float:
     return float(accel + base)
 
 
+def machine_id() -> str:
+    boot_id = Path("/proc/sys/kernel/random/boot_id")
+    return boot_id.read_text().strip() if boot_id.exists() else "unknown"
+
+
+def write_model_folder(overrides: list[str]) -> None:
+    """Write the random-weight folder untimed: a fresh machine has none, and both ways read it."""
+    from hydra import compose, initialize_config_dir
+
+    from accel_bench import config
+    from accel_bench.pipelines import random_weights_dir
+
+    config.register_configs()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides)
+    if cfg.pipeline.weights == "random":
+        random_weights_dir(cfg.pipeline.architecture, cfg.cache_dir, config.resolve_device(cfg.device))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true", help="tiny pipeline on the CPU (checks the script, not the targets)")
     parser.add_argument("--naive-jobs", type=int, default=len(INTERVALS) * len(BRANCHES), help="jobs run the naive way")
+    parser.add_argument("--phase", choices=("all", "sweep", "naive"), default="all")
     options = parser.parse_args()
     out = options.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -57,14 +81,24 @@ def main() -> None:
     else:
         common = ["pipeline=sd15", "pipeline.weights=random", "accel=deepcache", "steps=50", "batch_size=4", "num_prompts=16"]
 
-    # the sweep first: it also writes the random-weight folder that both ways then load
-    print(f"sweep of {len(INTERVALS) * len(BRANCHES)} jobs ...", flush=True)
-    sweep_wall = timed(["-m", *common, f"accel.cache_interval={','.join(map(str, INTERVALS))}",
-                        f"accel.cache_branch_id={','.join(map(str, BRANCHES))}",
-                        f"hydra.sweep.dir={out / 'sweep'}", f"summary_path={out / 'sweep_all.csv'}"])
+    write_model_folder(common)
+    sweep_record = out / "sweep_wall.json"
+    if options.phase in ("all", "sweep"):
+        print(f"sweep of {len(INTERVALS) * len(BRANCHES)} jobs ...", flush=True)
+        sweep_wall = timed(["-m", *common, f"accel.cache_interval={','.join(map(str, INTERVALS))}",
+                            f"accel.cache_branch_id={','.join(map(str, BRANCHES))}",
+                            f"hydra.sweep.dir={out / 'sweep'}", f"summary_path={out / 'sweep_all.csv'}"])
+        sweep_record.write_text(json.dumps({"sweep_wall_s": sweep_wall, "machine": machine_id()}) + "\n")
+        print(f"sweep: {sweep_wall:.1f} s", flush=True)
+        if options.phase == "sweep":
+            return
+    if not sweep_record.exists():
+        sys.exit(f"--phase naive needs {sweep_record} from --phase sweep with the same --out")
+    sweep_wall, sweep_machine = (json.loads(sweep_record.read_text())[k] for k in ("sweep_wall_s", "machine"))
+
     grid = [(interval, branch) for interval in INTERVALS for branch in BRANCHES]
     sampled = grid[:: max(1, len(grid) // options.naive_jobs)][: options.naive_jobs]
-    print(f"sweep: {sweep_wall:.1f} s; {len(sampled)} naive job(s) ...", flush=True)
+    print(f"{len(sampled)} naive job(s) ...", flush=True)
     naive_walls = {}
     for interval, branch in sampled:
         naive_walls[(interval, branch)] = timed([*common, f"accel.cache_interval={interval}", f"accel.cache_branch_id={branch}",
@@ -80,6 +114,7 @@ def main() -> None:
         "all_ok": bool((sweep_rows.status == "ok").all() and (naive_rows.status == "ok").all()),
         "device": str(sweep_rows.device_name.iloc[0]),
         "settings": common,
+        "same_machine": sweep_machine == machine_id(),
         "sweep_wall_s": sweep_wall,
         "sweep_pipeline_s": pipeline_seconds(sweep_rows),
         "sweep_jobs_s": float(sweep_rows.job_s.sum()),  # the rest of the wall time: process start, imports, Hydra
