@@ -234,6 +234,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         accel_params=accelerators.params_record(methods),
         device=str(device),
         device_name=device_name(device),
+        host_cpu=device_name(torch.device("cpu")),
         dtype=_DTYPE_NAMES[dtype],
         model_source=loaded.source,
         pipeline_load_s=loaded.load_s,

@@ -69,6 +69,7 @@ class ResultRow:
     accel_methods: list[str] = field(default_factory=list)  # in application order
     model_source: Optional[str] = None
     device_name: Optional[str] = None
+    host_cpu: Optional[str] = None  # launch-bound pipelines (small models, cached steps) run as fast as it lets them
     guidance_scale: Optional[float] = None
     speedup_min: Optional[float] = None  # speedup is the median of per-repeat ratios; these their range
     speedup_max: Optional[float] = None

@@ -50,6 +50,7 @@ def test_cli_run_writes_row_result_and_images(tmp_path):
     assert (row.clip_model, row.clip_weights) == ("accel-bench-tiny-clip", "random")
     assert 0 < row.ssim <= 1 and row.psnr_db > 0
     assert (row["device"], row["dtype"]) == ("cpu", "fp32") and pd.isna(row["peak_mem_gb"])
+    assert row.host_cpu == row.device_name  # on a CPU run the device is the host
     assert row.measured_s == pytest.approx(row.latency_s * row.num_images)  # one repeat on the CPU
     in_pipeline = row.measured_s + row.warmup_s + row.base_measured_s + row.base_warmup_s + row.pipeline_load_s
     assert in_pipeline < row.job_s
