@@ -26,6 +26,7 @@ from .pipelines import architecture_config, is_local_path
 from .prompts import load_prompts
 from .results import check_summary
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config tree of a source checkout, next to run.py
 FAMILIES = ("sd", "sdxl")
 WEIGHTS = ("pretrained", "random")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
@@ -102,6 +103,15 @@ class RunConfig:
 def register_configs() -> None:
     """The schema under ``conf/config.yaml``: every group's values are typed by its field here."""
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def compose_run_config(overrides: List[str]) -> DictConfig:
+    """The run config ``run.py`` would get for these overrides, outside a Hydra app (bench scripts, tests)."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", list(overrides))
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")

@@ -55,14 +55,10 @@ def machine_id() -> str:
 
 def write_model_folder(overrides: list[str]) -> None:
     """Write the random-weight folder untimed: a fresh machine has none, and both ways read it."""
-    from hydra import compose, initialize_config_dir
-
     from accel_bench import config
     from accel_bench.pipelines import random_weights_dir
 
-    config.register_configs()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides)
+    cfg = config.compose_run_config(overrides)
     if cfg.pipeline.weights == "random":
         random_weights_dir(cfg.pipeline.architecture, cfg.cache_dir, config.resolve_device(cfg.device))
 

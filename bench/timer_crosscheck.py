@@ -16,7 +16,6 @@ import statistics
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils import benchmark
 
 from accel_bench import accelerators, config
@@ -24,8 +23,6 @@ from accel_bench.experiment import device_name, pipeline_call, seed_everything
 from accel_bench.measure import measure, prompt_generators, prompt_seed
 from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from accel_bench.prompts import load_prompts
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
@@ -35,9 +32,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds of the two timers")
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds blocked_autorange spends per round")
     options = parser.parse_args()
-    config.register_configs()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("config", options.overrides)
+    cfg = config.compose_run_config(options.overrides)
     target = config.check(cfg)
     device = torch.device(config.resolve_device(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device.type)

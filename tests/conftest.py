@@ -13,15 +13,12 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
 
 # One random-weight cache for the session (and for the run.py subprocesses it starts), offline.
 os.environ.setdefault("ACCEL_BENCH_CACHE", tempfile.mkdtemp(prefix="accel_bench_test_cache_"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-
-from accel_bench.config import register_configs  # noqa: E402
+from accel_bench.config import compose_run_config, register_configs  # noqa: E402
 from accel_bench.pipelines import load_pipeline  # noqa: E402
 
 register_configs()
@@ -32,8 +29,7 @@ ACCELS = ["none", "deepcache", "tome", "tgate", "deepcache_tome", "tgate_deepcac
 
 
 def compose_config(overrides: Sequence[str] = ()):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", list(overrides))
+    return compose_run_config(list(overrides))
 
 
 def fast_overrides(accel: str) -> list[str]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from ..config import ClipConfig, PipelineConfig, PromptsConfig, resolve_device, resolve_repeats, warmup_policy
+from ..config import CONF_DIR, ClipConfig, PipelineConfig, PromptsConfig, resolve_device, resolve_repeats, warmup_policy
 from ..errors import ConfigError
 from ..measure import Measurement, speedup_ratios
 from ..metrics import choose_clip, clip_scorer, psnr_db, ssim, to_uint8
@@ -36,7 +36,6 @@ from ..pipelines import random_weights_dir
 from ..prompts import load_prompts
 from .codefile import code_identity, declared_steps
 
-CONF_PIPELINES = Path(__file__).resolve().parents[2] / "conf" / "pipeline"
 PIPELINES = ("tiny", "tiny_xl", "sd15", "sd21", "sdxl")
 
 
@@ -89,7 +88,7 @@ def model_location(pipeline: str, models: Any, cache_dir: str) -> tuple[str, str
     """(what ``load_pipeline(model_id=...)`` gets, its weights): hub id, local folder or random build."""
     if pipeline not in PIPELINES:
         raise ConfigError("pipeline", pipeline, " | ".join(PIPELINES))
-    spec = OmegaConf.load(CONF_PIPELINES / f"{pipeline}.yaml")
+    spec = OmegaConf.load(CONF_DIR / "pipeline" / f"{pipeline}.yaml")
     choice = models.get(pipeline, "auto")
     if choice == "auto":
         choice = spec.model_id or "random"
