@@ -101,8 +101,8 @@ def main() -> None:
                                                  f"hydra.run.dir={out / 'naive' / f'{interval}_{branch}'}", f"summary_path={out / 'naive.csv'}"])
 
     sweep_rows, naive_rows = pd.read_csv(out / "sweep" / "summary.csv"), pd.read_csv(out / "naive.csv")
-    accel_s = {(json.loads(r.accel_params)["cache_interval"], json.loads(r.accel_params)["cache_branch_id"]): r.measured_s + r.warmup_s
-               for r in sweep_rows.itertuples()}
+    params = [json.loads(r.accel_params) for r in sweep_rows.itertuples()]
+    accel_s = {(p["cache_interval"], p["cache_branch_id"]): r.measured_s + r.warmup_s for p, r in zip(params, sweep_rows.itertuples())}
     fixed_per_job = sum(naive_walls[job] - accel_s[job] for job in sampled) / len(sampled)
     naive_wall = sum(naive_walls.values()) if len(sampled) == len(grid) else fixed_per_job * len(grid) + sum(accel_s.values())
     report = {
