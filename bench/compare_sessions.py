@@ -1,25 +1,46 @@
-"""Compare the speedups of the same runs measured in two device sessions (bench/gpu_proof.sh in each).
+"""Compare the speedups of the same runs measured in separate device sessions (bench/gpu_proof.sh in each).
 
-    python bench/compare_sessions.py SESSION1.csv SESSION2.csv
+Prints each session's speedup [min-max] per run, then every pair of sessions with their relative
+difference (issue 7: within 5%), and each session's host launch speed where gpu_proof.sh recorded it.
+
+    python bench/compare_sessions.py SESSION1.csv SESSION2.csv [MORE.csv ...]
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import sys
+from pathlib import Path
 
 import pandas as pd
 
-KEY = ["pipeline", "accel", "accel_params", "steps", "batch_size"]
+KEY = ["pipeline", "accel", "accel_params", "steps", "batch_size", "interleaved"]
+
+
+def launch_us(summary: Path) -> str:
+    probe = summary.with_name(f"{summary.stem}_launch.json")
+    return f"{json.loads(probe.read_text())['launch_us_median']:.1f} us per kernel launch" if probe.exists() else "launch speed not recorded"
 
 
 def main() -> None:
-    first, second = (pd.read_csv(path) for path in sys.argv[1:3])
-    merged = first.merge(second, on=KEY, suffixes=("_1", "_2"))
-    merged["difference"] = (merged.speedup_2 - merged.speedup_1).abs() / merged.speedup_1
-    merged["within_5pct"] = merged.difference <= 0.05
-    columns = KEY[:2] + ["speedup_1", "speedup_min_1", "speedup_max_1", "speedup_2", "speedup_min_2", "speedup_max_2",
-                         "difference", "within_5pct", "device_name_1", "device_name_2"]
-    print(merged[columns].to_string(index=False))
+    paths = [Path(p) for p in sys.argv[1:]]
+    if len(paths) < 2:
+        sys.exit("usage: compare_sessions.py SESSION1.csv SESSION2.csv [MORE.csv ...]")
+    rows = pd.concat([pd.read_csv(p).assign(session=p.stem) for p in paths], ignore_index=True)
+    rows["speedup [min-max]"] = [f"{r.speedup:.2f}x [{r.speedup_min:.2f}-{r.speedup_max:.2f}]" for r in rows.itertuples()]
+    print(rows.pivot_table(index=KEY, columns="session", values="speedup [min-max]", aggfunc="first", fill_value="-").to_string(), "\n")
+
+    pairs = []
+    for run, group in rows.groupby(KEY):
+        by_session = group.set_index("session").speedup
+        for first, second in itertools.combinations(sorted(by_session.index), 2):
+            difference = abs(by_session[second] - by_session[first]) / by_session[first]
+            pairs.append({"pipeline": run[0], "interleaved": run[-1], "sessions": f"{first} / {second}",
+                          "difference": f"{difference:.1%}", "within_5pct": difference <= 0.05})
+    print(pd.DataFrame(pairs).to_string(index=False), "\n")
+    for path in paths:
+        print(f"{path.stem}: {launch_us(path)}")
 
 
 if __name__ == "__main__":
