@@ -18,7 +18,7 @@ import pandas as pd
 KEY = ["pipeline", "accel", "accel_params", "steps", "batch_size", "interleaved"]
 
 
-def launch_us(summary: Path) -> str:
+def launch_speed(summary: Path) -> str:
     probe = summary.with_name(f"{summary.stem}_launch.json")
     return f"{json.loads(probe.read_text())['launch_us_median']:.1f} us per kernel launch" if probe.exists() else "launch speed not recorded"
 
@@ -40,7 +40,7 @@ def main() -> None:
                           "difference": f"{difference:.1%}", "within_5pct": difference <= 0.05})
     print(pd.DataFrame(pairs).to_string(index=False), "\n")
     for path in paths:
-        print(f"{path.stem}: {launch_us(path)}")
+        print(f"{path.stem}: {launch_speed(path)}")
 
 
 if __name__ == "__main__":

@@ -53,14 +53,13 @@ def main() -> None:
     rows = pd.concat([pd.read_csv(path) for path in sys.argv[1:]], ignore_index=True)
     rows = rows.drop_duplicates(subset=["run_id"], keep="last")  # a resumed sweep's latest row per job
     rows["method"] = rows.apply(method, axis=1)
-    rows["speedup_text"] = rows.apply(speedup, axis=1)
     rows["published"] = rows.apply(published, axis=1)
     batch_sizes = sorted(rows.batch_size.unique())
     print("| pipeline | method | " + " | ".join(f"batch {b}" for b in batch_sizes) + " | FLOPs ratio | published |")
     print("| --- | --- | " + " | ".join("---" for _ in batch_sizes) + " | --- | --- |")
     order = {name: i for i, name in enumerate(PIPELINES)}
     for (pipeline, name), group in sorted(rows.groupby(["pipeline", "method"]), key=lambda item: (order.get(item[0][0], 99), item[0][1])):
-        by_batch = {row.batch_size: row for row in (r for _, r in group.iterrows())}
+        by_batch = {row.batch_size: row for _, row in group.iterrows()}
         cells = [speedup(by_batch[b]) if b in by_batch else "" for b in batch_sizes]
         flops = sorted({f"{r.flops_ratio:.2f}x" for r in by_batch.values() if r.status == "ok"})
         print(f"| {PIPELINES.get(pipeline, pipeline)} | {name} | " + " | ".join(cells)

@@ -196,17 +196,20 @@ class Evaluator:
         code = code_identity(path) if path.is_file() else str(path)
         return hashlib.sha1((code + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
 
-    def reference(self, path: Path, **settings: Any) -> FileRun:
-        """Reference files (baselines, ground truth) are measured once per distinct code and settings:
-        the tasks of one entry share their ground-truth code, whatever their docstrings say."""
-        key = self._key(path, settings)
+    def _measured_once(self, key: str, path: Path, settings: dict[str, Any]) -> FileRun:
         if key not in self._references:
             self._references[key] = run_file(path, prompts=self.prompts, cfg=self.cfg, **settings)
         return self._references[key]
 
+    def reference(self, path: Path, **settings: Any) -> FileRun:
+        """Reference files (baselines, ground truth) are measured once per distinct code and settings:
+        the tasks of one entry share their ground-truth code, whatever their docstrings say."""
+        return self._measured_once(self._key(path, settings), path, settings)
+
     def baseline(self, path: Path, scorer: Any, **settings: Any) -> tuple[FileRun, Optional[np.ndarray]]:
         """A reference run and its per-image CLIP scores, both computed once."""
-        run, key = self.reference(path, **settings), self._key(path, settings)
+        key = self._key(path, settings)
+        run = self._measured_once(key, path, settings)
         if key not in self._scores:
             self._scores[key] = scorer.scores(run.measurement.images, self.prompts) if run.status == "ok" else None
         return run, self._scores[key]
