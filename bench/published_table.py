@@ -38,8 +38,9 @@ def method(row: pd.Series) -> str:
 
 
 def published(row: pd.Series) -> str:
-    if row.accel == "deepcache" and json.loads(row.accel_params)["cache_interval"] != 3:
-        return ""
+    params = json.loads(row.accel_params)
+    if row.accel == "deepcache" and (params["cache_interval"], params["cache_branch_id"]) != (3, 0):
+        return ""  # the published DeepCache figures are for interval 3, branch 0
     return PUBLISHED.get((row.pipeline, row.accel), PUBLISHED.get(("*", row.accel), ""))
 
 
