@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
@@ -105,7 +105,7 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
-def compose_run_config(overrides: List[str]) -> DictConfig:
+def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The run config ``run.py`` would get for these overrides, outside a Hydra app (bench scripts, tests)."""
     from hydra import compose, initialize_config_dir
 

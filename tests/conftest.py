@@ -28,10 +28,6 @@ FAST = ["steps=4", "batch_size=2", "num_prompts=3", "warmup_batches=1"]
 ACCELS = ["none", "deepcache", "tome", "tgate", "deepcache_tome", "tgate_deepcache", "tgate_tome", "tgate_deepcache_tome"]
 
 
-def compose_config(overrides: Sequence[str] = ()):
-    return compose_run_config(list(overrides))
-
-
 def fast_overrides(accel: str) -> list[str]:
     return FAST + [f"accel={accel}"] + (["accel.gate_step=2"] if "tgate" in accel else [])
 
@@ -45,13 +41,13 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: int = 300) -> subprocess.Co
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
-    pipe, _, _ = load_pipeline(compose_config(["pipeline=tiny"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"])
+    pipe, _, _ = load_pipeline(compose_run_config(["pipeline=tiny"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"])
     return pipe
 
 
 @pytest.fixture(scope="session")
 def tiny_xl_pipe():
-    pipe, _, _ = load_pipeline(compose_config(["pipeline=tiny_xl"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"])
+    pipe, _, _ = load_pipeline(compose_run_config(["pipeline=tiny_xl"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"])
     return pipe
 
 

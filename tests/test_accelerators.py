@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from accel_bench.accelerators import applied, build
-from accel_bench.config import check
+from accel_bench.config import check, compose_run_config
 from accel_bench.errors import ConfigError
 from accel_bench.measure import prompt_generators
 from accel_bench.pipelines import set_scheduler
 
-from .conftest import ACCELS, compose_config, fast_overrides
+from .conftest import ACCELS, fast_overrides
 
 PROMPTS = ["a red fox asleep in the snow", "a lighthouse in a thunderstorm"]
 
@@ -36,7 +36,7 @@ def module_state(pipe):
 
 
 def prepared(pipes, pipeline, accel):
-    cfg = compose_config([f"pipeline={pipeline}", *fast_overrides(accel)])
+    cfg = compose_run_config([f"pipeline={pipeline}", *fast_overrides(accel)])
     pipe = pipes[pipeline]
     set_scheduler(pipe, cfg.scheduler)
     return pipe, build(cfg.accel, check(cfg))
@@ -121,7 +121,7 @@ def test_tgate_with_deepcache_uses_the_one_deepcache_helper(pipes):
 )
 def test_bad_parameters_are_refused_naming_the_key(overrides, key):
     with pytest.raises(ConfigError) as refused:
-        check(compose_config(overrides))
+        check(compose_run_config(overrides))
     assert refused.value.key == key
 
 
@@ -139,9 +139,9 @@ def test_bad_parameters_are_refused_naming_the_key(overrides, key):
     ],
 )
 def test_boundary_values_are_accepted(overrides):
-    check(compose_config(overrides))
+    check(compose_run_config(overrides))
 
 
 def test_sdxl_branch_range_follows_its_unet():
     with pytest.raises(ConfigError, match=r"0\.\.8"):
-        check(compose_config(["pipeline=sdxl", "pipeline.weights=random", "accel=deepcache", "accel.cache_branch_id=9"]))
+        check(compose_run_config(["pipeline=sdxl", "pipeline.weights=random", "accel=deepcache", "accel.cache_branch_id=9"]))

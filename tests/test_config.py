@@ -7,22 +7,22 @@ import pytest
 import torch
 
 from accel_bench import experiment
-from accel_bench.config import check
+from accel_bench.config import check, compose_run_config
 
-from .conftest import ACCELS, compose_config, run_cli
+from .conftest import ACCELS, run_cli
 
 
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl", "sd15", "sd21", "sdxl"])
 @pytest.mark.parametrize("scheduler", ["ddim", "dpmsolver", "unipc"])
 def test_every_pipeline_and_scheduler_composes_and_passes(pipeline, scheduler):
-    cfg = compose_config([f"pipeline={pipeline}", f"scheduler={scheduler}"])
+    cfg = compose_run_config([f"pipeline={pipeline}", f"scheduler={scheduler}"])
     target = check(cfg)
     assert target.family == ("sdxl" if pipeline in ("tiny_xl", "sdxl") else "sd")
     assert cfg.pipeline.resolution == {"tiny": 64, "tiny_xl": 64, "sd15": 512, "sd21": 768, "sdxl": 1024}[pipeline]
 
 
 def test_real_pipelines_carry_their_hub_ids():
-    ids = {p: compose_config([f"pipeline={p}"]).pipeline.model_id for p in ("sd15", "sd21", "sdxl")}
+    ids = {p: compose_run_config([f"pipeline={p}"]).pipeline.model_id for p in ("sd15", "sd21", "sdxl")}
     assert ids == {
         "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
         "sd21": "stabilityai/stable-diffusion-2-1",
@@ -32,13 +32,13 @@ def test_real_pipelines_carry_their_hub_ids():
 
 @pytest.mark.parametrize("accel", ACCELS)
 def test_every_accel_option_composes_with_its_methods(accel):
-    cfg = compose_config([f"accel={accel}"])
+    cfg = compose_run_config([f"accel={accel}"])
     assert cfg.accel.name == accel
     assert sorted(cfg.accel.methods) == sorted([] if accel == "none" else accel.split("_"))
 
 
 def test_defaults_are_tiny_deepcache_on_builtin_prompts():
-    cfg = compose_config()
+    cfg = compose_run_config()
     assert (cfg.pipeline.name, cfg.accel.name, cfg.scheduler.name, cfg.prompts.source) == ("tiny", "deepcache", "ddim", "builtin")
 
 
@@ -93,7 +93,7 @@ def test_bad_value_one_line_exit_2_nothing_written(tmp_path, args, key):
 
 def test_invalid_job_becomes_an_invalid_row(tmp_path):
     """Inside a sweep job (no run-start check), a bad value is recorded, not raised."""
-    cfg = compose_config(["accel.cache_interval=0", f"summary_path={tmp_path / 'summary.csv'}"])
+    cfg = compose_run_config(["accel.cache_interval=0", f"summary_path={tmp_path / 'summary.csv'}"])
     row = experiment.run(cfg, tmp_path / "job")
     assert row.status == "invalid" and row.error.startswith("accel.cache_interval=0")
     assert (tmp_path / "job" / "result.json").exists()

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from accel_bench import measure as measure_module
+from accel_bench.config import compose_run_config
 from accel_bench.measure import measure, prompt_generators, prompt_seed
 from accel_bench.pipelines import set_scheduler
-
-from .conftest import compose_config
 
 CPU = torch.device("cpu")
 
@@ -75,7 +74,7 @@ def test_prompt_seeds_are_distinct_and_stable():
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
 def test_images_do_not_depend_on_batch_size(pipes, pipeline):
     pipe = pipes[pipeline]
-    set_scheduler(pipe, compose_config(["scheduler=dpmsolver"]).scheduler)
+    set_scheduler(pipe, compose_run_config(["scheduler=dpmsolver"]).scheduler)
 
     def generate(prompts, generators):
         return pipe(prompt=prompts, generator=generators, num_inference_steps=4, output_type="np").images
@@ -88,7 +87,7 @@ def test_images_do_not_depend_on_batch_size(pipes, pipeline):
 
 
 def test_flops_are_counted_per_image(tiny_pipe):
-    set_scheduler(tiny_pipe, compose_config(["scheduler=ddim"]).scheduler)
+    set_scheduler(tiny_pipe, compose_run_config(["scheduler=ddim"]).scheduler)
 
     def generate(prompts, generators):
         return tiny_pipe(prompt=prompts, generator=generators, num_inference_steps=2, output_type="np").images

@@ -12,11 +12,11 @@ import torch
 
 from accel_bench import baselines, experiment
 from accel_bench import measure as measure_module
-from accel_bench.config import resolve_repeats, warmup_policy
+from accel_bench.config import compose_run_config, resolve_repeats, warmup_policy
 from accel_bench.measure import Measurement, WarmupPolicy, measure, measure_sides, speedup_ratios
 from accel_bench.postprocess.select import Confirmation, select, select_confirmed
 
-from .conftest import FAST, compose_config
+from .conftest import FAST
 from .test_postprocess import measured_of, row
 
 CPU = torch.device("cpu")
@@ -108,7 +108,7 @@ def test_interleaved_passes_alternate():
 
 
 def test_auto_settings_follow_the_device():
-    cfg = compose_config()
+    cfg = compose_run_config()
     assert (cfg.warmup_batches, cfg.repeats) == ("auto", "auto")
     assert warmup_policy(cfg, "cpu").batches == 1 and warmup_policy(cfg, "cuda:0").batches == "auto"
     assert (resolve_repeats("auto", "cpu"), resolve_repeats("auto", "cuda"), resolve_repeats(5, "cpu")) == (1, 3, 5)
@@ -116,7 +116,7 @@ def test_auto_settings_follow_the_device():
 
 def test_interleaved_run_says_it_remeasured_the_baseline(tmp_path, monkeypatch):
     monkeypatch.setattr(baselines, "_IN_PROCESS", {})
-    cfg = compose_config([*FAST, "repeats=2", "interleave=true", "count_flops=false", f"summary_path={tmp_path / 's.csv'}"])
+    cfg = compose_run_config([*FAST, "repeats=2", "interleave=true", "count_flops=false", f"summary_path={tmp_path / 's.csv'}"])
     row_ = experiment.run(cfg, tmp_path / "run")
     assert row_.status == "ok", row_.error
     assert (row_.interleaved, row_.baseline_cached, row_.repeats) == (True, False, 2)

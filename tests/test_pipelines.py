@@ -8,6 +8,7 @@ import open_clip
 import pytest
 import torch
 
+from accel_bench.config import compose_run_config
 from accel_bench.pipelines import (
     architecture_config,
     clip_tokenizer,
@@ -16,7 +17,7 @@ from accel_bench.pipelines import (
     set_scheduler,
 )
 
-from .conftest import FAST, compose_config, run_cli
+from .conftest import FAST, run_cli
 
 
 def _parameters(module: torch.nn.Module) -> int:
@@ -80,7 +81,7 @@ def test_random_weights_are_written_once(tmp_path):
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
 def test_every_scheduler_runs(pipes, pipeline, scheduler, class_name):
     pipe = pipes[pipeline]
-    set_scheduler(pipe, compose_config([f"scheduler={scheduler}"]).scheduler)
+    set_scheduler(pipe, compose_run_config([f"scheduler={scheduler}"]).scheduler)
     assert type(pipe.scheduler).__name__ == class_name
     if scheduler == "dpmsolver":
         assert pipe.scheduler.config.algorithm_type == "dpmsolver++"

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from accel_bench.accelerators import METHODS
+from accel_bench.config import compose_run_config
 from accel_bench.postprocess.codegen import CodeSpec, generate_code
 from accel_bench.postprocess.manifest import assign_ids, target_speedups
 from accel_bench.postprocess.plots import pareto_front
@@ -21,7 +22,7 @@ from accel_bench.postprocess.select import candidates, gaps, select
 from accel_bench.postprocess.verify import VerificationError, verify_file
 from accel_bench.results import ResultRow, upsert_summary
 
-from .conftest import ACCELS, compose_config
+from .conftest import ACCELS
 
 PARAMS = {
     "deepcache": {"cache_interval": 3, "cache_branch_id": 1},
@@ -41,7 +42,7 @@ _counter = iter(range(10**6))
 
 
 def row(accel="deepcache", pipeline="tiny", scheduler="ddim", steps=25, speedup=2.0, clip_loss=0.01, weights="random", status="ok", **extra):
-    methods = [m for m in METHODS if m in compose_config([f"accel={accel}"]).accel.methods]
+    methods = [m for m in METHODS if m in compose_run_config([f"accel={accel}"]).accel.methods]
     params = {k: v for m in methods for k, v in PARAMS[m].items()}
     number = next(_counter)
     fields = dict(

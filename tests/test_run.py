@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from accel_bench import baselines, experiment
+from accel_bench.config import compose_run_config
 from accel_bench.results import COLUMNS, ResultRow, append_summary, upsert_summary
 
-from .conftest import FAST, compose_config, run_cli
+from .conftest import FAST, run_cli
 
 CONTRACT = (
     "run_id timestamp status error pipeline weights scheduler steps batch_size num_images resolution accel "
@@ -66,7 +67,7 @@ def test_same_config_same_images_and_files(tmp_path, monkeypatch):
     rows = []
     for attempt in ("a", "b"):
         monkeypatch.setattr(baselines, "_IN_PROCESS", {})  # two independent runs: no baseline reuse
-        cfg = compose_config([*FAST, "accel=tgate_tome", "accel.gate_step=2", "save_images=true", f"summary_path={tmp_path / 'summary.csv'}"])
+        cfg = compose_run_config([*FAST, "accel=tgate_tome", "accel.gate_step=2", "save_images=true", f"summary_path={tmp_path / 'summary.csv'}"])
         rows.append(experiment.run(cfg, tmp_path / attempt))
     first, second = (row.to_json() for row in rows)
     assert first["status"] == "ok"
@@ -82,7 +83,7 @@ def test_a_failing_run_is_recorded_not_lost(tmp_path, monkeypatch):
         raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
 
     monkeypatch.setattr(experiment, "cached_pipeline", broken_load)
-    cfg = compose_config([*FAST, f"summary_path={tmp_path / 'summary.csv'}"])
+    cfg = compose_run_config([*FAST, f"summary_path={tmp_path / 'summary.csv'}"])
     row = experiment.run(cfg, tmp_path / "job")
     assert row.status == "failed"
     assert row.error == "RuntimeError: CUDA out of memory (simulated) second line"
@@ -124,6 +125,6 @@ def test_upsert_keeps_one_row_per_job(tmp_path):
 
 
 def test_run_id_identifies_the_measured_configuration():
-    base = experiment.run_id(compose_config())
-    assert experiment.run_id(compose_config(["summary_path=elsewhere.csv", "save_images=true"])) == base
-    assert experiment.run_id(compose_config(["accel.cache_interval=4"])) != base
+    base = experiment.run_id(compose_run_config())
+    assert experiment.run_id(compose_run_config(["summary_path=elsewhere.csv", "save_images=true"])) == base
+    assert experiment.run_id(compose_run_config(["accel.cache_interval=4"])) != base

@@ -17,10 +17,10 @@ from omegaconf import OmegaConf
 
 from accel_bench import config as config_module
 from accel_bench.accelerators.tgate import TGate, gate_step_for
-from accel_bench.config import check, resolve_device
+from accel_bench.config import check, compose_run_config, resolve_device
 from accel_bench.errors import ConfigError
 
-from .conftest import REPO, compose_config, run_cli
+from .conftest import REPO, run_cli
 
 FAST_SWEEP = ["steps=3", "batch_size=2", "num_prompts=2", "warmup_batches=1", "count_flops=false"]
 GRID_SIZES = {"deepcache": 60, "tome": 21, "tgate": 48, "deepcache_tome": 30, "tgate_deepcache": 20, "tgate_tome": 24, "tgate_deepcache_tome": 16}
@@ -28,20 +28,20 @@ GRID_SIZES = {"deepcache": 60, "tome": 21, "tgate": 48, "deepcache_tome": 30, "t
 
 def grid_sweeper_class():
     """Hydra's plugin scan re-executes plugin modules: take the class it registered, after a compose."""
-    compose_config_with_hydra([])
+    compose_run_config_with_hydra([])
     return sys.modules["hydra_plugins.accel_bench_sweeper.grid_sweeper"].GridSweeper
 
 
 def expand(overrides):
     """The jobs a named sweep launches, from its composed hydra.sweeper config."""
-    hydra_cfg = compose_config_with_hydra(overrides).hydra.sweeper
+    hydra_cfg = compose_run_config_with_hydra(overrides).hydra.sweeper
     params, grids = (OmegaConf.to_container(node) if node is not None else None for node in (hydra_cfg.params, hydra_cfg.grids))
     sweeper = grid_sweeper_class()(max_batch_size=None, params=params, grids=grids)
     sweeper.hydra_context = SimpleNamespace(config_loader=None)
     return sweeper.job_overrides([])
 
 
-def compose_config_with_hydra(overrides):
+def compose_run_config_with_hydra(overrides):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -54,7 +54,7 @@ def test_named_sweep_composes_and_every_job_is_checked_not_crashed(name):
     assert len(jobs) == GRID_SIZES[name]
     outcomes = set()
     for job in jobs:
-        cfg = compose_config([*job, "steps=20"])
+        cfg = compose_run_config([*job, "steps=20"])
         try:
             check(cfg)
             outcomes.add("ok")
@@ -76,14 +76,14 @@ def test_published_sweep_matches_the_papers_settings():
     assert len(jobs) == 3 * 2 * (2 + 1 + 2 + 1 + 1)
     assert {(j["accel"], j["steps"]) for j in jobs if j["accel"] == "tgate"} == {("tgate", "25"), ("tgate", "50")}
     for job in jobs:
-        check(compose_config([f"{k}={v}" for k, v in job.items()] + ["dtype=fp32"]))  # every job valid (fp16 is for the GPU)
+        check(compose_run_config([f"{k}={v}" for k, v in job.items()] + ["dtype=fp32"]))  # every job valid (fp16 is for the GPU)
 
 
 @pytest.mark.parametrize("steps", [20, 25, 50])
 def test_tgate_grid_fits_every_step_count(steps):
     gates = set()
     for job in expand(["+sweep=tgate"]):
-        cfg = compose_config([*job, f"steps={steps}"])
+        cfg = compose_run_config([*job, f"steps={steps}"])
         check(cfg)  # relative gate steps are valid at any step count
         gates.add(gate_step_for(TGate.params_from(cfg.accel), steps))
     assert gates == {round(f * steps) for f in (0.2, 0.3, 0.4, 0.5)}
@@ -97,7 +97,7 @@ def test_command_line_sweeps_still_cross_multiply():
 
 
 def test_slurm_launcher_config():
-    cfg = compose_config_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lab"])
+    cfg = compose_run_config_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lab"])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.account) == (1, 1, "gpu", "lab")
