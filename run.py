@@ -4,11 +4,14 @@
     python run.py -m accel=deepcache accel.cache_interval=2,3,4
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from accel_bench import experiment
-from accel_bench.config import register_configs
+from accel_bench.config import check_group_choices, register_configs
+from accel_bench.errors import exit_2_on_config_error
 
 register_configs()
 
@@ -19,4 +22,6 @@ def main(cfg: DictConfig) -> str:
 
 
 if __name__ == "__main__":
+    with exit_2_on_config_error():
+        check_group_choices(sys.argv[1:])
     main()

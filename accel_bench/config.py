@@ -114,6 +114,36 @@ def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
         return compose("config", list(overrides))
 
 
+def check_group_choices(overrides: Sequence[str]) -> None:
+    """Raise ConfigError for a command-line option of one of our config groups that has no file.
+
+    Hydra itself answers ``scheduler=euler`` with a multi-line message and exit code 1; this runs
+    first, on the raw arguments, so it also covers each choice of a sweep (``scheduler=ddim,euler``).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o and not o.startswith("-")])
+    except HydraException:
+        return  # a syntax error: Hydra reports it with its own context
+    for override in parsed:
+        folder = CONF_DIR / override.key_or_group
+        if override.is_delete() or "/" in override.key_or_group or not folder.is_dir():
+            continue
+        if override.value_type == ValueType.ELEMENT:
+            values = [override.value()]
+        elif override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP):
+            values = list(override.sweep_string_iterator())
+        else:
+            continue  # glob and range sweeps: Hydra resolves them against the group itself
+        options = sorted(path.stem for path in folder.glob("*.yaml"))
+        for value in values:
+            if value is not None and value not in options:  # null deselects a group: Hydra's to judge
+                raise ConfigError(override.key_or_group, value, " | ".join(options))
+
+
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 

@@ -75,6 +75,10 @@ RULES = [
     (["pipeline=sd15", "pipeline.model_id=./no/such/folder"], "pipeline.model_id"),
     (["pipeline=tiny", "pipeline.weights=pretrained"], "pipeline.model_id"),
     (["pipeline.weights=trained"], "pipeline.weights"),
+    (["scheduler=euler"], "scheduler"),  # a config group's option with no file: Hydra alone would exit 1
+    (["pipeline=sd16"], "pipeline"),
+    (["-m", "accel=tome,deepcach"], "accel"),  # every choice of a sweep, before anything runs
+    (["-m", "+sweep=nope"], "sweep"),
 ]
 
 

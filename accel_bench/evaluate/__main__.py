@@ -1,8 +1,11 @@
 """``python -m accel_bench.evaluate ...`` (a Hydra app: conf/evaluate.yaml)."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from ..config import check_group_choices
 from ..errors import exit_2_on_config_error
 from ..results import fmt
 from . import check, evaluate_manifest, evaluate_pair, register_configs
@@ -33,4 +36,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with exit_2_on_config_error():
+        check_group_choices(sys.argv[1:])
     main()
