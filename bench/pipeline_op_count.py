@@ -1,0 +1,106 @@
+"""Host work for each method of ``+sweep=published``: aten operations per pipeline call.
+
+Each operation costs the host Python, dispatcher and (for most) a kernel launch, whatever the GPU
+does; where a run is bound by the host issuing work (bench/README.md: SD1.5 at batch 1 and 4,
+SDXL at batch 1 on the lent H100), a method's speedup is capped by how many operations it removes,
+not by how many FLOPs. This counts both sides of every job of the published sweep's grids, in the
+same pipeline call that ``measure`` times (text encoding, denoising loop, VAE decode). The count
+does not depend on the resolution, so a small one keeps the real architectures cheap on a CPU,
+where attention is one fused operation as on a GPU (the meta device would split it into 16-21).
+It is counted in fp32 (fp16 is GPU-only): on a GPU, SDXL's VAE adds its fp16 up-cast, the same
+operations on both sides.
+
+    python bench/pipeline_op_count.py pipeline=sd15 pipeline.weights=random resolution=64 \\
+        --out bench/results/pipeline_op_count_sd15.json                    # CPU, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import diffusers
+import torch
+from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
+from tqdm import tqdm
+
+from accel_bench import accelerators, config
+from accel_bench.experiment import pipeline_call, seed_everything
+from accel_bench.measure import prompt_generators, prompt_seed
+from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
+from accel_bench.prompts import load_prompts
+
+PUBLISHED_SWEEP = Path(__file__).resolve().parents[1] / "conf" / "sweep" / "published.yaml"
+
+
+class OperationCount(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def published_jobs() -> list[list[str]]:
+    """The accelerator grids of ``+sweep=published``, expanded: one override list per job, in its job order."""
+    grids = OmegaConf.to_container(OmegaConf.load(PUBLISHED_SWEEP).hydra.sweeper.grids)
+    jobs = []
+    for name in sorted(grids):
+        choices = [[f"{key}={value}" for value in str(values).split(",")] for key, values in grids[name].items()]
+        jobs.extend(list(job) for job in itertools.product(*choices))
+    return jobs
+
+
+def operations_per_call(applied: accelerators.AppliedPipeline, cfg, resolution: int, prompts: list[str]) -> int:
+    generate = pipeline_call(applied, cfg, resolution)
+    applied.reset(prompt_seed(cfg.seed, 0))
+    with torch.no_grad(), OperationCount() as counter:
+        generate(prompts, prompt_generators(cfg.seed, 0, len(prompts)))
+    return counter.count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="run.py overrides shared by every job (pipeline, resolution, ...)")
+    parser.add_argument("--out", type=Path, required=True)
+    options = parser.parse_args()
+    shared = ["device=cpu", "dtype=fp32", "batch_size=1", *options.overrides]
+    baselines: dict[int, int] = {}
+    records = []
+    for job in tqdm(published_jobs(), desc="jobs", unit="job"):
+        cfg = config.compose_run_config(shared + job)
+        target = config.check(cfg)
+        seed_everything(cfg.seed)
+        dtype = resolve_dtype(cfg.dtype, "cpu")
+        loaded = cached_pipeline(cfg.pipeline, "cpu", dtype, cfg.cache_dir)
+        set_scheduler(loaded.pipe, cfg.scheduler, loaded.scheduler_config)
+        resolution = cfg.resolution or cfg.pipeline.resolution
+        prompts = load_prompts(cfg.prompts)[: cfg.batch_size]
+        if cfg.steps not in baselines:
+            with accelerators.applied(loaded.pipe, []) as plain:
+                baselines[cfg.steps] = operations_per_call(plain, cfg, resolution, prompts)
+        methods = accelerators.build(cfg.accel, target)
+        with accelerators.applied(loaded.pipe, methods) as accelerated:
+            operations = operations_per_call(accelerated, cfg, resolution, prompts)
+        records.append({"overrides": job, "accel": cfg.accel.name, "steps": cfg.steps,
+                        "accel_params": accelerators.params_record(methods), "operations_per_call": operations,
+                        "baseline_operations_per_call": baselines[cfg.steps],
+                        "operation_ratio": baselines[cfg.steps] / operations})
+    report = {"pipeline": cfg.pipeline.name, "resolution": resolution, "device": "cpu", "dtype": "fp32",
+              "batch_size": cfg.batch_size, "torch": torch.__version__, "diffusers": diffusers.__version__,
+              "jobs": records}
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(report, indent=2) + "\n")
+    for record in records:
+        print(f"{record['accel']:>16} {record['steps']:>3} steps {json.dumps(record['accel_params'])}: "
+              f"{record['operations_per_call']} vs {record['baseline_operations_per_call']} operations, "
+              f"ratio {record['operation_ratio']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
