@@ -1,8 +1,9 @@
 """The issue-6 table: our speedups per pipeline x method x batch size, next to the published ones.
 
 Reads the summary rows of ``+sweep=published`` runs (any number of CSVs, e.g. one per pipeline)
-and prints a Markdown table for bench/README.md; with ``--op-counts``, each method's ratio of aten
-operations per pipeline call (bench/pipeline_op_count.py) beside its FLOPs ratio.
+and prints a Markdown table for bench/README.md; with ``--op-counts``, each method's ratios of aten
+operations and of Python time outside them per pipeline call (bench/pipeline_op_count.py) beside
+its FLOPs ratio.
 
     python bench/published_table.py bench/results/published_*.csv --op-counts bench/results/pipeline_op_count_*.json
 """
@@ -59,13 +60,14 @@ def job_key(pipeline: str, accel: str, steps: int, params: dict) -> tuple:
     return pipeline, accel, int(steps), json.dumps(params, sort_keys=True)
 
 
-def operation_ratios(paths: list[Path]) -> dict[tuple, float]:
-    """Baseline over accelerated aten operations per pipeline call, per job of the published sweep."""
+def host_ratios(paths: list[Path]) -> dict[tuple, tuple[float, float]]:
+    """Baseline over accelerated (operations, Python time) per pipeline call, per job of the published sweep."""
     ratios = {}
     for path in paths:
         report = json.loads(path.read_text())
         for job in report["jobs"]:
-            ratios[job_key(report["pipeline"], job["accel"], job["steps"], job["accel_params"])] = job["operation_ratio"]
+            key = job_key(report["pipeline"], job["accel"], job["steps"], job["accel_params"])
+            ratios[key] = (job["operation_ratio"], job["python_time_ratio"])
     return ratios
 
 
@@ -78,22 +80,22 @@ def main() -> None:
     rows = rows.drop_duplicates(subset=["run_id"], keep="last")  # a resumed sweep's latest row per job
     rows["method"] = rows.apply(method, axis=1)
     rows["published"] = rows.apply(published, axis=1)
-    ratios = operation_ratios(options.op_counts)
-    rows["operation_ratio"] = [ratios.get(job_key(r.pipeline, r.accel, r.steps, json.loads(r.accel_params)))
-                               for r in rows.itertuples()]
+    ratios = host_ratios(options.op_counts)
+    rows["host_ratios"] = [ratios.get(job_key(r.pipeline, r.accel, r.steps, json.loads(r.accel_params)))
+                           for r in rows.itertuples()]
     batch_sizes = sorted(rows.batch_size.unique())
     print("| pipeline | method | " + " | ".join(f"batch {b}" for b in batch_sizes)
-          + " | FLOPs ratio | operation ratio | published |")
-    print("| --- | --- | " + " | ".join("---" for _ in batch_sizes) + " | --- | --- | --- |")
+          + " | FLOPs ratio | operation ratio | Python time ratio | published |")
+    print("| --- | --- | " + " | ".join("---" for _ in batch_sizes) + " | --- | --- | --- | --- |")
     order = {name: i for i, name in enumerate(PIPELINES)}
     for (pipeline, name), group in sorted(rows.groupby(["pipeline", "method"]), key=lambda item: (order.get(item[0][0], 99), item[0][1])):
         by_batch = {row.batch_size: row for _, row in group.iterrows()}
         cells = [speedup(by_batch[b]) if b in by_batch else "" for b in batch_sizes]
         flops = sorted({f"{r.flops_ratio:.2f}x" for r in by_batch.values() if r.status == "ok"})
-        operations = group.operation_ratio.dropna()
-        operation_cell = f"{operations.iloc[0]:.2f}x" if len(operations) else ""
+        host = group.host_ratios.dropna()
+        host_cells = [f"{ratio:.2f}x" for ratio in host.iloc[0]] if len(host) else ["", ""]
         print(f"| {PIPELINES.get(pipeline, pipeline)} | {name} | " + " | ".join(cells)
-              + f" | {', '.join(flops)} | {operation_cell} | {group.published.iloc[0]} |")
+              + f" | {', '.join(flops)} | {' | '.join(host_cells)} | {group.published.iloc[0]} |")
     devices = sorted(rows.device_name.dropna().unique())
     print(f"\n{len(rows)} rows; device: {', '.join(devices)}")
 
