@@ -24,7 +24,6 @@ absolute speed; its ratio between the two sides is the figure to read.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import time
@@ -42,8 +41,7 @@ from accel_bench.experiment import device_name, pipeline_call, seed_everything
 from accel_bench.measure import prompt_generators, prompt_seed
 from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from accel_bench.prompts import load_prompts
-
-PUBLISHED_SWEEP = Path(__file__).resolve().parents[1] / "conf" / "sweep" / "published.yaml"
+from hydra_plugins.accel_bench_sweeper.grid_sweeper import expand_grids
 
 
 class OperationCount(TorchDispatchMode):
@@ -86,13 +84,9 @@ def counting_cost_s(operations: int = 20_000, rounds: int = 5) -> float:
 
 
 def published_jobs() -> list[list[str]]:
-    """The accelerator grids of ``+sweep=published``, expanded: one override list per job, in its job order."""
-    grids = OmegaConf.to_container(OmegaConf.load(PUBLISHED_SWEEP).hydra.sweeper.grids)
-    jobs = []
-    for name in sorted(grids):
-        choices = [[f"{key}={value}" for value in str(values).split(",")] for key, values in grids[name].items()]
-        jobs.extend(list(job) for job in itertools.product(*choices))
-    return jobs
+    """The accelerator grids of ``+sweep=published``, expanded as its sweeper does: one override list per job."""
+    sweep = OmegaConf.load(config.CONF_DIR / "sweep" / "published.yaml")
+    return expand_grids([], OmegaConf.to_container(sweep.hydra.sweeper.grids), [])
 
 
 def host_work(applied: accelerators.AppliedPipeline, cfg, resolution: int, prompts: list[str], cost_s: float) -> HostWork:

@@ -40,21 +40,26 @@ class GridSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="accel_bench")
 
 
+def expand_grids(common: List[str], grids: Dict[str, Dict[str, Any]], arguments: List[str],
+                 parser: Optional[OverridesParser] = None) -> List[List[str]]:
+    """Every job's overrides: for each grid (sorted by name), common params x grid params x command line."""
+    parser = parser or OverridesParser.create()
+    jobs: List[List[str]] = []
+    for grid in [grids[name] for name in sorted(grids)] or [{}]:
+        lines = common + [f"{key}={value}" for key, value in grid.items()] + list(arguments)
+        (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(lines), max_batch_size=None)
+        jobs.extend(batch)
+    return jobs
+
+
 class GridSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None, grids: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.grids = grids or {}
 
     def job_overrides(self, arguments: List[str]) -> List[List[str]]:
-        """Every job's overrides: for each grid, common params x grid params x command line."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        grids = [self.grids[name] for name in sorted(self.grids)] or [{}]
-        jobs: List[List[str]] = []
-        for grid in grids:
-            lines = self._parse_config() + [f"{key}={value}" for key, value in grid.items()] + list(arguments)
-            (batch,) = self.split_arguments(parser.parse_overrides(lines), max_batch_size=None)
-            jobs.extend(batch)
-        return jobs
+        return expand_grids(self._parse_config(), self.grids, arguments, parser)
 
     def sweep(self, arguments: List[str]) -> Any:
         jobs = self.job_overrides(arguments)
