@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from accel_bench import experiment
-from accel_bench.config import check_group_choices, register_configs
+from accel_bench.config import check_overrides, register_configs
 from accel_bench.errors import exit_2_on_config_error
 
 register_configs()
@@ -23,5 +23,5 @@ def main(cfg: DictConfig) -> str:
 
 if __name__ == "__main__":
     with exit_2_on_config_error():
-        check_group_choices(sys.argv[1:])
+        check_overrides(sys.argv[1:], "config")
     main()

@@ -105,43 +105,74 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
-def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The run config ``run.py`` would get for these overrides, outside a Hydra app (bench scripts, tests)."""
+def compose_config(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config a Hydra app of ours (``config``, ``postprocess``, ``evaluate``) gets for these overrides."""
     from hydra import compose, initialize_config_dir
 
-    register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", list(overrides))
+        return compose(config_name, list(overrides))
 
 
-def check_group_choices(overrides: Sequence[str]) -> None:
-    """Raise ConfigError for a command-line option of one of our config groups that has no file.
+def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The run config ``run.py`` would get for these overrides, outside a Hydra app (bench scripts, tests)."""
+    register_configs()
+    return compose_config("config", overrides)
 
-    Hydra itself answers ``scheduler=euler`` with a multi-line message and exit code 1; this runs
-    first, on the raw arguments, so it also covers each choice of a sweep (``scheduler=ddim,euler``).
+
+_NODE_KINDS = {"IntegerNode": "an integer", "FloatNode": "a number", "BooleanNode": "true or false", "StringNode": "a string"}
+
+
+def check_overrides(arguments: Sequence[str], config_name: str) -> None:
+    """Raise ConfigError for a command-line override that Hydra would refuse in several lines with
+    exit code 1: a config group's option with no file (``scheduler=euler``), a value its typed key
+    cannot hold (``steps=abc``), a key the config does not have. It runs before Hydra, on the raw
+    arguments, and composes every choice of a sweep (``batch_size=2,2.5``), so nothing has run yet.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
-    from hydra.errors import HydraException
+    from hydra.errors import ConfigCompositionException, HydraException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o and not o.startswith("-")])
+        parsed = [(arg, parser.parse_override(arg)) for arg in arguments if not arg.startswith("-") and ("=" in arg or arg.startswith("~"))]
     except HydraException:
         return  # a syntax error: Hydra reports it with its own context
-    for override in parsed:
+    choices = []  # per override: the lines it composes as, one per choice of a sweep
+    for arg, override in parsed:
+        if override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP):
+            choices.append([f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()])
+        elif override.value_type != ValueType.GLOB_CHOICE_SWEEP:  # a glob: Hydra resolves it against the group
+            choices.append([arg])
+    for lines in choices:
+        _check_group_option(parser.parse_overrides(lines))
+    first = [lines[0] for lines in choices]
+    variants = [first] + [first[:i] + [line] + first[i + 1:] for i, lines in enumerate(choices) for line in lines[1:]]
+    for overrides in variants:
+        try:
+            compose_config(config_name, overrides)
+        except ConfigCompositionException as error:
+            cause = error.__cause__
+            values = {o.key_or_group: o.value() for o in parser.parse_overrides(overrides)}
+            if isinstance(cause, ValidationError) and type(cause.child_node).__name__ in _NODE_KINDS:
+                kind = _NODE_KINDS[type(cause.child_node).__name__]
+                raise ConfigError(cause.full_key, cause.value, kind + (" or null" if cause.child_node._is_optional() else ""))
+            if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
+                known = " | ".join(sorted(str(key) for key in cause.parent_node.keys() if key != "hydra"))
+                raise ConfigError(cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}")
+            return  # anything else: Hydra's own message
+
+
+def _check_group_option(overrides: Sequence[Any]) -> None:
+    """ConfigError for an option of one of our config groups that has no file (Hydra: several lines, exit 1)."""
+    for override in overrides:
         folder = CONF_DIR / override.key_or_group
         if override.is_delete() or "/" in override.key_or_group or not folder.is_dir():
             continue
-        if override.value_type == ValueType.ELEMENT:
-            values = [override.value()]
-        elif override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP):
-            values = list(override.sweep_string_iterator())
-        else:
-            continue  # glob and range sweeps: Hydra resolves them against the group itself
+        value = override.value()
         options = sorted(path.stem for path in folder.glob("*.yaml"))
-        for value in values:
-            if value is not None and value not in options:  # null deselects a group: Hydra's to judge
-                raise ConfigError(override.key_or_group, value, " | ".join(options))
+        if value is not None and value not in options:  # null deselects a group: Hydra's to judge
+            raise ConfigError(override.key_or_group, value, " | ".join(options))
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")

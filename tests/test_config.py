@@ -79,6 +79,9 @@ RULES = [
     (["pipeline=sd16"], "pipeline"),
     (["-m", "accel=tome,deepcach"], "accel"),  # every choice of a sweep, before anything runs
     (["-m", "+sweep=nope"], "sweep"),
+    (["steps=abc"], "steps"),  # a value its typed key cannot hold: Hydra alone would exit 1
+    (["-m", "batch_size=2,2.5"], "batch_size"),
+    (["no_such_setting=1"], "no_such_setting"),
 ]
 
 

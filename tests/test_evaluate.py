@@ -191,7 +191,7 @@ def test_missing_candidate_is_a_failed_record(tmp_path):
 @pytest.mark.parametrize(
     "args, key",
     [(["manifest=nowhere.json", "code_dir=."], "manifest"), (["baseline=a.py"], "baseline"), (["num_prompts=0"], "num_prompts"),
-     (["baseline=a.py", "candidate=b.py", "pipeline=sd16"], "pipeline")],
+     (["baseline=a.py", "candidate=b.py", "pipeline=sd16"], "pipeline"), (["baseline=a.py", "candidate=b.py", "steps=abc"], "steps")],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, key):
     result = _evaluate(args, tmp_path)

@@ -258,6 +258,8 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     write_sweep(tmp_path / "a", [row()])
     result = _postprocess(["sweep_dir=a", "templates.speedup='achieve {speed}x'"], tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: templates.speedup=")
+    result = _postprocess(["sweep_dir=a", "top_k=3"], tmp_path)  # no such setting: Hydra alone would exit 1
+    assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
     assert not (tmp_path / "dataset").exists()  # nothing written
 
 

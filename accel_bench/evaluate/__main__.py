@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..config import check_group_choices
+from ..config import check_overrides
 from ..errors import exit_2_on_config_error
 from ..results import fmt
 from . import check, evaluate_manifest, evaluate_pair, register_configs
@@ -37,5 +37,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     with exit_2_on_config_error():
-        check_group_choices(sys.argv[1:])
+        check_overrides(sys.argv[1:], "evaluate")
     main()

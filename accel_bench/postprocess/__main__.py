@@ -5,6 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from ..config import check_overrides
 from ..errors import exit_2_on_config_error
 from . import postprocess, register_configs
 
@@ -25,4 +26,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with exit_2_on_config_error():
+        check_overrides(sys.argv[1:], "postprocess")
     main()
