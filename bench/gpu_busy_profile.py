@@ -1,0 +1,104 @@
+"""Where a method's time goes: for one batch, the pipeline's wall time (unprofiled, median of
+--calls) and the GPU's busy time (the summed durations of its kernels and copies in one
+torch.profiler trace), for the baseline and each method. Busy time falls with the work the GPU
+is given; wall time falls with it only where the GPU sets the pace. A busy fraction well under 1
+means the GPU waits on the host.
+
+    python bench/gpu_busy_profile.py pipeline=sdxl pipeline.weights=random steps=25 batch_size=4 dtype=fp16 \\
+        --method "accel=tgate accel.gate_step=null accel.gate_fraction=0.4" \\
+        --method "accel=deepcache accel.cache_interval=3 accel.cache_branch_id=0" --out $OUT/gpu_busy_sdxl.json
+    python bench/gpu_busy_profile.py steps=4 batch_size=2 --method accel=deepcache --out /tmp/x.json  # CPU: no busy time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from accel_bench import accelerators, config
+from accel_bench.experiment import device_name, pipeline_call, seed_everything
+from accel_bench.measure import prompt_generators, prompt_seed
+from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
+from accel_bench.prompts import load_prompts
+
+
+def profile_side(applied: accelerators.AppliedPipeline, cfg, resolution: int, device: torch.device, calls: int) -> dict:
+    """Wall time of ``calls`` unprofiled calls (median) after two warm-up calls, then one profiled call."""
+    generate = pipeline_call(applied, cfg, resolution)
+    prompts = load_prompts(cfg.prompts)[: cfg.batch_size]
+
+    def call() -> None:
+        applied.reset(prompt_seed(cfg.seed, 0))
+        generate(prompts, prompt_generators(cfg.seed, 0, len(prompts)))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(2):
+        call()
+    walls = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        walls.append(time.perf_counter() - start)
+    wall_s = statistics.median(walls)
+    side = {"wall_s": wall_s, "wall_calls_s": walls, "busy_s": None, "busy_fraction": None, "device_events": None}
+    if device.type == "cuda":
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+            call()
+        device_events = [event for event in trace.events() if event.device_type == DeviceType.CUDA]
+        busy_s = sum(event.time_range.elapsed_us() for event in device_events) / 1e6
+        side.update(busy_s=busy_s, busy_fraction=busy_s / wall_s, device_events=len(device_events))
+    return side
+
+
+def ratio(baseline: dict, side: dict, key: str) -> float | None:
+    return None if side[key] is None else baseline[key] / side[key]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="run.py overrides shared by every side")
+    parser.add_argument("--method", action="append", required=True,
+                        help="one method's run.py overrides, space-separated (repeat for more)")
+    parser.add_argument("--calls", type=int, default=3, help="unprofiled calls timed per side")
+    parser.add_argument("--out", type=Path, required=True)
+    options = parser.parse_args()
+    configs = {method: config.compose_run_config([*options.overrides, *method.split()]) for method in options.method}
+    targets = {method: config.check(cfg) for method, cfg in configs.items()}
+    cfg = next(iter(configs.values()))  # the shared settings: pipeline, device, dtype, batch
+    device = torch.device(config.resolve_device(cfg.device))
+    dtype = resolve_dtype(cfg.dtype, device.type)
+    resolution = cfg.resolution or cfg.pipeline.resolution
+    seed_everything(cfg.seed)
+    loaded = cached_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
+
+    report = {"overrides": options.overrides, "device": device_name(device), "calls": options.calls, "sides": {}}
+
+    def run(name: str, side_cfg, methods: list[accelerators.Accelerator]) -> dict:
+        set_scheduler(loaded.pipe, side_cfg.scheduler, loaded.scheduler_config)
+        with accelerators.applied(loaded.pipe, methods) as applied:
+            side = profile_side(applied, side_cfg, resolution, device, options.calls)
+        report["sides"][name] = side
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        options.out.write_text(json.dumps(report, indent=2) + "\n")  # after each side: a cut-off run keeps the rest
+        print(f"{name}: wall {side['wall_s']:.3f} s, busy {side['busy_s']} s, {side['device_events']} device events",
+              flush=True)
+        return side
+
+    baseline = run("baseline", cfg, [])
+    for method, method_cfg in configs.items():
+        side = run(method, method_cfg, accelerators.build(method_cfg.accel, targets[method]))
+        side.update(wall_ratio=ratio(baseline, side, "wall_s"), busy_ratio=ratio(baseline, side, "busy_s"))
+        options.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{method}: wall ratio {side['wall_ratio']:.2f}x, busy ratio {side['busy_ratio']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
