@@ -226,6 +226,7 @@ def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in (out / "plots").iterdir())
 
     manifest = json.loads((out / "manifest.json").read_text())
+    assert f"4 entries, {len(manifest)} tasks, 2 plots -> " in first.stdout
     assert [m["prompt_id"] for m in manifest] == [str(i) for i in range(192, 192 + len(manifest))]
     assert [m["task_key"] for m in manifest] == sorted(m["task_key"] for m in manifest)
     first_key = [m for m in manifest if m["task_key"] == "tiny_DDIM_25"]
@@ -249,6 +250,11 @@ def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
     grown = json.loads((out / "file_id_mapping.json").read_text())
     assert {k: grown[k] for k in mapping} == mapping
     assert min(v for k, v in grown.items() if k not in mapping) == max(mapping.values()) + 1
+
+
+def test_console_counts_are_singular_for_one():
+    from accel_bench.postprocess.__main__ import counted
+    assert [counted(n, "entry", "entries") for n in (0, 1, 2)] == ["0 entries", "1 entry", "2 entries"]
 
 
 def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):

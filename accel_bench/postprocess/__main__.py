@@ -12,13 +12,18 @@ from . import postprocess, register_configs
 register_configs()
 
 
+def counted(number: int, singular: str, plural: str) -> str:
+    return f"{number} {singular if number == 1 else plural}"
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="postprocess")
 def main(cfg: DictConfig) -> None:
     with exit_2_on_config_error():
         report = postprocess(cfg)
     for note in report.reranked:
         print(note)
-    print(f"{len(report.entries)} entries, {report.tasks} tasks, {report.plots} plots -> {report.out_dir}")
+    print(f"{counted(len(report.entries), 'entry', 'entries')}, {counted(report.tasks, 'task', 'tasks')}, "
+          f"{counted(report.plots, 'plot', 'plots')} -> {report.out_dir}")
     if report.missing:
         print(f"MISSING: {len(report.missing)} grid combination(s) x budget have no qualifying result:", file=sys.stderr)
         for gap in report.missing:
