@@ -114,8 +114,10 @@ def compose_config(config_name: str, overrides: Sequence[str] = ()) -> DictConfi
 
 
 def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The run config ``run.py`` would get for these overrides, outside a Hydra app (bench scripts, tests)."""
+    """The run config ``run.py`` would get for these overrides, outside a Hydra app (bench scripts,
+    tests); an override run.py would refuse raises the same ConfigError."""
     register_configs()
+    check_overrides(overrides, "config")
     return compose_config("config", overrides)
 
 

@@ -37,6 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
 from accel_bench import accelerators, config
+from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import device_name, pipeline_call, seed_everything
 from accel_bench.measure import prompt_generators, prompt_seed
 from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
@@ -147,4 +148,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_2_on_config_error():
+        main()

@@ -19,6 +19,7 @@ import torch
 from torch.utils import benchmark
 
 from accel_bench import accelerators, config
+from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import device_name, pipeline_call, seed_everything
 from accel_bench.measure import measure, prompt_generators, prompt_seed
 from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
@@ -86,4 +87,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_2_on_config_error():
+        main()

@@ -8,6 +8,7 @@ import torch
 
 from accel_bench import experiment
 from accel_bench.config import check, compose_run_config
+from accel_bench.errors import ConfigError
 
 from .conftest import ACCELS, run_cli
 
@@ -96,6 +97,15 @@ def test_bad_value_one_line_exit_2_nothing_written(tmp_path, args, key):
     assert lines[0].startswith(f"error: {key}=") and "not allowed" in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
     assert sorted(tmp_path.iterdir()) == before  # no run directory, no summary
+
+
+@pytest.mark.parametrize("overrides, key", [(["steps=abc"], "steps"), (["accel=tome", "accel.ratio=x"], "accel.ratio"),
+                                            (["top_k=3"], "top_k"), (["scheduler=euler"], "scheduler")])
+def test_composing_outside_run_py_refuses_the_same_overrides(overrides, key):
+    """Bench scripts compose run configs themselves: a bad override is the same one-line ConfigError."""
+    with pytest.raises(ConfigError) as refused:
+        compose_run_config(overrides)
+    assert refused.value.key == key
 
 
 def test_invalid_job_becomes_an_invalid_row(tmp_path):
