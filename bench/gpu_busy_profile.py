@@ -1,6 +1,6 @@
 """Where a method's time goes: for one batch, the pipeline's wall time (unprofiled, median of
---calls) and the GPU's busy time (the summed durations of its kernels and copies in one
-torch.profiler trace), for the baseline and each method. Busy time falls with the work the GPU
+--calls, timed by ``measure``) and the GPU's busy time (the summed durations of its kernels and
+copies in one torch.profiler trace), for the baseline and each method. Busy time falls with the work the GPU
 is given; wall time falls with it only where the GPU sets the pace. A busy fraction well under 1
 means the GPU waits on the host.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -25,34 +24,29 @@ from torch.profiler import ProfilerActivity, profile
 from accel_bench import accelerators, config
 from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import device_name, pipeline_call, seed_everything
-from accel_bench.measure import prompt_generators, prompt_seed
+from accel_bench.measure import measure
 from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from accel_bench.prompts import load_prompts
 
 
-def profile_side(applied: accelerators.AppliedPipeline, cfg, resolution: int, device: torch.device, calls: int) -> dict:
-    """Wall time of ``calls`` unprofiled calls (median) after two warm-up calls, then one profiled call."""
+def profile_side(applied: accelerators.AppliedPipeline, cfg, resolution: int, device: torch.device, calls: int,
+                 label: str) -> dict:
+    """Wall time of ``calls`` unprofiled batches (median) after two warm-up batches, then one profiled
+    batch; both through ``measure``, the project's one timing path."""
     generate = pipeline_call(applied, cfg, resolution)
-    prompts = load_prompts(cfg.prompts)[: cfg.batch_size]
+    prompts = load_prompts(cfg.prompts)[: cfg.batch_size]  # one batch
 
-    def call() -> None:
-        applied.reset(prompt_seed(cfg.seed, 0))
-        generate(prompts, prompt_generators(cfg.seed, 0, len(prompts)))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def timed(warmup_batches: int, repeats: int) -> list[float]:
+        return measure(generate, prompts, batch_size=cfg.batch_size, seed=cfg.seed, warmup_batches=warmup_batches,
+                       device=device, before_batch=applied.reset, repeats=repeats, count_flops=False,
+                       label=label).batch_times_s
 
-    for _ in range(2):
-        call()
-    walls = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        walls.append(time.perf_counter() - start)
+    walls = timed(warmup_batches=2, repeats=calls)
     wall_s = statistics.median(walls)
     side = {"wall_s": wall_s, "wall_calls_s": walls, "busy_s": None, "busy_fraction": None, "device_events": None}
     if device.type == "cuda":
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
-            call()
+            timed(warmup_batches=0, repeats=1)
         device_events = [event for event in trace.events() if event.device_type == DeviceType.CUDA]
         busy_s = sum(event.time_range.elapsed_us() for event in device_events) / 1e6
         side.update(busy_s=busy_s, busy_fraction=busy_s / wall_s, device_events=len(device_events))
@@ -85,7 +79,7 @@ def main() -> None:
     def run(name: str, side_cfg, methods: list[accelerators.Accelerator]) -> dict:
         set_scheduler(loaded.pipe, side_cfg.scheduler, loaded.scheduler_config)
         with accelerators.applied(loaded.pipe, methods) as applied:
-            side = profile_side(applied, side_cfg, resolution, device, options.calls)
+            side = profile_side(applied, side_cfg, resolution, device, options.calls, name)
         report["sides"][name] = side
         options.out.parent.mkdir(parents=True, exist_ok=True)
         options.out.write_text(json.dumps(report, indent=2) + "\n")  # after each side: a cut-off run keeps the rest
