@@ -116,9 +116,14 @@ def compose_config(config_name: str, overrides: Sequence[str] = ()) -> DictConfi
 def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The run config ``run.py`` would get for these overrides, outside a Hydra app (bench scripts,
     tests); an override run.py would refuse raises the same ConfigError."""
+    from hydra.errors import ConfigCompositionException
+
     register_configs()
-    check_overrides(overrides, "config")
-    return compose_config("config", overrides)
+    try:
+        return compose_config("config", overrides)
+    except ConfigCompositionException:
+        check_overrides(overrides, "config")  # names the override in one line, where it can
+        raise
 
 
 _NODE_KINDS = {"IntegerNode": "an integer", "FloatNode": "a number", "BooleanNode": "true or false", "StringNode": "a string"}
