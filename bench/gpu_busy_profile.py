@@ -24,26 +24,28 @@ from torch.profiler import ProfilerActivity, profile
 from accel_bench import accelerators, config
 from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import device_name, pipeline_call, seed_everything
-from accel_bench.measure import measure
+from accel_bench.measure import Measurement, measure
 from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from accel_bench.prompts import load_prompts
 
 
 def profile_side(applied: accelerators.AppliedPipeline, cfg, resolution: int, device: torch.device, calls: int,
                  label: str) -> dict:
-    """Wall time of ``calls`` unprofiled batches (median) after two warm-up batches, then one profiled
+    """Wall time of ``calls`` unprofiled batches (median) after warming up until two batches agree
+    within 2% (the GPU default; a fixed count is capped at the one batch there is), then one profiled
     batch; both through ``measure``, the project's one timing path."""
     generate = pipeline_call(applied, cfg, resolution)
     prompts = load_prompts(cfg.prompts)[: cfg.batch_size]  # one batch
 
-    def timed(warmup_batches: int, repeats: int) -> list[float]:
+    def timed(warmup_batches: int | str, repeats: int) -> Measurement:
         return measure(generate, prompts, batch_size=cfg.batch_size, seed=cfg.seed, warmup_batches=warmup_batches,
-                       device=device, before_batch=applied.reset, repeats=repeats, count_flops=False,
-                       label=label).batch_times_s
+                       device=device, before_batch=applied.reset, repeats=repeats, count_flops=False, label=label)
 
-    walls = timed(warmup_batches=2, repeats=calls)
+    unprofiled = timed(warmup_batches="auto", repeats=calls)
+    walls = unprofiled.batch_times_s
     wall_s = statistics.median(walls)
-    side = {"wall_s": wall_s, "wall_calls_s": walls, "busy_s": None, "busy_fraction": None, "device_events": None}
+    side = {"wall_s": wall_s, "wall_calls_s": walls, "warmup_calls_s": unprofiled.warmup_times_s, "busy_s": None,
+            "busy_fraction": None, "device_events": None}
     if device.type == "cuda":
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
             timed(warmup_batches=0, repeats=1)

@@ -1,0 +1,42 @@
+"""The bench scripts that time on the GPU, run on the CPU with the tiny pipeline: their records
+have the shape bench/README.md reads, and a bad override is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def gpu_busy_profile(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "bench" / "gpu_busy_profile.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_gpu_busy_profile_warms_up_until_stable_then_times_each_side(tmp_path):
+    out = tmp_path / "busy.json"
+    result = gpu_busy_profile(["pipeline=tiny", "steps=4", "batch_size=2", "--calls", "2",
+                               "--method", "accel=deepcache accel.cache_interval=2", "--out", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["calls"] == 2
+    assert list(report["sides"]) == ["baseline", "accel=deepcache accel.cache_interval=2"]
+    for side in report["sides"].values():
+        assert len(side["wall_calls_s"]) == 2 and all(t > 0 for t in side["wall_calls_s"])
+        # warm-up until two batches agree: at least two, though the profile times one batch of prompts
+        assert len(side["warmup_calls_s"]) >= 2
+        assert side["busy_s"] is None  # no device events on the CPU
+    method = report["sides"]["accel=deepcache accel.cache_interval=2"]
+    assert method["wall_ratio"] == report["sides"]["baseline"]["wall_s"] / method["wall_s"]
+
+
+def test_gpu_busy_profile_refuses_a_bad_override_in_one_line(tmp_path):
+    out = tmp_path / "busy.json"
+    result = gpu_busy_profile(["pipeline=tiny", "--method", "accel=deepcache accel.cache_interval=0",
+                               "--out", str(out)], tmp_path)
+    assert result.returncode == 2
+    assert "cache_interval" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
