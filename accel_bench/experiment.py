@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +29,7 @@ from .errors import ConfigError
 from .measure import Generate, Measurement, measure_sides, speedup_ratios
 from .baselines import Baseline, baseline_key, get_or_measure
 from .metrics import choose_clip, clip_scorer, psnr_db, ssim, to_uint8
-from .pipelines import cached_pipeline, resolve_dtype, set_scheduler
+from .pipelines import LoadedPipeline, cached_pipeline, resolve_dtype, set_scheduler
 from .prompts import load_prompts
 from .results import ResultRow, append_summary, fmt, upsert_summary, write_result
 
@@ -74,6 +75,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+
+
+@dataclass(frozen=True)
+class PreparedPipeline:
+    """The configured pipeline, on its device with its scheduler, and what a call of it needs."""
+
+    loaded: LoadedPipeline
+    device: torch.device
+    dtype: torch.dtype
+    resolution: int
+
+
+def prepare_pipeline(cfg: DictConfig, job_num: Optional[int] = None) -> PreparedPipeline:
+    """Seed, then load (once per process) and set the scheduler: where a run and every bench script
+    that times pipeline calls start, so they time the same pipeline."""
+    device = torch.device(config.resolve_device(cfg.device, job_num))
+    dtype = resolve_dtype(cfg.dtype, device.type)
+    seed_everything(cfg.seed)
+    loaded = cached_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
+    set_scheduler(loaded.pipe, cfg.scheduler, loaded.scheduler_config)
+    return PreparedPipeline(loaded, device, dtype, cfg.resolution or cfg.pipeline.resolution)
 
 
 def pipeline_call(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolution: int) -> Generate:
@@ -182,14 +204,9 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, job_nu
 
 
 def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, identity: dict[str, Any], sweep_dir: Optional[Path], job_num: Optional[int]) -> ResultRow:
-    device = torch.device(config.resolve_device(cfg.device, job_num))
-    dtype = resolve_dtype(cfg.dtype, device.type)
-    resolution = cfg.resolution or cfg.pipeline.resolution
-    seed_everything(cfg.seed)
-
-    loaded = cached_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
+    prepared = prepare_pipeline(cfg, job_num)
+    loaded, device, dtype, resolution = prepared.loaded, prepared.device, prepared.dtype, prepared.resolution
     pipe = loaded.pipe
-    set_scheduler(pipe, cfg.scheduler, loaded.scheduler_config)
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
     methods = accelerators.build(cfg.accel, target)
     clip = choose_clip(cfg.clip.model, cfg.clip.pretrained, cfg.pipeline.weights)

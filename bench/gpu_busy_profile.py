@@ -23,9 +23,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from accel_bench import accelerators, config
 from accel_bench.errors import exit_2_on_config_error
-from accel_bench.experiment import device_name, pipeline_call, seed_everything
+from accel_bench.experiment import device_name, pipeline_call, prepare_pipeline
 from accel_bench.measure import Measurement, measure
-from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from accel_bench.prompts import load_prompts
 
 
@@ -70,18 +69,13 @@ def main() -> None:
     configs = {method: config.compose_run_config([*options.overrides, *method.split()]) for method in options.method}
     targets = {method: config.check(cfg) for method, cfg in configs.items()}
     cfg = next(iter(configs.values()))  # the shared settings: pipeline, device, dtype, batch
-    device = torch.device(config.resolve_device(cfg.device))
-    dtype = resolve_dtype(cfg.dtype, device.type)
-    resolution = cfg.resolution or cfg.pipeline.resolution
-    seed_everything(cfg.seed)
-    loaded = cached_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
-
-    report = {"overrides": options.overrides, "device": device_name(device), "calls": options.calls, "sides": {}}
+    device = device_name(torch.device(config.resolve_device(cfg.device)))
+    report = {"overrides": options.overrides, "device": device, "calls": options.calls, "sides": {}}
 
     def run(name: str, side_cfg, methods: list[accelerators.Accelerator]) -> dict:
-        set_scheduler(loaded.pipe, side_cfg.scheduler, loaded.scheduler_config)
-        with accelerators.applied(loaded.pipe, methods) as applied:
-            side = profile_side(applied, side_cfg, resolution, device, options.calls, name)
+        prepared = prepare_pipeline(side_cfg)  # loaded once; the side's own scheduler
+        with accelerators.applied(prepared.loaded.pipe, methods) as applied:
+            side = profile_side(applied, side_cfg, prepared.resolution, prepared.device, options.calls, name)
         report["sides"][name] = side
         options.out.parent.mkdir(parents=True, exist_ok=True)
         options.out.write_text(json.dumps(report, indent=2) + "\n")  # after each side: a cut-off run keeps the rest

@@ -38,9 +38,8 @@ from tqdm import tqdm
 
 from accel_bench import accelerators, config
 from accel_bench.errors import exit_2_on_config_error
-from accel_bench.experiment import device_name, pipeline_call, seed_everything
+from accel_bench.experiment import device_name, pipeline_call, prepare_pipeline
 from accel_bench.measure import prompt_generators, prompt_seed
-from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from accel_bench.prompts import load_prompts
 from hydra_plugins.accel_bench_sweeper.grid_sweeper import expand_grids
 
@@ -112,11 +111,8 @@ def main() -> None:
     for job in tqdm(published_jobs(), desc="jobs", unit="job"):
         cfg = config.compose_run_config(shared + job)
         target = config.check(cfg)
-        seed_everything(cfg.seed)
-        dtype = resolve_dtype(cfg.dtype, "cpu")
-        loaded = cached_pipeline(cfg.pipeline, "cpu", dtype, cfg.cache_dir)
-        set_scheduler(loaded.pipe, cfg.scheduler, loaded.scheduler_config)
-        resolution = cfg.resolution or cfg.pipeline.resolution
+        prepared = prepare_pipeline(cfg)  # on the CPU: the shared overrides say so
+        loaded, resolution = prepared.loaded, prepared.resolution
         prompts = load_prompts(cfg.prompts)[: cfg.batch_size]
         if not baselines:  # the process's first call pays one-time costs
             with accelerators.applied(loaded.pipe, []) as plain:

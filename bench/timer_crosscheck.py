@@ -20,9 +20,8 @@ from torch.utils import benchmark
 
 from accel_bench import accelerators, config
 from accel_bench.errors import exit_2_on_config_error
-from accel_bench.experiment import device_name, pipeline_call, seed_everything
+from accel_bench.experiment import device_name, pipeline_call, prepare_pipeline
 from accel_bench.measure import measure, prompt_generators, prompt_seed
-from accel_bench.pipelines import cached_pipeline, resolve_dtype, set_scheduler
 from accel_bench.prompts import load_prompts
 
 
@@ -35,12 +34,8 @@ def main() -> None:
     options = parser.parse_args()
     cfg = config.compose_run_config(options.overrides)
     target = config.check(cfg)
-    device = torch.device(config.resolve_device(cfg.device))
-    dtype = resolve_dtype(cfg.dtype, device.type)
-    resolution = cfg.resolution or cfg.pipeline.resolution
-    seed_everything(cfg.seed)
-    loaded = cached_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
-    set_scheduler(loaded.pipe, cfg.scheduler, loaded.scheduler_config)
+    prepared = prepare_pipeline(cfg)
+    loaded, device, resolution = prepared.loaded, prepared.device, prepared.resolution
     prompts = load_prompts(cfg.prompts)[: cfg.batch_size]  # one batch: the unit both timers see
 
     with accelerators.applied(loaded.pipe, accelerators.build(cfg.accel, target)) as applied:
