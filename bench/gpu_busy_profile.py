@@ -30,17 +30,18 @@ from accel_bench.prompts import load_prompts
 
 def profile_side(applied: accelerators.AppliedPipeline, cfg, resolution: int, device: torch.device, calls: int,
                  label: str) -> dict:
-    """Wall time of ``calls`` unprofiled batches (median) after warming up until two batches agree
-    within 2% (the GPU default; a fixed count is capped at the one batch there is), then one profiled
+    """Wall time of ``calls`` unprofiled batches (median) after the configured warm-up (by default until
+    two batches agree within 2%; a fixed count is capped at the one batch there is), then one profiled
     batch; both through ``measure``, the project's one timing path."""
     generate = pipeline_call(applied, cfg, resolution)
     prompts = load_prompts(cfg.prompts)[: cfg.batch_size]  # one batch
 
     def timed(warmup_batches: int | str, repeats: int) -> Measurement:
         return measure(generate, prompts, batch_size=cfg.batch_size, seed=cfg.seed, warmup_batches=warmup_batches,
+                       warmup_tolerance=cfg.warmup_tolerance, warmup_max_batches=cfg.warmup_max_batches,
                        device=device, before_batch=applied.reset, repeats=repeats, count_flops=False, label=label)
 
-    unprofiled = timed(warmup_batches="auto", repeats=calls)
+    unprofiled = timed(warmup_batches=cfg.warmup_batches, repeats=calls)
     walls = unprofiled.batch_times_s
     wall_s = statistics.median(walls)
     side = {"wall_s": wall_s, "wall_calls_s": walls, "warmup_calls_s": unprofiled.warmup_times_s, "busy_s": None,
