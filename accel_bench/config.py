@@ -8,7 +8,6 @@ inside the job, where a bad value becomes an ``invalid`` row.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
@@ -256,19 +255,14 @@ def check(cfg: DictConfig) -> Target:
     return target
 
 
-def resolve_device(device: str, job_num: Optional[int] = None) -> str:
-    """``auto``: the GPU if there is one. Parallel local sweep jobs (submitit's local executor gives
-    every job the same GPUs) each take GPU ``job_num % GPUs``; Slurm jobs see only their own GPU."""
+def resolve_device(device: str) -> str:
+    """``auto``: the GPU if there is one. A sweep task sees only the GPUs its launcher gave it
+    (``CUDA_VISIBLE_DEVICES``), so ``cuda`` is that task's own GPU."""
     if device != "auto":
         return device
     import torch
 
-    if not torch.cuda.is_available():
-        return "cpu"
-    count = torch.cuda.device_count()
-    if count > 1 and job_num is not None and os.environ.get("SUBMITIT_EXECUTOR") == "local":
-        return f"cuda:{job_num % count}"
-    return "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def warmup_policy(cfg: DictConfig, device: str) -> WarmupPolicy:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import random
+import socket
 import statistics
 import sys
 import time
@@ -87,10 +89,15 @@ class PreparedPipeline:
     resolution: int
 
 
-def prepare_pipeline(cfg: DictConfig, job_num: Optional[int] = None) -> PreparedPipeline:
+def prepare_pipeline(cfg: DictConfig, gpus_asked: int = 0) -> PreparedPipeline:
     """Seed, then load (once per process) and set the scheduler: where a run and every bench script
-    that times pipeline calls start, so they time the same pipeline."""
-    device = torch.device(config.resolve_device(cfg.device, job_num))
+    that times pipeline calls start, so they time the same pipeline. ``gpus_asked``: the GPUs the
+    sweep's launcher gave this task; seeing none then is an error, not a run on the CPU."""
+    device = torch.device(config.resolve_device(cfg.device))
+    if gpus_asked and cfg.device != "cpu" and device.type != "cuda":
+        raise RuntimeError(f"the launcher asked for {gpus_asked} GPU(s) per task (hydra.launcher.gpus_per_node) but this "
+                           f"job on {socket.gethostname()} sees none (CUDA_VISIBLE_DEVICES="
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); it would have measured on the CPU")
     dtype = resolve_dtype(cfg.dtype, device.type)
     seed_everything(cfg.seed)
     loaded = cached_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
@@ -154,13 +161,30 @@ def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional
     return numerator / denominator if numerator is not None and denominator else None
 
 
-def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, job_num: Optional[int] = None) -> ResultRow:
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux's /proc), else since this module was imported."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+# A job's wall time runs from the end of the process's previous job, or for its first job from the
+# process's start: imports and start-up are the price of every fresh process, and a sweep's
+# accounting of where its time went (sweeps.sweep_cost) must include them.
+_last_job_end = time.perf_counter() - _process_age_s()
+
+
+def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, gpus_asked: int = 0) -> ResultRow:
     """Measure one configuration; always returns a row (ok, failed or invalid), written to disk.
 
     In a sweep (``sweep_dir``), baselines are shared through ``<sweep dir>/baselines`` and the
     row also goes to ``<sweep dir>/summary.csv``, one row per job.
     """
-    started = time.perf_counter()
+    global _last_job_end
+    started = _last_job_end
     identity = dict(
         run_id=run_id(cfg),
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -180,6 +204,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, job_nu
         seed=cfg.seed,
         guidance_scale=cfg.guidance_scale,
         versions=versions(),
+        host=socket.gethostname(),
         run_dir=str(run_dir),
     )
     try:
@@ -188,7 +213,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, job_nu
         row = ResultRow(status="invalid", error=str(error), **identity)
     else:
         try:
-            row = _run_checked(cfg, run_dir, target, identity, sweep_dir, job_num)
+            row = _run_checked(cfg, run_dir, target, identity, sweep_dir, gpus_asked)
         except Exception as error:  # one failed job must not end a sweep: it becomes a row
             log.exception("run failed")
             message = " ".join(f"{type(error).__name__}: {error}".split())
@@ -200,11 +225,12 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, job_nu
     append_summary(Path(cfg.summary_path), row)
     if sweep_dir is not None:
         upsert_summary(sweep_dir / SWEEP_SUMMARY, row)
+    _last_job_end = time.perf_counter()
     return row
 
 
-def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, identity: dict[str, Any], sweep_dir: Optional[Path], job_num: Optional[int]) -> ResultRow:
-    prepared = prepare_pipeline(cfg, job_num)
+def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, identity: dict[str, Any], sweep_dir: Optional[Path], gpus_asked: int) -> ResultRow:
+    prepared = prepare_pipeline(cfg, gpus_asked)
     loaded, device, dtype, resolution = prepared.loaded, prepared.device, prepared.dtype, prepared.resolution
     pipe = loaded.pipe
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
@@ -340,11 +366,12 @@ def main(cfg: DictConfig) -> str:
         return row.status
 
     sweep_dir, job_num = Path(hydra_cfg.sweep.dir), hydra_cfg.job.num
-    if sweeps.previous_ok(run_dir, run_id(cfg)):
-        status = "skipped"
+    previous = sweeps.previous_ok(run_dir, run_id(cfg))
+    if previous:
+        status, ran_on = "skipped", sweeps.where(previous.get("host"), previous["device"], previous["device_name"])
     else:
-        row = run(cfg, run_dir, sweep_dir, job_num)
+        row = run(cfg, run_dir, sweep_dir, sweeps.gpus_asked(hydra_cfg.launcher))
         print(format_summary(row, cfg.summary_path), flush=True)
-        status = row.status
-    print(sweeps.progress_line(sweep_dir, SWEEP_SUMMARY, job_num, status), flush=True)
+        status, ran_on = row.status, sweeps.where(row.host, row.device, row.device_name)
+    print(sweeps.progress_line(sweep_dir, SWEEP_SUMMARY, job_num, status, ran_on), flush=True)
     return status

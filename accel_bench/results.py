@@ -69,6 +69,7 @@ class ResultRow:
     accel_methods: list[str] = field(default_factory=list)  # in application order
     model_source: Optional[str] = None
     device_name: Optional[str] = None
+    host: Optional[str] = None  # the machine (cluster node) the job ran on
     host_cpu: Optional[str] = None  # launch-bound pipelines (small models, cached steps) run as fast as it lets them
     guidance_scale: Optional[float] = None
     speedup_min: Optional[float] = None  # speedup is the median of per-repeat ratios; these their range
@@ -95,7 +96,7 @@ class ResultRow:
     base_peak_mem_gb: Optional[float] = None
     pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
-    job_s: Optional[float] = None  # wall seconds of this job, loading included: what the pipeline calls are a share of
+    job_s: Optional[float] = None  # wall seconds since the process's previous job (its first: since the process started)
     run_dir: Optional[str] = None
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ baseline; an interrupted sweep keeps its finished rows."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,13 +13,12 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import torch
 from omegaconf import OmegaConf
 
-from accel_bench import config as config_module
 from accel_bench.accelerators.tgate import TGate, gate_step_for
-from accel_bench.config import check, compose_run_config, resolve_device
+from accel_bench.config import check, compose_run_config
 from accel_bench.errors import ConfigError
+from accel_bench.packing import Job, pack_jobs
 
 from .conftest import REPO, run_cli
 
@@ -99,20 +99,75 @@ def test_command_line_sweeps_still_cross_multiply():
 def test_slurm_launcher_config():
     cfg = compose_run_config_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lab"])
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher._target_.endswith("PackedSlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.account) == (1, 1, "gpu", "lab")
-    assert launcher.timeout_min > 0
+    assert launcher.timeout_min > 0 and launcher.jobs_per_task == 4 and launcher.max_num_timeout == 0
 
 
-def test_parallel_local_jobs_each_take_their_own_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    assert [resolve_device("auto", n) for n in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
-    assert resolve_device("cuda:1", 0) == "cuda:1"
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # Slurm jobs see only their own GPU
-    assert resolve_device("auto", 3) == "cuda"
-    assert config_module.resolve_device("auto", None) == "cuda"
+def test_jobs_sharing_a_pipeline_are_packed_deterministically():
+    jobs = [Job(n, tuple(o)) for n, o in enumerate([
+        ["pipeline=sd15", "steps=20", "accel.cache_interval=2"],
+        ["pipeline=sdxl", "steps=20", "accel.cache_interval=2"],
+        ["pipeline=sd15", "steps=50", "accel.cache_interval=2"],
+        ["pipeline=sd15", "steps=20", "accel.cache_interval=3"],
+        ["pipeline=sd15", "pipeline.weights=random", "steps=20", "accel.cache_interval=2"],
+    ])]
+    packs = pack_jobs(jobs, jobs_per_task=2)
+    assert [[job.num for job in pack.jobs] for pack in packs] == [[0, 3], [2], [1], [4]]  # same baseline side by side
+    assert [pack.index for pack in packs] == [0, 1, 2, 3]
+    assert pack_jobs(list(reversed(jobs)), 2) == pack_jobs(list(reversed(jobs)), 2)
+    assert [[job.num for job in pack.jobs] for pack in pack_jobs(jobs, 1)] == [[0], [3], [2], [1], [4]]
+    assert len(pack_jobs(jobs, 10)) == 3  # one task per pipeline
+
+
+@pytest.mark.parametrize("value,allowed", [("0", "an integer >= 1"), ("abc", "an integer")])
+def test_bad_jobs_per_task_is_one_line_and_exit_2_with_nothing_submitted(tmp_path, value, allowed):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(["-m", "hydra/launcher=slurm", f"hydra.launcher.jobs_per_task={value}", "accel.cache_interval=2,3",
+                      f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: hydra.launcher.jobs_per_task='{value}' is not allowed: {allowed}") or \
+        line.startswith(f"error: hydra.launcher.jobs_per_task={value} is not allowed: {allowed}")
+    assert not sweep_dir.exists() and not (tmp_path / "multirun").exists()
+
+
+def test_local_gpus_launcher_gives_each_task_its_own_gpu_and_a_job_that_sees_none_fails(tmp_path):
+    """On this CPU-only machine: the launcher hands tasks CUDA_VISIBLE_DEVICES=0 and =1, in parallel;
+    their jobs see no GPU and fail with that message instead of measuring on the CPU."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=local_gpus", "hydra.launcher.gpus=[0,1]", "hydra.launcher.jobs_per_task=1", "hydra.launcher.poll_s=0.2",
+            "accel.cache_interval=2,3", *FAST_SWEEP, f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    result = run_cli(args, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "task 0 (1 jobs) on GPU 0" in result.stdout and "task 1 (1 jobs) on GPU 1" in result.stdout
+    assert "[sweep] 2 jobs: 0 ok, 2 failed, 0 invalid, 0 skipped, 0 lost" in result.stdout
+    rows = _sweep_rows(sweep_dir).sort_values("run_dir")
+    seen = [error.split("CUDA_VISIBLE_DEVICES=")[1].split(")")[0] for error in rows.error]
+    assert sorted(seen) == ["0", "1"]
+    assert rows.error.str.contains("asked for 1 GPU").all() and rows.error.str.contains("would have measured on the CPU").all()
+
+
+def test_local_gpus_launcher_refuses_a_machine_without_gpus(tmp_path):
+    result = run_cli(["-m", "hydra/launcher=local_gpus", "accel.cache_interval=2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: hydra.launcher.gpus='auto' is not allowed: a list of GPU indices: this machine shows "
+                                     "no CUDA GPU (hydra/launcher=local runs CPU tasks)")
+
+
+def test_local_launcher_packs_jobs_loads_once_per_task_and_names_where_each_ran(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=local", "hydra.launcher.jobs_per_task=2", "hydra.launcher.poll_s=0.2", "accel.cache_interval=2,3,4",
+            *FAST_SWEEP, f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    result = run_cli(args, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[sweep] 3 jobs: 3 in 2 local tasks of up to 2 jobs" in result.stdout
+    assert "[sweep] 3 jobs: 3 ok, 0 failed, 0 invalid, 0 skipped, 0 lost" in result.stdout
+    assert "3 jobs ran for" in result.stdout and "2 pipeline loads" in result.stdout
+    rows = _sweep_rows(sweep_dir)
+    assert (rows.pipeline_load_s > 0).sum() == 2 and (rows.baseline_cached == False).sum() == 1  # noqa: E712
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.out"))
+    assert logs.count(f" ok on {os.uname().nodename} cpu (") == 3
 
 
 def _sweep_rows(sweep_dir):
@@ -129,7 +184,9 @@ def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_res
     first = run_cli(args, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "[sweep] 8 jobs: 2 ok, 4 failed, 2 invalid, 0 skipped" in first.stdout
-    assert "[sweep] job 7 failed | 8/8 jobs recorded" in first.stdout
+    assert f"[sweep] job 7 failed on {os.uname().nodename} - | 8/8 jobs recorded" in first.stdout  # failed before a device
+    assert f"[sweep] job 0 ok on {os.uname().nodename} cpu (" in first.stdout
+    assert "[sweep] 8 jobs ran for" in first.stdout and "1 pipeline loads" in first.stdout
     rows = _sweep_rows(sweep_dir)
     assert len(rows) == 8 and rows.run_dir.is_unique
     ok = rows[rows.status == "ok"].sort_values("timestamp", kind="stable")
@@ -150,9 +207,10 @@ def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_res
     assert len(pd.read_csv(tmp_path / "all.csv")) == 8 + 6  # the global log records every executed job
 
 
-def test_submitit_local_parallel_jobs_share_one_baseline(tmp_path):
+def test_parallel_local_tasks_share_one_baseline(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=submitit_local", "accel.cache_interval=2,3", *FAST_SWEEP,
+    args = ["-m", "hydra/launcher=local", "hydra.launcher.parallel=2", "hydra.launcher.jobs_per_task=1", "hydra.launcher.poll_s=0.2",
+            "accel.cache_interval=2,3", *FAST_SWEEP,
             f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
     result = run_cli(args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -14,6 +14,7 @@ job numbers and job directories: re-running it into the same sweep dir resumes i
 # No "from __future__ import annotations" here: Hydra executes plugin modules under another
 # name, where a dataclass with string annotations cannot find its own module.
 import json
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from accel_bench.sweeps import PLAN_FILE, STATUSES
+from accel_bench.sweeps import LOST_EXIT_CODE, PLAN_FILE, STATUSES, resume_command, sweep_cost
 
 
 
@@ -65,8 +66,8 @@ class GridSweeper(BasicSweeper):
         jobs = self.job_overrides(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        plan = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "jobs": jobs}
-        (sweep_dir / PLAN_FILE).write_text(json.dumps(plan, indent=1) + "\n")
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (sweep_dir / PLAN_FILE).write_text(json.dumps({"started": started, "jobs": jobs}, indent=1) + "\n")
         size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else len(jobs)
         self.overrides = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -78,8 +79,25 @@ class GridSweeper(BasicSweeper):
             initial_job_idx += len(batch)
             returns.append(results)
         # a job's return value is its status; reading it re-raises a job that crashed outright
-        tally = Counter(str(result.return_value) for results in returns for result in results)
+        statuses = [str(result.return_value) for results in returns for result in results]
+        self.report(statuses, sweep_dir, started)
+        if "lost" in statuses:
+            sys.exit(LOST_EXIT_CODE)
+        return returns
+
+    def report(self, statuses: List[str], sweep_dir: Path, started: str) -> None:
+        """The closing tally: jobs per status, where the time went, and the lost jobs' resume command."""
+        tally = Counter(statuses)
         counts = ", ".join(f"{tally.get(status, 0)} {status}" for status in STATUSES)
         others = ", ".join(f"{n} {status}" for status, n in sorted(tally.items()) if status not in STATUSES)
-        print(f"[sweep] {len(jobs)} jobs: {counts}{', ' + others if others else ''} | {sweep_dir}", flush=True)
-        return returns
+        print(f"[sweep] {len(statuses)} jobs: {counts}{', ' + others if others else ''} | {sweep_dir}", flush=True)
+        cost = sweep_cost(sweep_dir / "summary.csv", started)
+        if cost.jobs:
+            print(f"[sweep] {cost.jobs} jobs ran for {cost.job_s:.1f} s, {cost.measured_share:.1%} of it inside measured "
+                  f"pipeline calls ({cost.measured_s:.1f} s); {cost.pipeline_loads} pipeline loads", flush=True)
+        lost = [str(num) for num, status in enumerate(statuses) if status == "lost"]
+        if lost:
+            overrides = self.config.hydra.overrides
+            command = resume_command(sys.argv[0], list(overrides.hydra), list(overrides.task), sweep_dir)
+            print(f"[sweep] lost: {'job' if len(lost) == 1 else 'jobs'} {', '.join(lost)}: no result (a task died). "
+                  f"This command runs again exactly the jobs without an ok result:\n  {command}", flush=True)

@@ -1,0 +1,256 @@
+"""Launchers that pack sweep jobs into tasks and survive lost tasks: Slurm (``hydra/launcher=slurm``)
+and local processes (``hydra/launcher=local_gpus``, one task per GPU; ``hydra/launcher=local``, CPU).
+
+Jobs that share a pipeline go into tasks of up to ``jobs_per_task`` (``accel_bench.packing``); each
+task is one submitit job that runs its jobs in one process (``accel_bench.tasks.PackedTask``). The
+launcher then watches the tasks itself instead of blocking on submitit's results, so a task that
+dies (a lost node, ``scancel``, the OOM killer, a time limit) costs only the jobs it had not
+finished: they come back as ``lost``, the other tasks are awaited, and the sweep ends with its tally.
+"""
+
+# No "from __future__ import annotations": Hydra executes plugin modules under another name, where
+# a dataclass with string annotations cannot find its own module.
+import time
+import uuid
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import OmegaConf, open_dict
+
+from accel_bench import slurm_queue
+from accel_bench.errors import ConfigError, exit_2_on_config_error
+from accel_bench.packing import Job, Pack, pack_jobs
+from accel_bench.sweeps import previous_ok
+from accel_bench.tasks import PackedTask, TaskProgress
+
+_OWN = ("jobs_per_task", "poll_s", "lost_after_s", "gpus", "parallel")  # ours, not submitit's
+
+
+@dataclass
+class PackedSlurmConf(SlurmQueueConf):
+    _target_: str = "hydra_plugins.accel_bench_launcher.packed_launcher.PackedSlurmLauncher"
+    jobs_per_task: int = 4  # jobs sharing a pipeline run in one task: one process, one load, one baseline
+    poll_s: float = 5.0  # how often the queue is read
+    lost_after_s: float = 120.0  # a task gone from the queue without a result, where sacct cannot say why
+
+
+@dataclass
+class PackedLocalConf(LocalQueueConf):
+    _target_: str = "hydra_plugins.accel_bench_launcher.packed_launcher.PackedLocalLauncher"
+    jobs_per_task: int = 4
+    poll_s: float = 1.0
+    lost_after_s: float = 0.0  # unused: a local process's end is known at once
+    gpus: Any = "auto"  # auto (every GPU this machine shows) | a list of GPU indices | [] for CPU tasks
+    parallel: int = 1  # CPU tasks at a time when gpus is []
+    max_num_timeout: int = 0
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="accel_bench_slurm", node=PackedSlurmConf, provider="accel_bench")
+ConfigStore.instance().store(group="hydra/launcher", name="accel_bench_local", node=PackedLocalConf, provider="accel_bench")
+
+
+@dataclass
+class TaskRun:
+    """One submitted task, until it ends: ``statuses`` per job of its pack, ``lost`` when it died."""
+
+    pack: Pack
+    progress_path: Path
+    job: Any = None  # the submitit job
+    statuses: Optional[List[str]] = None
+    lost_reason: Optional[str] = None
+    left_queue_at: Optional[float] = None
+
+
+class PackedLauncher(BaseSubmititLauncher):
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.own = {key: self.params.pop(key) for key in _OWN if key in self.params}
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        with exit_2_on_config_error():  # before the sweep writes or submits anything
+            self.check()
+
+    def check(self) -> None:
+        per_task = self.own["jobs_per_task"]
+        if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
+            raise ConfigError("hydra.launcher.jobs_per_task", per_task, "an integer >= 1 (jobs one task runs in one process)")
+        if not self.own["poll_s"] > 0:
+            raise ConfigError("hydra.launcher.poll_s", self.own["poll_s"], "seconds > 0")
+        if self.own["lost_after_s"] < 0:
+            raise ConfigError("hydra.launcher.lost_after_s", self.own["lost_after_s"], "seconds >= 0")
+
+    def executor(self) -> Any:
+        """submitit's executor for our parameters, converted as hydra-submitit-launcher converts them."""
+        import submitit
+
+        init = {"folder": self.params["submitit_folder"]}
+        if "max_num_timeout" in self.params:
+            init[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{key if key in base else f"{self._EXECUTOR}_{key}": value
+                                      for key, value in self.params.items() if key not in ("submitit_folder", "max_num_timeout")})
+        return executor
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        jobs = [Job(initial_job_idx + offset, tuple(overrides)) for offset, overrides in enumerate(job_overrides)]
+        statuses = {job.num: "skipped" for job in self.already_ok(jobs, sweep_dir)}
+        packs = pack_jobs([job for job in jobs if job.num not in statuses], self.own["jobs_per_task"])
+        launch = f"{initial_job_idx:05d}-{uuid.uuid4().hex[:8]}"  # a resumed sweep starts from fresh progress
+        runs = [TaskRun(pack, sweep_dir / ".submitit" / "tasks" / f"{launch}-{pack.index:04d}.json") for pack in packs]
+        skipped = f"{len(statuses)} skipped (an ok result of the same config), " if statuses else ""
+        print(f"[sweep] {len(jobs)} jobs: {skipped}{len(jobs) - len(statuses)} in {len(runs)} {self._EXECUTOR} tasks "
+              f"of up to {self.own['jobs_per_task']} jobs sharing a pipeline", flush=True)
+        task = PackedTask(self.hydra_context, self.config, self.task_function)
+        try:
+            if runs:
+                self.run_tasks(task, runs, Singleton.get_state())
+        except KeyboardInterrupt:
+            for run in runs:
+                if run.job is not None and run.statuses is None:
+                    run.job.cancel(check=False)
+            raise
+        for run in runs:
+            statuses.update((job.num, status) for job, status in zip(run.pack.jobs, run.statuses))
+        return [JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=statuses[job.num]) for job in jobs]
+
+    def already_ok(self, jobs: List[Job], sweep_dir: Path) -> List[Job]:
+        """On a resumed sweep (it has a summary), the jobs with an ok result of the same config: no
+        task is queued for them. A fresh sweep composes nothing here."""
+        from accel_bench.experiment import run_id  # torch and diffusers: not at Hydra's plugin scan
+
+        if not (sweep_dir / "summary.csv").exists():
+            return []
+        found = []
+        for job in jobs:
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
+            with open_dict(config):
+                config.hydra.job.num = job.num
+                run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+                del config["hydra"]  # the job's own config, as Hydra hands it to the job
+            if previous_ok(run_dir, run_id(config)):
+                found.append(job)
+        return found
+
+    @abstractmethod
+    def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
+        """Submit every run's task and return once each has ended (``finish``)."""
+
+    def finish(self, run: TaskRun, ended_as: str) -> None:
+        """The task is over: its jobs' statuses from its result, or, where it has none, from its
+        progress file, the jobs it did not finish counted as lost."""
+        from submitit.core.utils import pickle_load
+
+        if run.job.paths.result_pickle.exists():
+            outcome, value = pickle_load(run.job.paths.result_pickle)
+            if outcome == "success":
+                run.statuses = list(value)
+                return
+            ended_as = f"the task raised: {str(value).strip().splitlines()[-1]}"
+        progress = TaskProgress.read(run.progress_path, run.pack)
+        run.statuses = [progress.done.get(job.num, "lost") for job in run.pack.jobs]
+        run.lost_reason = f"task {run.pack.index} ({self._EXECUTOR} {run.job.job_id}"
+        run.lost_reason += f" on {progress.hosts[-1]}): {ended_as}" if progress.hosts else f"): {ended_as}"
+        lost = [str(job.num) for job, status in zip(run.pack.jobs, run.statuses) if status == "lost"]
+        print(f"[sweep] {run.lost_reason}; lost jobs {', '.join(lost) or 'none'}"
+              f" ({len(run.pack.jobs) - len(lost)} of {len(run.pack.jobs)} recorded)", flush=True)
+
+
+class PackedSlurmLauncher(PackedLauncher):
+    """Submits one job array, then reads the queue every ``poll_s`` until every task has ended."""
+
+    _EXECUTOR = "slurm"
+
+    def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
+        jobs = self.executor().map_array(task, [run.pack for run in runs], [str(run.progress_path) for run in runs],
+                                         [state] * len(runs))
+        for run, job in zip(runs, jobs):
+            run.job = job
+        pending = list(runs)
+        while pending:
+            time.sleep(self.own["poll_s"])
+            ids = [run.job.job_id for run in pending]
+            queued = slurm_queue.queued(ids)
+            ended = slurm_queue.ended_states(ids) if queued is not None and set(ids) - queued else {}
+            for run in list(pending):
+                if run.job.paths.result_pickle.exists():
+                    self.finish(run, "done")
+                elif queued is None or run.job.job_id in queued:  # no answer, or waiting or running
+                    run.left_queue_at = None
+                    continue
+                else:
+                    now = time.monotonic()
+                    run.left_queue_at = run.left_queue_at or now
+                    final = (ended or {}).get(run.job.job_id)
+                    if final and final != "COMPLETED":
+                        self.finish(run, f"ended {final}")
+                    elif now - run.left_queue_at >= self.own["lost_after_s"]:
+                        self.finish(run, f"ended {final} without a result" if final else
+                                    f"left the queue without a result (no accounting; waited {self.own['lost_after_s']:.0f} s)")
+                    else:
+                        continue
+                pending.remove(run)
+
+
+class PackedLocalLauncher(PackedLauncher):
+    """Local processes: one task per GPU at a time, each seeing only its own GPU
+    (``CUDA_VISIBLE_DEVICES``); with ``gpus=[]``, ``parallel`` CPU tasks at a time."""
+
+    _EXECUTOR = "local"
+
+    def check(self) -> None:
+        super().check()
+        gpus = self.own["gpus"]
+        if gpus == "auto":
+            import torch
+
+            gpus = list(range(torch.cuda.device_count()))
+            if not gpus:
+                raise ConfigError("hydra.launcher.gpus", "auto", "a list of GPU indices: this machine shows no CUDA GPU "
+                                  "(hydra/launcher=local runs CPU tasks)")
+        if not isinstance(gpus, list) or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus) \
+                or len(set(gpus)) != len(gpus):
+            raise ConfigError("hydra.launcher.gpus", gpus, "auto or a list of distinct GPU indices, e.g. [0,1] ([] for CPU tasks)")
+        parallel = self.own["parallel"]
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+            raise ConfigError("hydra.launcher.parallel", parallel, "an integer >= 1 (CPU tasks at a time)")
+        self.own["gpus"] = gpus
+
+    def executor(self) -> Any:
+        """submitit's own LocalExecutor: it alone takes ``visible_gpus``, set per task below."""
+        import submitit
+
+        executor = submitit.LocalExecutor(folder=self.params["submitit_folder"], max_num_timeout=self.params["max_num_timeout"])
+        executor.update_parameters(**{key: self.params[key] for key in ("timeout_min", "tasks_per_node", "stderr_to_stdout")})
+        return executor
+
+    def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
+        executor = self.executor()
+        gpus = self.own["gpus"]
+        slots: List[Optional[int]] = list(gpus) if gpus else [None] * self.own["parallel"]
+        waiting, running = list(runs), {}
+        while waiting or running:
+            for slot in [s for s in range(len(slots)) if s not in running][: len(waiting)]:
+                gpu = slots[slot]
+                executor.update_parameters(gpus_per_node=0 if gpu is None else 1, visible_gpus=() if gpu is None else (gpu,))
+                run = waiting.pop(0)
+                run.job = executor.submit(task, run.pack, str(run.progress_path), state)
+                running[slot] = run
+                print(f"[sweep] task {run.pack.index} ({len(run.pack.jobs)} jobs) on "
+                      f"{'CPU' if gpu is None else f'GPU {gpu}'}", flush=True)
+            time.sleep(self.own["poll_s"])
+            for slot, run in list(running.items()):
+                code = run.job._process.poll()  # submitit's LocalJob keeps its Popen
+                if code is not None:
+                    self.finish(run, f"process killed by signal {-code}" if code < 0 else f"process exited with code {code}")
+                    del running[slot]
