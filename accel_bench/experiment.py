@@ -264,8 +264,11 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         baseline, baseline_cached = get_or_measure(key, measure_baseline, sweep_dir / "baselines" if sweep_dir else None)
         (accel_side,) = _measure([(cfg.accel.name, methods)], pipe, prompts, cfg, device, resolution, interleave=False)
     base, accel = baseline.measurement, accel_side
+    scoring_began = time.perf_counter()
     base_clip = float(baseline.clip_scores.mean())
     accel_clip = float(scorer.scores(accel.images, prompts).mean())
+    fidelity_psnr, fidelity_ssim = float(np.mean(psnr_db(base.images, accel.images))), float(np.mean(ssim(base.images, accel.images, device)))
+    scoring_s = time.perf_counter() - scoring_began
     if cfg.save_images:
         _save_images(run_dir, {"baseline": base, "accel": accel})
 
@@ -319,8 +322,11 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         clip_loss=_ratio(base_clip - accel_clip, base_clip),
         clip_model=clip.label,
         clip_weights=clip.weights,
-        psnr_db=float(np.mean(psnr_db(base.images, accel.images))),
-        ssim=float(np.mean(ssim(base.images, accel.images, device))),
+        psnr_db=fidelity_psnr,
+        ssim=fidelity_ssim,
+        flops_s=accel.flops_s,
+        base_flops_s=base.flops_s,
+        scoring_s=scoring_s,
         **identity,
     )
 

@@ -60,6 +60,7 @@ class Measurement:
     peak_mem_gb: Optional[float]  # torch.cuda.max_memory_allocated over the measured batches; None on CPU
     flops_per_image: Optional[float]  # GFLOP per image, counted on one untimed image; None when not counted
     images: np.ndarray = field(repr=False)  # (num_images, H, W, 3) floats in [0, 1], in prompt order, first pass
+    flops_s: Optional[float] = None  # seconds the FLOPs count took (its call runs under a counting mode, untimed)
 
     @property
     def warmup_batches(self) -> int:
@@ -177,6 +178,7 @@ class _Side:
     images: Optional[np.ndarray] = None
     peak: Optional[float] = None
     flops: Optional[float] = None
+    flops_s: Optional[float] = None
 
 
 def measure_sides(
@@ -216,10 +218,10 @@ def measure_sides(
                 # FLOPs per image do not depend on the batch size: one image is enough, and cheap
                 from torch.utils.flop_counter import FlopCounterMode
 
-                counter = FlopCounterMode(display=False)
+                counter, began = FlopCounterMode(display=False), time.perf_counter()
                 with counter:
                     runner.run(generate, before_batch, 0, size=1)
-                side.flops = counter.get_total_flops() / 1e9
+                side.flops, side.flops_s = counter.get_total_flops() / 1e9, time.perf_counter() - began
 
     if interleave:
         for repeat in range(repeats):
@@ -230,7 +232,7 @@ def measure_sides(
             for repeat in range(repeats):
                 one_pass(side, repeat)
     return [
-        Measurement(s.times, s.sizes, repeats, s.warmup_times, s.peak, s.flops, s.images)  # type: ignore[arg-type]
+        Measurement(s.times, s.sizes, repeats, s.warmup_times, s.peak, s.flops, s.images, s.flops_s)  # type: ignore[arg-type]
         for s in sides
     ]
 

@@ -94,6 +94,9 @@ class ResultRow:
     base_batch_time_max_s: Optional[float] = None
     base_images_per_s: Optional[float] = None
     base_peak_mem_gb: Optional[float] = None
+    flops_s: Optional[float] = None  # seconds of the untimed FLOPs-counting call, accelerated side
+    base_flops_s: Optional[float] = None  # ... baseline side (spent by whichever job measured it)
+    scoring_s: Optional[float] = None  # seconds of this job's CLIP scoring and PSNR / SSIM
     pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
     job_s: Optional[float] = None  # wall seconds since the process's previous job (its first: since the process started)

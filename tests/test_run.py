@@ -24,7 +24,7 @@ CONTRACT = (
 TIMING = {"timestamp", "latency_s", "base_latency_s", "speedup", "batch_time_median_s", "base_batch_time_median_s",
           "images_per_s", "base_images_per_s", "batch_time_min_s", "batch_time_max_s", "base_batch_time_min_s",
           "base_batch_time_max_s", "pipeline_load_s", "run_dir", "warmup_s", "base_warmup_s", "measured_s", "base_measured_s", "job_s", "speedup_min", "speedup_max",
-          "latency_min_s", "latency_max_s", "latency_spread", "base_latency_min_s", "base_latency_max_s", "base_latency_spread"}
+          "latency_min_s", "latency_max_s", "latency_spread", "base_latency_min_s", "base_latency_max_s", "base_latency_spread", "flops_s", "base_flops_s", "scoring_s"}
 
 
 def test_cli_run_writes_row_result_and_images(tmp_path):
