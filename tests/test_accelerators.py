@@ -12,7 +12,7 @@ import torch
 from accel_bench.accelerators import applied, build
 from accel_bench.config import check, compose_run_config
 from accel_bench.errors import ConfigError
-from accel_bench.measure import prompt_generators
+from accel_bench.measure import FlopCount, prompt_generators
 from accel_bench.pipelines import set_scheduler
 
 from .conftest import ACCELS, fast_overrides
@@ -145,3 +145,22 @@ def test_boundary_values_are_accepted(overrides):
 def test_sdxl_branch_range_follows_its_unet():
     with pytest.raises(ConfigError, match=r"0\.\.8"):
         check(compose_run_config(["pipeline=sdxl", "pipeline.weights=random", "accel=deepcache", "accel.cache_branch_id=9"]))
+
+
+@pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
+@pytest.mark.parametrize("accel", ACCELS)
+def test_flop_count_agrees_with_flop_counter_mode(pipes, pipeline, accel):
+    """measure's lean FlopCount must total what FlopCounterMode (module attribution, decompositions) does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pipe, methods = prepared(pipes, pipeline, accel)
+    with applied(pipe, methods) as accelerated:
+        accelerated.reset(3)
+        reference = FlopCounterMode(display=False)
+        with reference:
+            generate(accelerated.call)
+        accelerated.reset(3)
+        lean = FlopCount()
+        with lean:
+            generate(accelerated.call)
+    assert lean.total > 0 and lean.total == reference.get_total_flops()
