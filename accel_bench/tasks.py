@@ -9,6 +9,7 @@ row is written. The launcher reads the same file when a task dies without a resu
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -46,6 +47,16 @@ class TaskProgress:
         tmp.replace(self.path)
 
 
+def _use_allocated_cpus() -> None:
+    """On Slurm, as many torch threads as CPUs the task was given: tasks sharing a node must not
+    each start one thread per core of the node (they would slow each other down several times)."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit():
+        import torch
+
+        torch.set_num_threads(int(cpus))
+
+
 class PackedTask:
     """The callable submitit pickles into each task; it runs the pack's jobs through Hydra's
     ``run_job``, so every job gets its own run dir, config and logging, as with one job per task."""
@@ -63,6 +74,7 @@ class PackedTask:
 
         Singleton.set_state(singleton_state)
         setup_globals()
+        _use_allocated_cpus()
         progress = TaskProgress.read(Path(progress_path), pack)
         progress.starts += 1
         progress.hosts.append(socket.gethostname())
