@@ -101,7 +101,7 @@ def test_slurm_launcher_config():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("PackedSlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.account) == (1, 1, "gpu", "lab")
-    assert launcher.timeout_min > 0 and launcher.jobs_per_task == 4 and launcher.max_num_timeout == 0
+    assert launcher.timeout_min > 0 and launcher.jobs_per_task == 6 and launcher.max_num_timeout == 0
 
 
 def test_jobs_sharing_a_pipeline_are_packed_deterministically():

@@ -36,7 +36,7 @@ _OWN = ("jobs_per_task", "poll_s", "lost_after_s", "gpus", "parallel")  # ours, 
 @dataclass
 class PackedSlurmConf(SlurmQueueConf):
     _target_: str = "hydra_plugins.accel_bench_launcher.packed_launcher.PackedSlurmLauncher"
-    jobs_per_task: int = 4  # jobs sharing a pipeline run in one task: one process, one load, one baseline
+    jobs_per_task: int = 6  # jobs sharing a pipeline run in one task: one process, one load, one baseline
     poll_s: float = 5.0  # how often the queue is read
     lost_after_s: float = 120.0  # a task gone from the queue without a result, where sacct cannot say why
 
@@ -44,7 +44,7 @@ class PackedSlurmConf(SlurmQueueConf):
 @dataclass
 class PackedLocalConf(LocalQueueConf):
     _target_: str = "hydra_plugins.accel_bench_launcher.packed_launcher.PackedLocalLauncher"
-    jobs_per_task: int = 4
+    jobs_per_task: int = 6
     poll_s: float = 1.0
     lost_after_s: float = 0.0  # unused: a local process's end is known at once
     gpus: Any = "auto"  # auto (every GPU this machine shows) | a list of GPU indices | [] for CPU tasks
