@@ -71,6 +71,16 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def physical_device(device: torch.device) -> str:
+    """The device as the machine numbers it: a sweep task that sees only GPU 1 (``CUDA_VISIBLE_DEVICES=1``)
+    calls it ``cuda``, its row says ``cuda:1``, and its baseline is not shared with GPU 0's."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return f"cuda:{visible[index] if index < len(visible) else index}"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -254,7 +264,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
             prompts=prompts,
             clip=clip.label,
-            device=str(device),
+            device=physical_device(device),
             dtype=_DTYPE_NAMES[dtype],
             resolution=resolution,
             **{k: cfg[k] for k in ("steps", "batch_size", "seed", "warmup_batches", "warmup_tolerance", "warmup_max_batches",
@@ -278,7 +288,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         num_images=accel.num_images,
         resolution=resolution,
         accel_params=accelerators.params_record(methods),
-        device=str(device),
+        device=physical_device(device),
         device_name=device_name(device),
         host_cpu=device_name(torch.device("cpu")),
         dtype=_DTYPE_NAMES[dtype],

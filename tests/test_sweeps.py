@@ -239,3 +239,16 @@ def test_interrupted_sweep_keeps_finished_rows_and_resumes(tmp_path):
     assert f"{len(finished)} skipped" in result.stdout
     rows = _sweep_rows(sweep_dir)
     assert len(rows) == 4 and rows.run_dir.is_unique and (rows.status == "ok").all()
+
+
+def test_rows_name_the_physical_gpu_a_task_was_given(monkeypatch):
+    import torch
+
+    from accel_bench.experiment import physical_device
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # what local_gpus / Slurm hand a task
+    assert physical_device(torch.device("cuda", 1)) == "cuda:5"
+    assert physical_device(torch.device("cuda", 0)) == "cuda:3"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert physical_device(torch.device("cuda", 1)) == "cuda:1"
+    assert physical_device(torch.device("cpu")) == "cpu"
