@@ -29,6 +29,7 @@ class TaskProgress:
     starts: int = 0  # 2 or more: the task was requeued and resumed
     hosts: list[str] = field(default_factory=list)  # per start
     job_id: Optional[str] = None  # the scheduler's id of the task (Slurm: 12 or 12_3)
+    pid: Optional[int] = None  # the process running the jobs, latest start
 
     @classmethod
     def read(cls, path: Path, pack: Pack) -> "TaskProgress":
@@ -36,11 +37,11 @@ class TaskProgress:
         if not path.exists():
             return cls(path, [job.num for job in pack.jobs])
         record = json.loads(path.read_text())
-        return cls(path, record["jobs"], {int(k): v for k, v in record["done"].items()}, record["starts"], record["hosts"], record["job_id"])
+        return cls(path, record["jobs"], {int(k): v for k, v in record["done"].items()}, record["starts"], record["hosts"], record["job_id"], record["pid"])
 
     def write(self) -> None:
         record = {"jobs": self.jobs, "done": {str(k): v for k, v in sorted(self.done.items())},
-                  "starts": self.starts, "hosts": self.hosts, "job_id": self.job_id}
+                  "starts": self.starts, "hosts": self.hosts, "job_id": self.job_id, "pid": self.pid}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -78,7 +79,7 @@ class PackedTask:
         progress = TaskProgress.read(Path(progress_path), pack)
         progress.starts += 1
         progress.hosts.append(socket.gethostname())
-        progress.job_id = submitit.JobEnvironment().job_id
+        progress.job_id, progress.pid = submitit.JobEnvironment().job_id, os.getpid()
         progress.write()
         if progress.done:
             print(f"[sweep] task {pack.index} resumed (start {progress.starts}): "
