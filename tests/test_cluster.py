@@ -71,6 +71,14 @@ def wait_for_progress(sweep_dir: Path, done: int, timeout=240) -> dict:
     raise AssertionError(f"no task reached {done} finished jobs in {timeout} s")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def rows(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
@@ -139,6 +147,10 @@ def test_preempted_task_is_requeued_and_resumes_at_its_first_unfinished_job(slur
     while "PENDING" not in subprocess.run(["squeue", "-h", "-o", "%T", "-j", task["job_id"]], capture_output=True, text=True).stdout:
         assert time.time() < deadline, "the preempted task never came back to the queue"
         time.sleep(0.2)
+    while _alive(task["pid"]):  # submitit exits the preempted process itself; let it go before the restart
+        assert time.time() < deadline, "the preempted task's process did not exit"
+        time.sleep(0.2)
+    time.sleep(2)  # and its step's teardown
     subprocess.run(["scontrol", "update", f"JobId={task['job_id']}", "StartTime=now"], check=True)  # skip Slurm's requeue delay
     code, out = finish(process, tmp_path)
     assert code == 0, out[-3000:]
