@@ -46,7 +46,6 @@ class PackedLocalConf(LocalQueueConf):
     _target_: str = "hydra_plugins.accel_bench_launcher.packed_launcher.PackedLocalLauncher"
     jobs_per_task: int = 6
     poll_s: float = 1.0
-    lost_after_s: float = 0.0  # unused: a local process's end is known at once
     gpus: Any = "auto"  # auto (every GPU this machine shows) | a list of GPU indices | [] for CPU tasks
     parallel: int = 1  # CPU tasks at a time when gpus is []
     max_num_timeout: int = 0
@@ -84,8 +83,6 @@ class PackedLauncher(BaseSubmititLauncher):
             raise ConfigError("hydra.launcher.jobs_per_task", per_task, "an integer >= 1 (jobs one task runs in one process)")
         if not self.own["poll_s"] > 0:
             raise ConfigError("hydra.launcher.poll_s", self.own["poll_s"], "seconds > 0")
-        if self.own["lost_after_s"] < 0:
-            raise ConfigError("hydra.launcher.lost_after_s", self.own["lost_after_s"], "seconds >= 0")
 
     def executor(self) -> Any:
         """submitit's executor for our parameters, converted as hydra-submitit-launcher converts them."""
@@ -170,6 +167,11 @@ class PackedSlurmLauncher(PackedLauncher):
     """Submits one job array, then reads the queue every ``poll_s`` until every task has ended."""
 
     _EXECUTOR = "slurm"
+
+    def check(self) -> None:
+        super().check()
+        if self.own["lost_after_s"] < 0:
+            raise ConfigError("hydra.launcher.lost_after_s", self.own["lost_after_s"], "seconds >= 0")
 
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
         jobs = self.executor().map_array(task, [run.pack for run in runs], [str(run.progress_path) for run in runs],
