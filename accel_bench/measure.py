@@ -8,6 +8,10 @@ batches; on a GPU ``torch.cuda.synchronize()`` brackets every timed batch.
 Numbers that hold on a noisy GPU: warm-up can run until two consecutive batch times agree
 (``warmup="auto"``); the prompt set is measured ``repeats`` times and every figure keeps its
 spread; with ``interleave`` the sides' passes alternate (A B A B ...), so drift hits both alike.
+
+Code that may replay outputs (the evaluator's candidates) gets ``FreshInputs``: every warm-up batch
+and every pass has its own per-image seeds and prompt order, drawn from a secret, the same on every
+side pass for pass.
 """
 
 from __future__ import annotations
@@ -42,6 +46,25 @@ def prompt_generators(seed: int, start: int, count: int) -> list[torch.Generator
 
 
 @dataclass(frozen=True)
+class FreshInputs:
+    """No input seen twice: warm-up batch k and pass r each get seeds and a prompt order drawn from
+    ``secret``, ``first_pass`` numbering the passes of a call (a re-measure continues the count)."""
+
+    secret: int
+    first_pass: int = 0
+
+    def draw(self, phase: int, index: int) -> tuple[int, np.ndarray]:
+        """(the seed of a warm-up batch (phase 0) or a pass (phase 1), a permutation source)."""
+        sequence = np.random.SeedSequence([self.secret, phase, self.first_pass, index])
+        return int(sequence.generate_state(1, dtype=np.uint64)[0] >> 1), sequence
+
+
+class SideStopped(Exception):
+    """Raised by a side's ``generate`` when that side cannot go on (its process died, it broke the
+    protocol): the side is dropped from the rest of the measurement, the others go on."""
+
+
+@dataclass(frozen=True)
 class WarmupPolicy:
     """``batches``: a fixed count, or "auto": until two consecutive full-batch times agree within
     ``tolerance`` (relative), at most ``max_batches``."""
@@ -61,7 +84,7 @@ class Measurement:
     warmup_times_s: list[float]  # seconds per warm-up batch (synchronized like the measured ones)
     peak_mem_gb: Optional[float]  # torch.cuda.max_memory_allocated over the measured batches; None on CPU
     flops_per_image: Optional[float]  # GFLOP per image, counted on one untimed image; None when not counted
-    images: np.ndarray = field(repr=False)  # (num_images, H, W, 3) floats in [0, 1], in prompt order, first pass
+    images: np.ndarray = field(repr=False)  # (num_images, H, W, 3) floats in [0, 1], first pass, in its prompt order
     flops_s: Optional[float] = None  # seconds the FLOPs count took (its call runs under a counting mode, untimed)
 
     @property
@@ -132,10 +155,18 @@ def _synchronize(device: torch.device) -> None:
 class _Runner:
     """Batches of one pass over the prompts, timed the one way."""
 
-    def __init__(self, prompts: Sequence[str], batch_size: int, seed: int, device: torch.device):
-        self.prompts, self.batch_size, self.seed, self.device = list(prompts), batch_size, seed, device
+    def __init__(self, prompts: Sequence[str], batch_size: int, seed: int, device: torch.device, fresh: Optional[FreshInputs] = None):
+        self.prompts, self.batch_size, self.seed, self.device, self.fresh = list(prompts), batch_size, seed, device, fresh
         self.starts = list(range(0, len(self.prompts), batch_size))
         self.full_starts = [s for s in self.starts if s + batch_size <= len(self.prompts)] or self.starts
+
+    def drawn(self, phase: int, index: int) -> "_Runner":
+        """This runner for one warm-up batch or pass: itself, or with fresh seeds and prompt order."""
+        if self.fresh is None:
+            return self
+        seed, sequence = self.fresh.draw(phase, index)
+        order = np.random.default_rng(sequence).permutation(len(self.prompts))
+        return _Runner([self.prompts[i] for i in order], self.batch_size, seed, self.device)
 
     def prepare(self, before_batch: BeforeBatch, start: int, size: Optional[int] = None) -> tuple[list[str], list[torch.Generator]]:
         """The batch's prompts and fresh generators; stateful accelerators reset. Never timed."""
@@ -158,12 +189,13 @@ class _Runner:
     def warm_up(self, generate: Generate, before_batch: BeforeBatch, policy: WarmupPolicy, label: str) -> list[float]:
         if policy.batches != "auto":
             starts = self.starts[: min(int(policy.batches), len(self.starts))]
-            return [self.timed(generate, before_batch, s)[0] for s in tqdm(starts, desc=f"{label} warm-up", unit="batch", leave=False)]
+            return [self.drawn(0, k).timed(generate, before_batch, s)[0]
+                    for k, s in enumerate(tqdm(starts, desc=f"{label} warm-up", unit="batch", leave=False))]
         times: list[float] = []
         with tqdm(desc=f"{label} warm-up until stable", unit="batch", leave=False) as bar:
             while len(times) < policy.max_batches:
                 start = self.full_starts[len(times) % len(self.full_starts)]
-                times.append(self.timed(generate, before_batch, start)[0])
+                times.append(self.drawn(0, len(times)).timed(generate, before_batch, start)[0])
                 bar.update()
                 if len(times) >= 2 and abs(times[-1] - times[-2]) <= policy.tolerance * times[-2]:
                     break
@@ -202,6 +234,7 @@ class _Side:
     peak: Optional[float] = None
     flops: Optional[float] = None
     flops_s: Optional[float] = None
+    stopped: bool = False
 
 
 def measure_sides(
@@ -216,20 +249,30 @@ def measure_sides(
     interleave: bool = False,
     count_flops: bool = True,
     labels: Sequence[str] = (),
-) -> list[Measurement]:
-    """Measure each side ``repeats`` times over ``prompts``: side by side, or alternating passes."""
-    runner = _Runner(prompts, batch_size, seed, device)
+    fresh: Optional[FreshInputs] = None,
+) -> list[Optional[Measurement]]:
+    """Measure each side ``repeats`` times over ``prompts``: side by side, or alternating passes.
+    A side whose ``generate`` raises ``SideStopped`` gets None; the others are measured in full."""
+    runner = _Runner(prompts, batch_size, seed, device, fresh)
     sides = [_Side(opener, label) for opener, label in zip(openers, list(labels) + [""] * len(openers))]
 
     def one_pass(side: _Side, repeat: int) -> None:
+        if side.stopped:
+            return
+        try:
+            run_pass(side, repeat, runner.drawn(1, repeat))  # warm-up draws its own inputs from runner
+        except SideStopped:
+            side.stopped = True
+
+    def run_pass(side: _Side, repeat: int, this_pass: _Runner) -> None:
         with side.opener() as (generate, before_batch):
             if repeat == 0:
                 side.warmup_times = runner.warm_up(generate, before_batch, warmup, side.label)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             outputs = []
-            for start in tqdm(runner.starts, desc=f"{side.label} pass {repeat + 1}/{repeats}", unit="batch", leave=False):
-                seconds, output = runner.timed(generate, before_batch, start)
+            for start in tqdm(this_pass.starts, desc=f"{side.label} pass {repeat + 1}/{repeats}", unit="batch", leave=False):
+                seconds, output = this_pass.timed(generate, before_batch, start)
                 side.times.append(seconds)
                 side.sizes.append(len(output))
                 outputs.append(np.asarray(output, dtype=np.float32))
@@ -241,7 +284,7 @@ def measure_sides(
                 # FLOPs per image do not depend on the batch size: one image is enough, and cheap
                 counter, began = FlopCount(), time.perf_counter()
                 with counter:
-                    runner.run(generate, before_batch, 0, size=1)
+                    this_pass.run(generate, before_batch, 0, size=1)
                 side.flops, side.flops_s = counter.total / 1e9, time.perf_counter() - began
 
     if interleave:
@@ -253,7 +296,7 @@ def measure_sides(
             for repeat in range(repeats):
                 one_pass(side, repeat)
     return [
-        Measurement(s.times, s.sizes, repeats, s.warmup_times, s.peak, s.flops, s.images, s.flops_s)  # type: ignore[arg-type]
+        None if s.stopped else Measurement(s.times, s.sizes, repeats, s.warmup_times, s.peak, s.flops, s.images, s.flops_s)  # type: ignore[arg-type]
         for s in sides
     ]
 
@@ -277,8 +320,8 @@ def measure(
     warmup_tolerance: float = 0.02,
     warmup_max_batches: int = 10,
     label: str = "",
-) -> Measurement:
-    """One side alone: ``measure_sides`` with a single, always-open side."""
+) -> Optional[Measurement]:
+    """One side alone: ``measure_sides`` with a single, always-open side (None if it stopped)."""
     (result,) = measure_sides(
         [lambda: _fixed(generate, before_batch)],
         prompts,
