@@ -1,5 +1,5 @@
-"""The evaluator: ground-truth files from post-process scored on the tiny pipelines, and every way a
-code file can go wrong recorded as a failure while the rest are still evaluated."""
+"""The evaluator: its sandbox, fresh inputs, image checks and verdicts, ground-truth files from
+post-process scored end to end, and bad input refused. tests/test_red_team.py holds the cheats."""
 
 from __future__ import annotations
 
@@ -8,31 +8,27 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
-from accel_bench.evaluate import EvaluateConfig, model_location, run_file
 from accel_bench.evaluate.codefile import declared_steps
-from accel_bench.evaluate.worker import as_images
+from accel_bench.evaluate.protocol import Exchange, Failure
+from accel_bench.evaluate.records import compare
+from accel_bench.evaluate.sandbox import SandboxConfig, SandboxedProcess, probe
+from accel_bench.evaluate.serve import as_images
+from accel_bench.evaluate.session import SideResult, SideSpec
+from accel_bench.evaluate.verdicts import median_interval, speed_verdict
+from accel_bench.measure import FreshInputs, WarmupPolicy, measure_sides
 
 from .test_postprocess import row, write_sweep
 
-PROMPTS = ["a red fox in the snow", "a lighthouse at night"]
-
-
-def settings(**overrides):
-    cfg = OmegaConf.structured(EvaluateConfig(timeout_s=120, warmup_batches=0, cache_dir=os.environ["ACCEL_BENCH_CACHE"]))
-    for key, value in overrides.items():
-        cfg[key] = value
-    return cfg
-
-
-def measure_file(path, steps=3, **overrides):
-    model_id, _ = model_location("tiny", {"tiny": "auto"}, os.environ["ACCEL_BENCH_CACHE"])
-    return run_file(Path(path), model_id=model_id, steps=steps, resolution=64, prompts=PROMPTS, batch_size=2, cfg=settings(**overrides))
+BWRAP = shutil.which("bwrap") is not None
+needs_bwrap = pytest.mark.skipif(not BWRAP, reason="bubblewrap (Debian package bubblewrap) is not installed")
 
 
 def test_declared_steps_come_from_the_files_own_source(tmp_path):
@@ -53,90 +49,18 @@ def test_code_identity_ignores_the_docstring_only(tmp_path):
     assert code_identity(a) == code_identity(b) != code_identity(c)
 
 
-def test_images_of_any_type_become_the_same_8_bit_floats():
+def test_images_of_any_type_become_the_same_8_bit_pixels():
     from PIL import Image
 
     pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
     from_pil = as_images([Image.fromarray(p) for p in pixels], 2)
     from_float = as_images(pixels / 255.0 + 0.001, 2)  # unrounded floats land on the same levels
-    assert np.array_equal(from_pil, from_float)
+    from_tensor = as_images(torch.from_numpy(pixels / 255.0).permute(0, 3, 1, 2), 2)
+    assert np.array_equal(from_pil, from_float) and np.array_equal(from_pil, from_tensor) and from_pil.dtype == np.uint8
     with pytest.raises(ValueError, match="returned 2 images for 3 prompts"):
         as_images(pixels, 3)
     with pytest.raises(TypeError):
         as_images("nope", 2)
-
-
-NO_INFERENCE = """
-import torch
-from diffusers import StableDiffusionPipeline
-
-def load_pipeline(model_id, device="cpu", dtype=torch.float32):
-    return StableDiffusionPipeline.from_pretrained(model_id, dtype=dtype, safety_checker=None).to(device)
-"""
-MODULE_PIPE = """
-import os
-import torch
-from diffusers import StableDiffusionPipeline
-
-pipe = StableDiffusionPipeline.from_pretrained(os.environ["ACCEL_BENCH_MODEL_ID"], dtype=torch.float32, safety_checker=None)
-NUM_INFERENCE_STEPS = 3
-"""
-CALLS = """
-import torch
-from diffusers import StableDiffusionPipeline
-
-CALLS = []
-
-def load_pipeline(model_id, device="cpu", dtype=torch.float32):
-    pipe = StableDiffusionPipeline.from_pretrained(model_id, dtype=dtype, safety_checker=None)
-    original = pipe.__class__.__call__
-    def counting(self, *args, **kwargs):
-        assert len(kwargs["prompt"]) == 2, "called one prompt at a time"
-        assert kwargs["num_inference_steps"] == 3
-        return original(self, *args, **kwargs)
-    pipe.__class__ = type("Counting", (pipe.__class__,), {"__call__": counting})
-    return pipe
-"""
-
-
-@pytest.mark.parametrize(
-    "source, expected_error",
-    [
-        (NO_INFERENCE, None),
-        (MODULE_PIPE, None),
-        (CALLS, None),  # without inference(): batched, with the task's steps
-        ("raise RuntimeError('agent code is broken')\n", "RuntimeError: agent code is broken"),
-        ("import sys\nsys.exit(3)\n", "the file called sys.exit(3)"),
-        ("import os\nos._exit(7)\n", "the process exited with code 7 without a result"),
-        (NO_INFERENCE + "\ndef inference(pipe, prompts, generator):\n    return pipe(prompts[:1], num_inference_steps=2).images\n",
-         "inference returned 1 images for 2 prompts"),
-        ("x = 1\n", "the file defines neither load_pipeline(...) nor a module-level pipe"),
-    ],
-    ids=["no-inference", "module-pipe", "batched-with-task-steps", "raises", "sys-exit", "os-exit", "wrong-return", "no-pipeline"],
-)
-def test_code_files_run_isolated(tmp_path, source, expected_error):
-    path = tmp_path / "candidate.py"
-    path.write_text(source)
-    result = measure_file(path)
-    if expected_error is None:
-        assert result.status == "ok", result.error
-        assert result.measurement.images.shape == (2, 64, 64, 3) and result.measurement.batch_sizes == [2]
-    else:
-        assert result.status == "failed" and expected_error in result.error
-
-
-def test_a_hanging_file_is_stopped_at_the_limit(tmp_path):
-    path = tmp_path / "candidate.py"
-    path.write_text("import time\ntime.sleep(600)\n")
-    result = measure_file(path, timeout_s=8)
-    assert (result.status, result.error) == ("failed", "timed out after 8 s")
-
-
-def test_a_file_without_a_step_count_is_refused_not_defaulted(tmp_path):
-    path = tmp_path / "candidate.py"
-    path.write_text(NO_INFERENCE)
-    result = measure_file(path, steps=None)
-    assert result.status == "failed" and "no step count" in result.error
 
 
 def _evaluate(args, cwd):
@@ -168,8 +92,10 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
         assert side["target_speedup"] == 1.5 and side["quality_budget"] == 0.05
         assert side["passed"] == (side["speedup"] >= 1.5 and side["clip_loss"] <= 0.05)
     assert metrics["clip_loss"] == metrics["gt"]["clip_loss"]  # the same code gives the same images
+    assert metrics["psnr_min_db"] == metrics["gt"]["psnr_min_db"] >= 25 and metrics["images_checked"] == 2
     assert metrics["baseline"]["path"].endswith(entry["path_to_reference_baseline"])
-    assert metrics["model_weights"] == "random"
+    assert metrics["model_weights"] == "random" and isinstance(metrics["input_seed"], int)
+    assert metrics["sandbox"]["kind"] == ("bwrap" if BWRAP else "none") and metrics["round_trip_share"] < 0.05
     images = tmp_path / "scores" / "images" / "7"
     assert sorted(p.name for p in images.iterdir()) == ["baseline", "candidate", "gt"]
     rows = (tmp_path / "scores" / "evaluation.csv").read_text().splitlines()
@@ -182,34 +108,193 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
     assert "speedup" in pair.stdout and "random weights" in pair.stdout
     assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["status"] == "ok"
 
-
-def test_missing_candidate_is_a_failed_record(tmp_path):
-    result = measure_file(tmp_path / "0_experiment.py")
-    assert result.status == "failed" and result.error.startswith("missing file")
+    # the ground truth runs as written, from the dataset's folder (a tiny entry's model travels with it)
+    for code in (entry["path_to_gt_code"], entry["path_to_reference_baseline"]):
+        ran = subprocess.run([sys.executable, code], cwd=dataset, capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0 and "wrote sample.png" in ran.stdout, ran.stderr[-2000:]
+    assert (dataset / "sample.png").is_file() and (dataset / "models" / "tiny" / "model_index.json").is_file()
 
 
 @pytest.mark.parametrize(
     "args, key",
     [(["manifest=nowhere.json", "code_dir=."], "manifest"), (["baseline=a.py"], "baseline"), (["num_prompts=0"], "num_prompts"),
-     (["baseline=a.py", "candidate=b.py", "pipeline=sd16"], "pipeline"), (["baseline=a.py", "candidate=b.py", "steps=abc"], "steps")],
+     (["baseline=a.py", "candidate=b.py", "pipeline=sd16"], "pipeline"), (["baseline=a.py", "candidate=b.py", "steps=abc"], "steps"),
+     (["min_psnr_db=0"], "min_psnr_db"), (["max_repeats=0"], "max_repeats"),
+     (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "sandbox.memory_gb=-1"], "sandbox.memory_gb")],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, key):
+    (tmp_path / "base.py").write_text("x = 1\n")
     result = _evaluate(args, tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[0].startswith(f"error: {key}=")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_reference_files_with_the_same_code_are_measured_once(tmp_path, monkeypatch):
-    import accel_bench.evaluate as evaluate
 
-    calls = []
-    monkeypatch.setattr(evaluate, "run_file", lambda path, **kw: calls.append(path) or evaluate.FileRun(str(path), "failed", "x"))
-    first, second, other = tmp_path / "1.py", tmp_path / "2.py", tmp_path / "3.py"
-    first.write_text('"""easy task"""\nNUM_INFERENCE_STEPS = 25\n')
-    second.write_text('"""hard task"""\nNUM_INFERENCE_STEPS = 25\n')
-    other.write_text('"""easy task"""\nNUM_INFERENCE_STEPS = 20\n')
-    evaluator = evaluate.Evaluator(settings())
-    runs = [evaluator.reference(p, model_id="m", steps=25, resolution=64, batch_size=2) for p in (first, second, other)]
-    assert calls == [first, other] and runs[0] is runs[1]
-    evaluator.reference(first, model_id="m", steps=25, resolution=64, batch_size=4)  # other settings: measured again
-    assert len(calls) == 3
+
+def test_without_a_sandbox_it_refuses_unless_allowed_and_says_so(tmp_path):
+    (tmp_path / "base.py").write_text(LIGHT_FILE.format(sleep=0.0))
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no bwrap on it
+    args = ["baseline=base.py", "candidate=base.py", "pipeline=tiny", "num_prompts=2"]
+    refused = subprocess.run([sys.executable, "-m", "accel_bench.evaluate", *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: allow_unsandboxed=False is not allowed: true to run candidate code without a sandbox: bubblewrap (bwrap) is not installed"]
+    assert not (tmp_path / "evaluation").exists()
+    allowed = subprocess.run([sys.executable, "-m", "accel_bench.evaluate", *args, "allow_unsandboxed=true"], cwd=tmp_path,
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "candidate code runs unconfined" in allowed.stdout
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["sandbox"]["kind"] == "none"
+
+
+# A pipeline-free code file: images are a function of (prompt, seed), as a pipeline's are; it can be slow.
+LIGHT_FILE = """
+import time
+import zlib
+import numpy as np
+CALLS = [0]
+def load_pipeline(model_id):
+    return None
+def inference(pipe, prompts, generator):
+    CALLS[0] += 1
+    time.sleep({sleep})
+    return np.stack([np.random.default_rng([zlib.crc32(p.encode()), g.initial_seed()]).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+                     for p, g in zip(prompts, generator)])
+"""
+
+
+def test_fresh_inputs_are_never_seen_twice_and_the_sides_stay_paired():
+    from contextlib import contextmanager
+
+    seen: dict[str, list] = {"A": [], "B": []}
+
+    def side(name):
+        @contextmanager
+        def opener():
+            yield (lambda prompts, gens: seen[name].append([(p, g.initial_seed()) for p, g in zip(prompts, gens)]) or np.zeros((len(prompts), 1, 1, 3))), None
+        return opener
+
+    def run(first_pass, warmup):
+        before = {k: len(v) for k, v in seen.items()}
+        measure_sides([side("A"), side("B")], list("abcd"), batch_size=2, seed=0, warmup=warmup, device=torch.device("cpu"),
+                      repeats=3, interleave=True, count_flops=False, fresh=FreshInputs(11, first_pass))
+        return {k: v[before[k]:] for k, v in seen.items()}
+
+    first, again = run(0, WarmupPolicy(2)), run(3, WarmupPolicy(0))
+    for calls in (first, again):
+        assert calls["A"] == calls["B"]  # the same inputs on both sides, batch for batch
+    inputs = [key for batch in first["A"] + again["A"] for key in batch]
+    assert len(inputs) == len(set(inputs)) == 2 * 2 + 3 * 4 + 3 * 4  # warm-up batches, passes, re-measured passes
+    orders = {tuple(p for batch in first["A"][2 + 2 * r: 4 + 2 * r] for p, _ in batch) for r in range(3)}
+    assert len(orders) > 1 and all(sorted(o) == list("abcd") for o in orders)  # every pass has every prompt, not in one order
+    assert run(0, WarmupPolicy(2))["A"] == first["A"]  # the same secret draws the same inputs
+
+
+def test_the_verdict_interval_is_the_range_for_few_passes_and_narrows_with_more():
+    assert median_interval([1.2, 1.0, 1.1]) == (1.0, 1.2)
+    assert median_interval([1, 2, 3, 4, 5, 6, 7, 8]) == (2, 7)
+    assert median_interval(list(range(12))) == (2, 9)
+    assert [speed_verdict([1.6, 1.7, 1.8], 1.5), speed_verdict([1.2, 1.3, 1.4], 1.5), speed_verdict([1.4, 1.5, 1.6], 1.5)] == [
+        "passed", "failed", "inconclusive"]
+
+
+class _Scorer:
+    """CLIP stand-in: a score per image, its mean brightness."""
+
+    def scores(self, images, prompts):
+        assert len(images) == len(prompts)
+        return 10 + images.reshape(len(images), -1).mean(axis=1)
+
+
+def _side(label, images, seconds, failure=None):
+    exchanges = [Exchange(["a", "b"], [1, 2], images[:2]), Exchange(["c", "d"], [3, 4], images[2:])]
+    return SideResult(SideSpec(label, Path(f"{label}.py"), 6), failure, list(seconds), 0, exchanges if failure is None else [])
+
+
+@pytest.mark.parametrize("make, seconds, target, budget, reasons", [
+    (lambda base: base.copy(), [0.5, 0.5], 1.5, 0.1, []),
+    (lambda base: base.copy(), [0.9, 0.9], 1.5, 0.1, ["too_slow"]),
+    (lambda base: base.copy(), [0.5, 0.9], 1.5, 0.1, ["inconclusive"]),
+    (lambda base: np.full_like(base, 200), [0.1, 0.1], 1.5, 0.1, ["wrong_images", "unfaithful"]),
+    (lambda base: base[[1, 0, 3, 2]], [0.1, 0.1], 1.5, 1.0, ["unfaithful"]),
+    (lambda base: base.clip(0, 100), [0.5, 0.5], 1.5, 0.0, ["unfaithful", "over_budget"]),
+], ids=["faithful-fast", "faithful-slow", "straddling", "constant", "swapped", "darker"])
+def test_records_name_every_reason_that_applies(make, seconds, target, budget, reasons):
+    base_images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    base = _side("baseline", base_images, [1.0, 1.0])
+    side = _side("candidate", make(base_images), seconds)
+    scorer = _Scorer()
+    record = compare(base, side, scorer.scores(base_images.astype(np.float32) / 255, list("abcd")), scorer, target, budget, 25.0)
+    assert record["reasons"] == reasons and record["reason"] == (reasons[0] if reasons else None)
+    assert record["passed"] is (not reasons) and record["images_checked"] == 4
+    failed = compare(_side("baseline", base_images, [], Failure("crashed", "boom")), side, None, scorer, target, budget, 25.0)
+    assert failed["reason"] == "baseline_failed" and failed["passed"] is False
+
+
+def _sandboxed(script, memory_gb=4.0):
+    info = probe(SandboxConfig(memory_gb=memory_gb), allow_unsandboxed=False)
+    return SandboxedProcess(info, [sys.executable, "-c", script], [], [], dict(os.environ))
+
+
+@needs_bwrap
+def test_the_sandbox_confines_and_its_processes_end_with_it(tmp_path):
+    probe_script = f"""
+import os, socket, subprocess, sys
+for path in ("/root/x", "{tmp_path}/x", os.path.expanduser("~") + "/../etc/x"):
+    try:
+        open(path, "w").write("x"); print("wrote", path)
+    except OSError as error:
+        print("read-only", path)
+open("/tmp/private", "w").write("x"); print("tmp writable")
+try:
+    socket.create_connection(("1.1.1.1", 80), timeout=2); print("network")
+except OSError:
+    print("no network")
+print("processes", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+subprocess.Popen(["sleep", "3600"], start_new_session=True)
+import time
+n = 0
+while True:
+    n += 1; print("tick", n, flush=True); time.sleep(0.05)
+"""
+    sandbox = _sandboxed(probe_script)
+    deadline = time.time() + 60
+    while not any(line.startswith("tick") for line in sandbox.log) and time.time() < deadline:
+        time.sleep(0.1)
+    log = list(sandbox.log)
+    assert not any(line.startswith("wrote") for line in log) and "tmp writable" in log and "no network" in log, log
+    assert [line for line in log if line.startswith("processes")] == ["processes [1, 2]"]  # its own PID namespace
+    assert len(sandbox.members()) >= 3  # init, python, the detached sleep
+    sandbox.freeze()
+    ticks = len(sandbox.log)
+    time.sleep(0.5)
+    assert len(sandbox.log) == ticks  # frozen: nothing in it runs
+    sandbox.thaw()
+    time.sleep(0.5)
+    assert len(sandbox.log) > ticks
+    members = sandbox.members()
+    sandbox.kill()
+    time.sleep(0.2)
+    assert not [pid for pid in members if os.path.exists(f"/proc/{pid}") and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]]
+
+
+@needs_bwrap
+def test_the_memory_limit_ends_the_sandbox():
+    sandbox = _sandboxed("import numpy as np, time\nx = np.ones(2_000_000_000 // 8)\ntime.sleep(60)", memory_gb=1.0)
+    assert sandbox.process.wait(timeout=60) != 0 and sandbox.out_of_memory and sandbox.peak_rss_gb > 1.0
+
+
+def test_an_open_verdict_is_re_measured_and_stays_open_if_the_passes_disagree(tmp_path):
+    from accel_bench.evaluate import session
+    from accel_bench.evaluate.sandbox import SandboxInfo
+
+    (tmp_path / "base.py").write_text(LIGHT_FILE.format(sleep=0.1))
+    # alternately 5x faster and 2x slower than the baseline, pass by pass (2 batches a pass, 1 warm-up batch)
+    (tmp_path / "erratic.py").write_text(LIGHT_FILE.format(sleep="0.02 if ((CALLS[0] - 2) // 2) % 2 == 0 else 0.2"))
+    info = probe(SandboxConfig(), allow_unsandboxed=True) if BWRAP else SandboxInfo("none", None, 4.0, None)
+    settings = session.Settings("unused", 64, 2, "cpu", "auto", 0, WarmupPolicy(1), 2, 6, 60)
+    sides = [SideSpec("baseline", tmp_path / "base.py", 6), SideSpec("erratic", tmp_path / "erratic.py", 6, (1.0,))]
+    results, _ = session.run(sides, settings, info, list("abcd"), input_seed=3)
+    scorer = _Scorer()
+    record = compare(results["baseline"], results["erratic"], scorer.scores(np.zeros((8, 1, 1, 3)), list("abcdefgh")), scorer, 1.0, None, 25.0)
+    assert record["repeats"] == 6 and record["verdict"] == "inconclusive" and record["reason"] == "inconclusive"
+    assert record["speedup_min"] < 1.0 < record["speedup_max"] and record["psnr_min_db"] == 99 and record["images_checked"] == 24

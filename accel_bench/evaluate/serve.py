@@ -1,38 +1,35 @@
-"""One code file, measured in its own process: ``python -m accel_bench.evaluate.worker REQUEST.json``.
+"""The candidate's side: ``python -m accel_bench.evaluate.serve REQUESTS_FD REPLIES_FD``, in the sandbox.
 
-The file defines ``load_pipeline(model_id=...)`` or a module-level ``pipe``, and optionally
-``inference(pipe, prompts, generator)``. Without ``inference`` the pipeline is called batched
-with the task's steps. Timing goes through accel_bench's one ``measure``. Writes
-``images.npz`` and ``result.json`` next to the request; any failure, ``sys.exit`` included,
-becomes ``{"status": "failed", "error": ...}``.
+Loads one code file, which defines ``load_pipeline(model_id=...)`` or a module-level ``pipe`` and
+optionally ``inference(pipe, prompts, generator)`` (without it the pipeline is called batched with the
+task's steps), then answers batches: prompts and per-image seeds in, uint8 images out. Everything here
+runs beside the candidate's code and may be patched by it, so nothing here is trusted: the trusted
+side times the round trips and checks the images.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import json
 import os
 import runpy
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..experiment import seed_everything
-from ..measure import measure
 from ..metrics import to_uint8
 from ..pipelines import resolve_dtype
+from .protocol import receive, send
 
 MODEL_ENV = "ACCEL_BENCH_MODEL_ID"  # for files that build a module-level pipe themselves
 
 
 def as_images(output: Any, count: int) -> np.ndarray:
-    """PIL images, arrays or a pipeline output -> (count, H, W, 3) floats in [0, 1], on 8-bit levels:
-    every side is compared as the pixels a user saves, whatever type its file returns."""
+    """PIL images, arrays or a pipeline output -> (count, H, W, 3) uint8: every side is compared as the
+    pixels a user saves, whatever type its file returns."""
     images = getattr(output, "images", output)
     if isinstance(images, torch.Tensor):
         images = images.detach().float().cpu().numpy()
@@ -44,7 +41,7 @@ def as_images(output: Any, count: int) -> np.ndarray:
         raise TypeError(f"inference must return {count} RGB images (PIL, array or tensor); got {type(output).__name__}")
     if len(images) != count:
         raise ValueError(f"inference returned {len(images)} images for {count} prompts")
-    return to_uint8(images).astype(np.float32) / 255.0 if images.dtype != np.uint8 else images.astype(np.float32) / 255.0
+    return np.ascontiguousarray(images if images.dtype == np.uint8 else to_uint8(images))
 
 
 def _load(namespace: dict, request: dict) -> Any:
@@ -58,7 +55,8 @@ def _load(namespace: dict, request: dict) -> Any:
     raise AttributeError("the file defines neither load_pipeline(...) nor a module-level pipe")
 
 
-def evaluate_file(request: dict) -> dict:
+def generator(request: dict):
+    """The file loaded: a function from (prompts, torch generators) to uint8 images."""
     seed_everything(request["seed"])
     os.environ[MODEL_ENV] = request["model_id"]
     namespace = runpy.run_path(request["code_path"], run_name="accel_bench_evaluate")
@@ -77,38 +75,45 @@ def evaluate_file(request: dict) -> dict:
         output = pipe(prompt=prompts, generator=generators, num_inference_steps=request["steps"], height=size, width=size, output_type="np")
         return as_images(output, len(prompts))
 
-    measured = measure(
-        generate,
-        request["prompts"],
-        batch_size=request["batch_size"],
-        seed=request["seed"],
-        warmup_batches=request["warmup_batches"],
-        warmup_tolerance=request["warmup_tolerance"],
-        warmup_max_batches=request["warmup_max_batches"],
-        repeats=request["repeats"],
-        device=torch.device(request["device"]),
-        count_flops=request["count_flops"],
-        label=Path(request["code_path"]).name,
-    )
-    np.savez(Path(request["out_dir"]) / "images.npz", images=measured.images)
-    timings = {f.name: getattr(measured, f.name) for f in dataclasses.fields(measured) if f.name != "images"}
-    return {"status": "ok", "measurement": timings}
+    return generate
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"the file called sys.exit({error.code!r})"
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def main() -> None:
-    request = json.loads(Path(sys.argv[1]).read_text())
-    out = Path(request["out_dir"]) / "result.json"
+    requests, replies = int(sys.argv[1]), int(sys.argv[2])
+    header, _ = receive(requests)
     try:
-        result = evaluate_file(request)
+        generate = generator(header)
+        device = torch.device(header["device"])
     except BaseException as error:  # SystemExit and KeyboardInterrupt from the file included
-        if isinstance(error, SystemExit):
-            message = f"the file called sys.exit({error.code!r})"
-        else:
-            message = " ".join(f"{type(error).__name__}: {error}".split())
         traceback.print_exc()
-        result = {"status": "failed", "error": message}
-    out.write_text(json.dumps(result) + "\n")
-    sys.exit(0 if result["status"] == "ok" else 1)
+        send(replies, {"op": "failed", "error": _message(error)})
+        sys.exit(1)
+    send(replies, {"op": "ready"})
+    while True:
+        try:
+            header, _ = receive(requests)
+        except EOFError:
+            return
+        if header["op"] == "echo":
+            payload = bytes(int(np.prod(header["shape"])))
+            send(replies, {"shape": header["shape"], "nbytes": len(payload)}, payload)
+            continue
+        try:
+            generators = [torch.Generator("cpu").manual_seed(seed) for seed in header["seeds"]]
+            images = generate(header["prompts"], generators)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        except BaseException as error:
+            traceback.print_exc()
+            send(replies, {"error": _message(error)})
+            sys.exit(1)
+        send(replies, {"shape": list(images.shape), "nbytes": images.nbytes}, images.tobytes())
 
 
 if __name__ == "__main__":

@@ -99,9 +99,14 @@ def confirm_by_rerun(folder: Path, repeats: int):
     return confirm
 
 
+def bundled_model(pipeline: str) -> str:
+    """Where a dataset keeps the random-weight model of a pipeline without a hub id (tiny, tiny_xl)."""
+    return f"models/{pipeline}"
+
+
 def code_spec(entry: Entry, with_methods: bool = True) -> CodeSpec:
     return CodeSpec(
-        model_id=entry.model_id,
+        model_id=entry.model_id or bundled_model(entry.pipeline),
         family=entry.family,
         scheduler_class=entry.scheduler_class,
         scheduler_kwargs=entry.scheduler_kwargs,
@@ -169,6 +174,7 @@ def postprocess(cfg: Any) -> Report:
         path = out / relative
         path.write_text(generate_code(spec, f"Reference baseline: {e.pipeline_label}, {e.scheduler_label}, {e.steps} steps, no acceleration."))
         written.append((path, spec))
+    _bundle_models(out, sorted({t.entry.pipeline for t in tasks if t.entry.model_id is None}), cfg.cache_dir)
     if cfg.verify:
         from tqdm.auto import tqdm
 
@@ -179,6 +185,19 @@ def postprocess(cfg: Any) -> Report:
     _write_json(out / "manifest.json", manifest)
     _write_json(mapping_path, dict(sorted(ids.items())))
     return Report(entries, missing, len(tasks), len(plots), out, notes)
+
+
+def _bundle_models(out: Path, pipelines: list[str], cache_dir: str) -> None:
+    """Random-weight pipelines without a hub id travel with the dataset, so its files run as written."""
+    from omegaconf import OmegaConf
+
+    from ..config import CONF_DIR
+    from ..pipelines import random_weights_dir
+
+    shutil.rmtree(out / "models", ignore_errors=True)
+    for pipeline in pipelines:
+        architecture = OmegaConf.load(CONF_DIR / "pipeline" / f"{pipeline}.yaml").architecture
+        shutil.copytree(random_weights_dir(architecture, cache_dir), out / bundled_model(pipeline))
 
 
 def _write_coverage(path: Path, grid, budgets, entries, missing) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..accelerators import METHODS
 
@@ -39,7 +39,7 @@ _TGATE_LOADERS = {
 class CodeSpec:
     """What a generated file does: the pipeline, its sampler, its accelerators and their values."""
 
-    model_id: Optional[str]
+    model_id: str  # a hub id, or a folder (relative: to where the file is run, the dataset's root)
     family: str  # sd | sdxl
     scheduler_class: str
     scheduler_kwargs: Mapping[str, Any]
@@ -143,7 +143,8 @@ def inference(pipe, prompts, generator=None):
 
 
 if __name__ == "__main__":
-    pipe = load_pipeline()
+    on_gpu = torch.cuda.is_available()
+    pipe = load_pipeline(device="cuda" if on_gpu else "cpu", dtype=torch.float16 if on_gpu else torch.float32)
     images = inference(pipe, ["a red fox curled up asleep in fresh snow at dawn"], torch.Generator("cpu").manual_seed(0))
     images[0].save("sample.png")
     print("wrote sample.png")

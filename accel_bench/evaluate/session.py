@@ -1,0 +1,145 @@
+"""One comparison: a baseline file and the files measured against it, each in its own sandboxed
+process, their passes interleaved on the same fresh inputs, re-measured while a verdict is open."""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ..measure import FreshInputs, WarmupPolicy, measure, measure_sides
+from .protocol import CodeProcess, Exchange, Failure
+from .sandbox import SandboxInfo
+from .verdicts import speed_verdict
+
+TRUSTED_DEVICE = torch.device("cpu")  # the trusted side only waits for bytes: nothing of its own to synchronize
+
+
+@dataclass(frozen=True)
+class SideSpec:
+    """A file to measure and the targets its verdicts are taken against (a shared ground truth has several)."""
+
+    label: str
+    path: Path
+    steps: Optional[int]
+    targets: tuple[float, ...] = ()
+
+
+@dataclass
+class SideResult:
+    spec: SideSpec
+    failure: Optional[Failure] = None
+    pass_latencies_s: list[float] = field(default_factory=list)  # seconds per image, per measured pass
+    warmup_batches: int = 0
+    measured: list[Exchange] = field(default_factory=list)  # every measured batch, in order
+    round_trip_s: Optional[float] = None  # a batch's transfer alone (median of the echo batches)
+    batch_time_s: Optional[float] = None  # median measured batch
+    peak_rss_gb: float = 0.0
+
+
+@dataclass
+class Settings:
+    model_id: str
+    resolution: int
+    batch_size: int
+    device: str
+    dtype: str
+    seed: int
+    warmup: WarmupPolicy
+    repeats: int
+    max_repeats: int
+    timeout_s: float
+
+
+def launch(spec: SideSpec, settings: Settings, info: SandboxInfo) -> tuple[SideResult, Optional[CodeProcess]]:
+    result = SideResult(spec)
+    if not spec.path.is_file():
+        result.failure = Failure("missing", f"missing file {spec.path}")
+        return result, None
+    request = {"code_path": str(spec.path.resolve()), "model_id": settings.model_id, "steps": spec.steps,
+               "resolution": settings.resolution, "device": settings.device, "dtype": settings.dtype, "seed": settings.seed}
+    readable = [str(spec.path.resolve()), settings.model_id]
+    return result, CodeProcess.launch(spec.label, info, request, readable, settings.timeout_s)
+
+
+def _open(processes: dict[str, CodeProcess], labels: Sequence[str]) -> list[str]:
+    return [label for label in labels if label in processes and processes[label].failure is None]
+
+
+def run(sides: Sequence[SideSpec], settings: Settings, info: SandboxInfo, prompts: list[str],
+        input_seed: Optional[int] = None) -> tuple[dict[str, SideResult], int]:
+    """Measure ``sides`` (the first is the baseline) and return their results and the input seed used."""
+    secret = secrets.randbits(62) if input_seed is None else input_seed
+    results: dict[str, SideResult] = {}
+    processes: dict[str, CodeProcess] = {}
+    try:
+        for spec in sides:  # every file loads at once; each is frozen once loaded
+            results[spec.label], process = launch(spec, settings, info)
+            if process is not None:
+                processes[spec.label] = process
+        for label, process in processes.items():
+            if process.ready():
+                process.sandbox.freeze()
+            else:
+                results[label].failure = process.failure
+        baseline = sides[0].label
+        labels = _open(processes, [s.label for s in sides])
+        if baseline not in labels:
+            return results, secret
+        _measure(labels, results, processes, settings, prompts, FreshInputs(secret), settings.warmup, settings.repeats)
+        open_verdicts = [s.label for s in sides[1:] if _inconclusive(results, baseline, s)]
+        extra = settings.max_repeats - settings.repeats
+        if open_verdicts and extra > 0 and results[baseline].failure is None:
+            labels = _open(processes, [baseline, *open_verdicts])
+            _measure(labels, results, processes, settings, prompts, FreshInputs(secret, settings.repeats), WarmupPolicy(0), extra)
+        for label in _open(processes, [s.label for s in sides]):
+            _transfer_cost(results[label], processes[label], settings, prompts)
+    finally:
+        for label, process in processes.items():
+            results[label].peak_rss_gb = process.sandbox.peak_rss_gb
+            process.close()
+    return results, secret
+
+
+def _measure(labels: list[str], results: dict[str, SideResult], processes: dict[str, CodeProcess], settings: Settings,
+             prompts: list[str], fresh: FreshInputs, warmup: WarmupPolicy, repeats: int) -> None:
+    starts = {label: len(processes[label].transcript) for label in labels}
+    measurements = measure_sides(
+        [processes[label].turn for label in labels], prompts, batch_size=settings.batch_size, seed=fresh.secret,
+        warmup=warmup, device=TRUSTED_DEVICE, repeats=repeats, interleave=True, count_flops=False, labels=labels, fresh=fresh,
+    )
+    for label, measurement in zip(labels, measurements):
+        result, process = results[label], processes[label]
+        if measurement is None:
+            result.failure = process.failure
+            continue
+        first = starts[label] + measurement.warmup_batches
+        result.warmup_batches += measurement.warmup_batches
+        result.measured += process.transcript[first:]
+        result.pass_latencies_s += measurement.repeat_latencies_s
+        result.batch_time_s = measurement.batch_time_median_s
+
+
+def ratios(results: dict[str, SideResult], baseline: str, label: str) -> list[float]:
+    """Per-pass speedups: pass r of the baseline over pass r of the side (both saw the same inputs)."""
+    return [b / s for b, s in zip(results[baseline].pass_latencies_s, results[label].pass_latencies_s)]
+
+
+def _inconclusive(results: dict[str, SideResult], baseline: str, spec: SideSpec) -> bool:
+    if results[spec.label].failure is not None or not results[spec.label].pass_latencies_s:
+        return False
+    found = ratios(results, baseline, spec.label)
+    return any(speed_verdict(found, target) == "inconclusive" for target in spec.targets)
+
+
+def _transfer_cost(result: SideResult, process: CodeProcess, settings: Settings, prompts: list[str]) -> None:
+    """What a round trip costs without the work: the same bytes, through the same ``measure``."""
+    with process.turn():
+        echoed = measure(process.echo, prompts, batch_size=settings.batch_size, seed=0, warmup_batches=1,
+                         device=TRUSTED_DEVICE, count_flops=False, label=f"{result.spec.label} transfer")
+    if echoed is not None:
+        result.round_trip_s = statistics.median(echoed.batch_times_s)
