@@ -3,6 +3,7 @@ the same inputs, of every ground-truth shape post-process writes and of the fake
 
     python bench/fidelity_floor.py --pipeline tiny --out bench/results/fidelity_floor/tiny.json
     python bench/fidelity_floor.py --pipeline sd15 --device cuda --dtype fp16 --steps 50 --out ...
+    python bench/fidelity_floor.py --pipeline sd15 --model stable-diffusion-v1-5/stable-diffusion-v1-5 ...   # real weights
 
 Ground truth: the files post-process generates (``codegen.generate_code``) for DeepCache, ToMe,
 T-GATE and their compositions at the parameters of ``+sweep=published``, loaded and run as the
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--model", help="a hub id or folder with real weights (default: the random-weight architecture)")
     parser.add_argument("--cache-dir", default="~/.cache/accel_bench")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -88,7 +90,7 @@ def main() -> None:
     family, resolution = FAMILIES[args.pipeline]
     resolution = 64 if args.pipeline.startswith("tiny") else resolution
     max_downsample = 2 if family == "sdxl" and not args.pipeline.startswith("tiny") else 1
-    model_dir = str(random_weights_dir(args.pipeline, args.cache_dir))
+    model_dir = args.model or str(random_weights_dir(args.pipeline, args.cache_dir))
     dtype = resolve_dtype(args.dtype, args.device)
     prompts = load_prompts({"source": "builtin", "path": None})[: args.prompts]
     began = time.time()
@@ -125,7 +127,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "machine": {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
                     "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "torch": torch.__version__},
-        "pipeline": args.pipeline, "weights": "random", "steps": args.steps, "scheduler": "DDIM", "dtype": str(dtype),
+        "pipeline": args.pipeline, "weights": "pretrained" if args.model else "random", "model": args.model, "steps": args.steps, "scheduler": "DDIM", "dtype": str(dtype),
         "images": len(prompts), "psnr_db": results, "seconds": round(time.time() - began, 1),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
