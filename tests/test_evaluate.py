@@ -101,13 +101,6 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
     rows = (tmp_path / "scores" / "evaluation.csv").read_text().splitlines()
     assert rows[0].startswith("prompt_id,task_key") and rows[1].startswith("7,tiny_DDIM_6")
 
-    # pair mode: the reference baseline against the ground truth, steps read from the files
-    pair = _evaluate([f"baseline={dataset / entry['path_to_reference_baseline']}", f"candidate={dataset / entry['path_to_gt_code']}",
-                      "pipeline=tiny", "num_prompts=2", "warmup_batches=0", "target_speedup=1.0", "quality_budget=0.5"], tmp_path)
-    assert pair.returncode == 0, pair.stderr[-3000:]
-    assert "speedup" in pair.stdout and "random weights" in pair.stdout
-    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["status"] == "ok"
-
     # the ground truth runs as written, from the dataset's folder (a tiny entry's model travels with it)
     for code in (entry["path_to_gt_code"], entry["path_to_reference_baseline"]):
         ran = subprocess.run([sys.executable, code], cwd=dataset, capture_output=True, text=True, timeout=300)

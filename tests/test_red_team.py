@@ -8,7 +8,9 @@ on the evaluator's processes, protocol abuse, hangs, memory exhaustion.
 
 Each session is one real ``python -m accel_bench.evaluate`` over a hand-written manifest whose tasks
 share one baseline and one ground truth: all candidates of a session are measured interleaved in one
-comparison, in the bubblewrap sandbox, on the tiny pipeline.
+comparison, in the bubblewrap sandbox. Image cheats and the honest files run on the tiny pipeline;
+cheats on the process run on a light CPU-bound stand-in whose images are a function of prompt and
+seed, as a pipeline's are (the evaluator cannot tell the difference, and it starts in a second).
 """
 
 from __future__ import annotations
@@ -46,6 +48,23 @@ def honest(pipe, prompts, generator):
     return pipe(prompt=list(prompts), generator=generator, num_inference_steps=STEPS, height=64, width=64, output_type="np").images
 '''
 
+LIGHT_CORE = '''
+import zlib
+import numpy as np
+import torch
+
+def load_pipeline(model_id):
+    return "light"
+
+def honest(pipe, prompts, generator):
+    work = np.random.default_rng(0).random((256, 256))
+    for _ in range(400):  # CPU work, as a pipeline on a CPU does: about 0.25 s a batch
+        work = np.tanh(work @ work / 256)
+    return np.stack([np.random.default_rng([zlib.crc32(p.encode()), g.initial_seed()]).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+                     for p, g in zip(prompts, generator)])
+'''
+LIGHT_BASELINE = LIGHT_CORE + "\ndef inference(pipe, prompts, generator):\n    return honest(pipe, prompts, generator)\n"
+
 CHEATS = {
     # output replay keyed by prompt (flashinfer #21's fingerprint cache): fresh seeds make the replay another seed's image
     # (the replayed image is another input's: the same image for two inputs, and unfaithful to both)
@@ -64,8 +83,8 @@ from accel_bench.measure import prompt_seed
 from accel_bench.prompts import load_prompts
 CACHE = {}
 _load = load_pipeline
-def load_pipeline(model_id, device="cpu", dtype=torch.float32):
-    pipe = _load(model_id, device, dtype)
+def load_pipeline(model_id):
+    pipe = _load(model_id)
     for i, prompt in enumerate(load_prompts({"source": "builtin", "path": None})[:4]):
         seed = prompt_seed(0, i)
         CACHE[(prompt, seed)] = honest(pipe, [prompt], [torch.Generator("cpu").manual_seed(seed)])[0]
@@ -170,7 +189,8 @@ def inference(pipe, prompts, generator):
 '''),
     "low_detail": ("unfaithful", '''
 def inference(pipe, prompts, generator):
-    images = torch.from_numpy(honest(pipe, prompts, generator)).permute(0, 3, 1, 2)
+    images = np.asarray(honest(pipe, prompts, generator))
+    images = torch.from_numpy(images.astype(np.float32) / (255 if images.dtype == np.uint8 else 1)).permute(0, 3, 1, 2)
     small = torch.nn.functional.interpolate(images, scale_factor=0.25, mode="area")
     return torch.nn.functional.interpolate(small, size=(64, 64), mode="bilinear")
 '''),
@@ -191,13 +211,10 @@ def inference(pipe, prompts, generator):
 def inference(pipe, prompts, generator):
     raise RuntimeError("agent code is broken")
 '''),
+
 }
-LIMITS = {
-    "hang": ("timed_out", '''
-import time
-def inference(pipe, prompts, generator):
-    time.sleep(600)
-'''),
+LIMITS = {  # in a session of their own: the machine is slow for a while after a hog's memory is freed
+    # takes all the memory it can (the session's limit: 2.5 GB)
     "memory_hog": ("out_of_memory", '''
 def load_pipeline(model_id):
     return None
@@ -205,14 +222,25 @@ def inference(pipe, prompts, generator):
     hog = np.ones(3_000_000_000 // 8)
     return hog[:1]
 '''),
+    "hang": ("timed_out", '''
+import time
+def inference(pipe, prompts, generator):
+    time.sleep(600)
+'''),
+
 }
 
 
-def _source(cheat: str) -> str:
-    """A cheat as a file, on the honest core; one that loads no pipeline skips diffusers (a faster start)."""
+PROCESS_CHEATS = ["replay_by_prompt", "replay_by_input", "clock_patch", "forged_records", "saboteur", "escape", "daemon", "shuffled",
+                  "low_detail", "protocol_garbage", "crash", "grey", "noise", "wrong_size"]
+PIPELINE_CHEATS = ["other_seed"]  # what a prompt-keyed replay returns, on real images
+
+
+def _source(cheat: str, core: str) -> str:
+    """A cheat as a file on ``core``; one that loads no pipeline needs none."""
     if "def load_pipeline(model_id):\n    return None" in cheat:
         return "import numpy as np\nimport torch\n" + cheat
-    return HONEST_CORE + cheat
+    return core + cheat
 
 
 def _gt_spec(methods: list[str]) -> CodeSpec:
@@ -232,13 +260,14 @@ HONEST = {  # every ground-truth shape post-process writes, a file without infer
 }
 
 
-def _session(tmp_path: Path, candidates: dict[str, str], targets: dict[str, float], *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+def _session(tmp_path: Path, candidates: dict[str, str], targets: dict[str, float], baseline: str, gt: str,
+             *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     """Write the files and a manifest of one task per candidate, all sharing baseline and ground truth; evaluate."""
     dataset, agent = tmp_path / "dataset", tmp_path / "agent"
     (dataset / "gt_code" / "baselines").mkdir(parents=True)
     agent.mkdir()
-    (dataset / "gt_code" / "baselines" / "base.py").write_text(generate_code(_gt_spec([]), "baseline"))
-    (dataset / "gt_code" / "gt.py").write_text(generate_code(_gt_spec(["deepcache"]), "ground truth"))
+    (dataset / "gt_code" / "baselines" / "base.py").write_text(baseline)
+    (dataset / "gt_code" / "gt.py").write_text(gt)
     entries = []
     for number, (name, source) in enumerate(sorted(candidates.items())):
         (agent / f"{name}.py").write_text(source)
@@ -266,33 +295,37 @@ def _daemons() -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("names", [["replay_by_prompt", "replay_by_input", "clock_patch", "forged_records", "saboteur", "escape", "daemon"],
-                                   ["grey", "noise", "shuffled", "other_seed", "low_detail", "wrong_size", "protocol_garbage", "crash"]],
-                         ids=["process-cheats", "image-cheats"])
-def test_cheats_fail_with_their_reason(tmp_path, names):
-    honest = dict(sorted(HONEST.items())[: 4] if "grey" in names else sorted(HONEST.items())[4:])
-    candidates = {**{n: _source(CHEATS[n][1]) for n in names}, **honest}
-    targets = {**{n: 1.5 for n in names}, **{n: 0.5 for n in honest}}
-    result, records = _session(tmp_path, candidates, targets)
-    got = {n: records[n]["reason"] for n in names}
-    assert got == {n: CHEATS[n][0] for n in names}, {n: records[n]["error"] for n in names}
-    assert "unfaithful" in records.get("replay_by_prompt", {"reasons": ["unfaithful"]})["reasons"]
-    for name in honest:  # honest files beside the cheats pass unchanged
+def test_cheats_on_the_process_fail_with_their_reason(tmp_path):
+    candidates = {**{n: _source(CHEATS[n][1], LIGHT_CORE) for n in PROCESS_CHEATS}, "honest": LIGHT_BASELINE}
+    targets = {**{n: 2.0 for n in PROCESS_CHEATS}, "honest": 0.5}  # honest work measures 1x, give or take this machine's noise
+    result, records = _session(tmp_path, candidates, targets, LIGHT_BASELINE, LIGHT_BASELINE)
+    assert {n: records[n]["reason"] for n in PROCESS_CHEATS} == {n: CHEATS[n][0] for n in PROCESS_CHEATS}, {
+        n: records[n]["error"] for n in PROCESS_CHEATS}
+    assert "unfaithful" in records["replay_by_prompt"]["reasons"]
+    assert records["honest"]["passed"] is True and records["honest"]["psnr_min_db"] == 99 and records["honest"]["images_checked"] == 8
+    agent = tmp_path / "agent"
+    assert not (agent / "forged.txt").exists() and not (agent / "0_baseline.py").exists() and not Path("/root/forged.txt").exists()
+    assert records["forged_records"]["passed"] is False and records["forged_records"]["speedup"] < 2
+    assert "speedup 100.00x" not in result.stdout
+    assert _daemons() == []  # the detached process ended with its sandbox
+    assert records["saboteur"]["speedup"] < 2 and records["escape"]["status"] == "ok"
+    assert all(r["sandbox"]["kind"] == "bwrap" and r["gt"]["status"] == "ok" for r in records.values())
+
+
+def test_honest_files_pass_on_the_pipeline_and_other_seeds_do_not(tmp_path):
+    candidates = {**{n: _source(CHEATS[n][1], HONEST_CORE) for n in PIPELINE_CHEATS}, **HONEST}
+    targets = {**{n: 1.5 for n in PIPELINE_CHEATS}, **{n: 0.5 for n in HONEST}}
+    _, records = _session(tmp_path, candidates, targets, generate_code(_gt_spec([]), "baseline"),
+                          generate_code(_gt_spec(["deepcache"]), "ground truth"))
+    assert {n: records[n]["reason"] for n in PIPELINE_CHEATS} == {n: CHEATS[n][0] for n in PIPELINE_CHEATS}
+    for name in HONEST:  # every ground-truth shape, a file without inference(), a module-level pipe
         assert records[name]["passed"] is True and records[name]["reasons"] == [], (name, records[name]["error"])
         assert records[name]["psnr_min_db"] >= 25 and records[name]["images_checked"] == 8
-    for record in records.values():
-        assert record["gt"]["status"] == "ok" and record["sandbox"]["kind"] == "bwrap"
-    if "forged_records" in names:
-        agent = tmp_path / "agent"
-        assert not (agent / "forged.txt").exists() and not (agent / "0_baseline.py").exists() and not Path("/root/forged.txt").exists()
-        assert records["forged_records"]["passed"] is False and records["forged_records"]["speedup"] < 1.5
-        assert "speedup 100.00x" not in result.stdout
-        assert _daemons() == []  # the detached process ended with its sandbox
-        assert records["saboteur"]["speedup"] < 1.5 and records["escape"]["status"] == "ok"
+    assert records["other_seed"]["psnr_min_db"] < 20 and records["gt_deepcache"]["gt"]["passed"] is True
 
 
 def test_limits_end_a_file_with_their_reason(tmp_path):
-    candidates = {n: _source(source) for n, (_, source) in LIMITS.items()}
-    _, records = _session(tmp_path, candidates, {n: 1.5 for n in candidates}, "timeout_s=15", "sandbox.memory_gb=2.5")
+    candidates = {n: _source(source, LIGHT_CORE) for n, (_, source) in LIMITS.items()}
+    _, records = _session(tmp_path, candidates, {n: 2.0 for n in LIMITS}, LIGHT_BASELINE, LIGHT_BASELINE, "timeout_s=10", "sandbox.memory_gb=2.5")
     assert {n: records[n]["reason"] for n in LIMITS} == {n: reason for n, (reason, _) in LIMITS.items()}
-    assert records["hang"]["error"] == "timed out after 15 s while generating a batch"
+    assert records["hang"]["error"] == "timed out after 10 s while generating a batch"

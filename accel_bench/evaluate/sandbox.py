@@ -125,6 +125,15 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+def _state(pid: int) -> Optional[str]:
+    """A process's state letter (R, S, T stopped, Z ...), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _namespace_members() -> dict[str, list[int]]:
     """PID namespace -> its processes, from one pass over /proc."""
     found: dict[str, list[int]] = {}
@@ -253,8 +262,15 @@ class SandboxedProcess:
             seen.update(fresh)
 
     def freeze(self) -> None:
-        """Stop every process in it: nothing it left running competes with the side being measured."""
-        self._signal_all(signal.SIGSTOP)
+        """Stop every process in it: nothing it left running competes with the side being measured.
+        A stop signal lands asynchronously, so this returns once each process is seen stopped."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            self._signal_all(signal.SIGSTOP)
+            running = [pid for pid in self.members() if _state(pid) not in ("T", "t", "Z", "X", None)]
+            if not running or time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
         self.frozen = True
 
     def thaw(self) -> None:

@@ -3,8 +3,10 @@ process, their passes interleaved on the same fresh inputs, re-measured while a 
 
 from __future__ import annotations
 
+import gc
 import secrets
 import statistics
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -90,19 +92,33 @@ def run(sides: Sequence[SideSpec], settings: Settings, info: SandboxInfo, prompt
         labels = _open(processes, [s.label for s in sides])
         if baseline not in labels:
             return results, secret
-        _measure(labels, results, processes, settings, prompts, FreshInputs(secret), settings.warmup, settings.repeats)
-        open_verdicts = [s.label for s in sides[1:] if _inconclusive(results, baseline, s)]
-        extra = settings.max_repeats - settings.repeats
-        if open_verdicts and extra > 0 and results[baseline].failure is None:
-            labels = _open(processes, [baseline, *open_verdicts])
-            _measure(labels, results, processes, settings, prompts, FreshInputs(secret, settings.repeats), WarmupPolicy(0), extra)
-        for label in _open(processes, [s.label for s in sides]):
-            _transfer_cost(results[label], processes[label], settings, prompts)
+        with _no_collector_pauses():
+            _measure(labels, results, processes, settings, prompts, FreshInputs(secret), settings.warmup, settings.repeats)
+            open_verdicts = [s.label for s in sides[1:] if _inconclusive(results, baseline, s)]
+            extra = settings.max_repeats - settings.repeats
+            if open_verdicts and extra > 0 and results[baseline].failure is None:
+                labels = _open(processes, [baseline, *open_verdicts])
+                _measure(labels, results, processes, settings, prompts, FreshInputs(secret, settings.repeats), WarmupPolicy(0), extra)
+            for label in _open(processes, [s.label for s in sides]):
+                _transfer_cost(results[label], processes[label], settings, prompts)
     finally:
         for label, process in processes.items():
             results[label].peak_rss_gb = process.sandbox.peak_rss_gb
             process.close()
     return results, secret
+
+
+@contextmanager
+def _no_collector_pauses():
+    """The trusted side's garbage collector stays off while it times round trips: a collection is
+    its own cost, and (being deterministic in allocations) it would land on the same side's pass
+    every time. Reference counting still frees the transcripts' buffers as they go."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _measure(labels: list[str], results: dict[str, SideResult], processes: dict[str, CodeProcess], settings: Settings,
