@@ -291,3 +291,17 @@ def test_an_open_verdict_is_re_measured_and_stays_open_if_the_passes_disagree(tm
     record = compare(results["baseline"], results["erratic"], scorer.scores(np.zeros((8, 1, 1, 3)), list("abcdefgh")), scorer, 1.0, None, 25.0)
     assert record["repeats"] == 6 and record["verdict"] == "inconclusive" and record["reason"] == "inconclusive"
     assert record["speedup_min"] < 1.0 < record["speedup_max"] and record["psnr_min_db"] == 99 and record["images_checked"] == 24
+
+
+@needs_bwrap
+def test_a_sandbox_that_cannot_be_made_is_the_reason(tmp_path, monkeypatch):
+    from accel_bench.evaluate import sandbox as sandbox_module
+    from accel_bench.evaluate import session
+
+    made = sandbox_module.command
+    monkeypatch.setattr(sandbox_module, "command", lambda *a: made(*a)[:1] + ["--bind", "/nonexistent", "/x"] + made(*a)[1:])
+    (tmp_path / "base.py").write_text(LIGHT_FILE.format(sleep=0.0))
+    settings = session.Settings("unused", 64, 2, "cpu", "auto", 0, WarmupPolicy(0), 1, 1, 60)
+    results, _ = session.run([SideSpec("baseline", tmp_path / "base.py", 6)], settings, probe(SandboxConfig(), False), list("ab"))
+    failure = results["baseline"].failure
+    assert failure.reason == "sandbox" and "bwrap could not make the sandbox" in failure.message and "/nonexistent" in failure.message

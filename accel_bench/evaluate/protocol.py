@@ -139,6 +139,10 @@ class CodeProcess:
         raise SideStopped(message)
 
     def _fail(self, error: BaseException, during: str) -> None:
+        if not self.sandbox.alive():
+            self.sandbox.last_words()  # all of its output read
+            if self.sandbox.never_made():
+                self._stop("sandbox", f"bwrap could not make the sandbox: {self.sandbox.last_words()}")
         if self.sandbox.out_of_memory:
             self._stop("out_of_memory", f"went over the sandbox's {self.sandbox.info.memory_gb:.1f} GB while {during}")
         if isinstance(error, TimeoutError):

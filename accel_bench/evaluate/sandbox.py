@@ -204,17 +204,16 @@ class SandboxedProcess:
         self._root = self.process.pid
         if info.kind == "bwrap":
             with os.fdopen(read_info, "rb") as f:
-                raw = f.read(4096)  # bwrap writes one JSON object, then closes it
+                raw = f.read(4096)  # bwrap writes one JSON object once its child exists, then closes it
             try:
                 self._root = int(json.loads(raw.decode() or "{}")["child-pid"])
                 self._namespace = os.readlink(f"/proc/{self._root}/ns/pid")
             except (KeyError, ValueError, OSError):
-                self._root = self.process.pid  # bwrap failed to start: its exit status says why
-        else:
-            os.close(read_info)
+                pass  # no child, or one already gone: the process's exit and output say why
         self.log: list[str] = []
         self.frozen = False
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self._log_reader = threading.Thread(target=self._read_log, daemon=True)
+        self._log_reader.start()
         WATCHDOG.watch(self)
 
     def _read_log(self) -> None:
@@ -222,6 +221,16 @@ class SandboxedProcess:
         assert self.process.stdout is not None
         for raw in iter(self.process.stdout.readline, b""):
             self.log = (self.log + [raw[:2000].decode(errors="replace").rstrip()])[-40:]
+
+    def last_words(self) -> str:
+        """Once it has exited: the last lines it printed."""
+        self.process.wait()
+        self._log_reader.join(timeout=5)
+        return " | ".join(self.log[-3:])[-600:]
+
+    def never_made(self) -> bool:
+        """bwrap exited without running the command: it says why in lines of its own."""
+        return self.info.kind == "bwrap" and not self.alive() and any(line.startswith("bwrap: ") for line in self.log[-5:])
 
     def members(self, namespaces: Optional[dict[str, list[int]]] = None) -> list[int]:
         """Every process of the sandbox: by PID namespace, or (unsandboxed) descendants of the root."""
