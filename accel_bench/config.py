@@ -125,7 +125,8 @@ def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
         raise
 
 
-_NODE_KINDS = {"IntegerNode": "an integer", "FloatNode": "a number", "BooleanNode": "true or false", "StringNode": "a string"}
+_NODE_KINDS = {"IntegerNode": "an integer", "FloatNode": "a number", "BooleanNode": "true or false", "StringNode": "a string",
+               "ListConfig": "a list, e.g. [a,b]"}
 
 
 def check_overrides(arguments: Sequence[str], config_name: str) -> None:
@@ -250,8 +251,16 @@ def check(cfg: DictConfig) -> Target:
     if cfg.num_prompts > available:
         raise ConfigError("num_prompts", cfg.num_prompts, f"at most {available} (the prompts={cfg.prompts.source} set has {available})")
 
-    target = Target(pipeline=pipeline.name, family=pipeline.family, down_blocks=unet_down_blocks(pipeline), steps=cfg.steps)
-    accelerators.build(cfg.accel, target)
+    target = Target(pipeline=pipeline.name, family=pipeline.family, down_blocks=unet_down_blocks(pipeline), steps=cfg.steps,
+                    device=resolve_device(cfg.device).partition(":")[0])
+    built = accelerators.build(cfg.accel, target)
+    compiled = [acc.params for acc in built if acc.name == "compile"]
+    if compiled and cfg.warmup_batches != "auto":
+        # compilation runs on the first call, CUDA graphs are captured on the next ones: never inside a timed batch
+        least = 3 if compiled[0].mode in ("reduce-overhead", "max-autotune") else 1
+        if cfg.warmup_batches < least:
+            raise ConfigError("warmup_batches", cfg.warmup_batches, f"auto or >= {least} with accel.mode={compiled[0].mode} "
+                              "(torch.compile works on the first calls, outside the timed batches)")
     return target
 
 

@@ -167,6 +167,12 @@ def _save_images(run_dir: Path, sides: dict[str, Measurement]) -> None:
             Image.fromarray(pixels).save(folder / f"{index:04d}.png")
 
 
+def _compile_s(measured: Measurement) -> float:
+    """What compilation cost: it runs in the first (warm-up) calls, so the warm-up's time beyond as
+    many batches at the measured median."""
+    return max(0.0, sum(measured.warmup_times_s) - len(measured.warmup_times_s) * measured.batch_time_median_s)
+
+
 def _ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
     return numerator / denominator if numerator is not None and denominator else None
 
@@ -337,6 +343,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         flops_s=accel.flops_s,
         base_flops_s=base.flops_s,
         scoring_s=scoring_s,
+        compile_s=_compile_s(accel) if "compile" in cfg.accel.methods else None,
         **identity,
     )
 
@@ -359,6 +366,7 @@ def format_summary(row: ResultRow, summary_path: str) -> str:
         f"{'batch median (s)':24}{fmt(row.base_batch_time_median_s, '.4f'):>12}{fmt(row.batch_time_median_s, '.4f'):>22}",
         f"{'GFLOP / image':24}{fmt(row.base_flops_per_image, '.2f'):>12}{fmt(row.flops_per_image, '.2f'):>22}   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
         f"{'peak memory (GB)':24}{fmt(row.base_peak_mem_gb, '.2f'):>12}{fmt(row.peak_mem_gb, '.2f'):>22}",
+        *([f"{'compile (s)':24}{'':>12}{row.compile_s:>22.1f}   in the warm-up, outside the latency"] if row.compile_s is not None else []),
         f"{'CLIP score':24}{fmt(row.base_clip_score, '.2f'):>12}{fmt(row.clip_score, '.2f'):>22}   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
         f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}",
         f"params {json.dumps(row.accel_params, sort_keys=True)} | CLIP {row.clip_model} ({row.clip_weights})",

@@ -164,3 +164,30 @@ def test_flop_count_agrees_with_flop_counter_mode(pipes, pipeline, accel):
         with lean:
             generate(accelerated.call)
     assert lean.total > 0 and lean.total == reference.get_total_flops()
+
+
+def test_compile_stacks_on_a_method_and_leaving_restores_the_eager_modules(pipes):
+    """torch.compile (inductor, on the CPU) on the tiny VAE decoder, small enough to compile in seconds."""
+    cfg = compose_run_config(["pipeline=tiny", *fast_overrides("deepcache_compile"), "accel.compile_targets=[vae_decoder]"])
+    pipe = pipes["tiny"]
+    set_scheduler(pipe, cfg.scheduler)
+    deepcache, compiled = build(cfg.accel, check(cfg))
+    state = module_state(pipe)
+    with applied(pipe, [deepcache]) as eager:
+        eager.reset(3)
+        expected = generate(eager.call)
+    with applied(pipe, [deepcache, compiled]) as accelerated:
+        assert "_compiled_call_impl" in pipe.vae.decoder.__dict__ and "_compiled_call_impl" not in pipe.unet.__dict__
+        accelerated.reset(3)
+        images = generate(accelerated.call)
+    assert np.abs(images - expected).max() < 1e-4  # the same computation, compiled
+    assert module_state(pipe) == state and "_compiled_call_impl" not in pipe.vae.decoder.__dict__
+    assert compiled.record() == {"compile_targets": ["vae_decoder"], "fullgraph": False, "mode": "default"}
+
+
+def test_compile_cost_is_the_warm_up_beyond_steady_batches():
+    from accel_bench.experiment import _compile_s
+    from accel_bench.measure import Measurement
+
+    measured = Measurement([1.0, 1.2, 1.0], [2, 2, 2], 1, [31.0, 1.5], None, None, np.zeros((6, 1, 1, 3)))
+    assert _compile_s(measured) == pytest.approx(30.5)

@@ -65,6 +65,10 @@ RULES = [
     (["accel=tgate", "accel.fi_interval=0"], "accel.fi_interval"),
     (["accel=tgate", "accel.warm_up=-1"], "accel.warm_up"),
     (["accel=deepcache", "accel.ratio=0.5"], "accel.ratio"),
+    (["accel=compile", "accel.mode=reduce-overhead", "device=cpu"], "accel.mode"),  # CUDA graphs need a GPU
+    (["accel=deepcache_compile", "accel.mode=fastest"], "accel.mode"),
+    (["accel=compile", "accel.compile_targets=[text_encoder]"], "accel.compile_targets"),
+    (["accel=compile", "warmup_batches=0"], "warmup_batches"),
     (["dtype=fp8"], "dtype"),
     (["dtype=fp16", "device=cpu"], "dtype"),
     ([f"device=cuda:{torch.cuda.device_count()}"], "device"),

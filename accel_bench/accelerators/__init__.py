@@ -14,14 +14,16 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
 from .base import Accelerator, Target
+from .compile import Compile
 from .deepcache import DeepCache
 from .snapshot import PipelineSnapshot
 from .tgate import TGate
 from .tome import ToMe
 
 # Application order of a composition; removal runs in reverse. T-GATE comes after DeepCache
-# because it binds its DeepCache-aware sampling loop to the DeepCache helper.
-METHODS: dict[str, type[Accelerator]] = {cls.name: cls for cls in (DeepCache, ToMe, TGate)}
+# because it binds its DeepCache-aware sampling loop to the DeepCache helper; compile comes last,
+# so it compiles the modules as the other methods left them.
+METHODS: dict[str, type[Accelerator]] = {cls.name: cls for cls in (DeepCache, ToMe, TGate, Compile)}
 
 
 def param_fields() -> dict[str, Any]:

@@ -16,6 +16,7 @@ class Target:
     family: str  # "sd" (SD1.x / SD2.x layout) or "sdxl"
     down_blocks: int  # len(unet.down_blocks)
     steps: int
+    device: str = "cpu"  # the device type the run resolves to: cpu | cuda
 
 
 class Accelerator(ABC):

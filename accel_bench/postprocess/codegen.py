@@ -26,7 +26,12 @@ PARAM_CONSTANTS = {
     "sp_interval": "SP_INTERVAL",
     "fi_interval": "FI_INTERVAL",
     "warm_up": "WARM_UP",
+    "mode": "COMPILE_MODE",
+    "fullgraph": "FULLGRAPH",
+    "compile_targets": "COMPILE_TARGETS",
 }
+# where each compile target lives in a pipeline (accelerators.compile.COMPILE_TARGETS)
+_COMPILE_PATHS = {"unet": "pipe.unet", "vae_decoder": "pipe.vae.decoder"}
 _TGATE_LOADERS = {
     ("sd", False): "TgateSDLoader",
     ("sd", True): "TgateSDDeepCacheLoader",
@@ -114,6 +119,12 @@ def generate_code(spec: CodeSpec, docstring: str) -> str:
         loader = _TGATE_LOADERS[(spec.family, deepcache)]
         args = ", cache_interval=CACHE_INTERVAL, cache_branch_id=CACHE_BRANCH_ID" if deepcache else ""
         load.append(f"    pipe = {loader}(pipe{args})  # adds pipe.tgate{'; enables DeepCache' if deepcache else ''}")
+    if "compile" in methods:
+        paths = ", ".join(f'"{name}": {path}' for name, path in _COMPILE_PATHS.items())
+        load += [
+            "    for name in COMPILE_TARGETS:  # torch.compile: it compiles on the first calls",
+            f"        {{{paths}}}[name].compile(mode=None if COMPILE_MODE == \"default\" else COMPILE_MODE, fullgraph=FULLGRAPH)",
+        ]
     load.append("    return pipe")
 
     call = "pipe.tgate" if tgate else "pipe"
