@@ -28,6 +28,7 @@ PARAMS = {
     "deepcache": {"cache_interval": 3, "cache_branch_id": 1},
     "tome": {"ratio": 0.4, "max_downsample": 2, "sx": 2, "sy": 2, "use_rand": True},
     "tgate": {"gate_step": 10, "sp_interval": 3, "fi_interval": 1, "warm_up": 0},
+    "compile": {"mode": "default", "fullgraph": False, "compile_targets": ["vae_decoder"]},  # the tiny decoder compiles in seconds
 }
 PIPELINES = {
     "tiny": dict(pipeline_label="tiny", family="sd"),
@@ -143,7 +144,7 @@ def _spec(accel, pipeline, scheduler="dpmsolver", steps=25):
 
 
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
-@pytest.mark.parametrize("accel", ACCELS[1:])
+@pytest.mark.parametrize("accel", ACCELS[1:] + ["deepcache_compile"])
 def test_generated_code_runs_with_its_steps_sampler_and_parameters(tmp_path, pipeline, accel, monkeypatch):
     spec = _spec(accel, pipeline)
     path = tmp_path / "task.py"
@@ -162,6 +163,8 @@ def test_generated_code_runs_with_its_steps_sampler_and_parameters(tmp_path, pip
     params = spec.params
     if "deepcache" in spec.methods:
         assert (pipe.deepcache.params["cache_interval"], pipe.deepcache.params["cache_block_id"]) == (3, params["cache_branch_id"] // 3)
+    if "compile" in spec.methods:
+        assert "_compiled_call_impl" in pipe.vae.decoder.__dict__ and "_compiled_call_impl" not in pipe.unet.__dict__
     if "tome" in spec.methods:
         assert pipe.unet._tome_info["args"]["ratio"] == params["ratio"]
         assert pipe.unet._tome_info["args"]["max_downsample"] == params["max_downsample"]
