@@ -4,6 +4,10 @@
 #   bench/evaluator_gpu.sh sd15   # run.py's SD1.5 DeepCache row -> post-process -> its manifest evaluated three times
 #   bench/evaluator_gpu.sh sdxl   # SDXL: the reference baseline against its DeepCache ground truth, pair mode
 #
+# sd15 knobs (environment): PROMPTS (8) per pass for run.py and the evaluator; TASKS=all (both
+# templates' tasks) or speedup (the speedup template's three); EVALS, the evaluations to run ("1 2 3";
+# a later call can run "3" alone: the dataset stays in /tmp while the machine is held).
+#
 # Both: real architectures with random weights, fp16, DDIM 50 steps, batch 4. The report
 # (bench/evaluator_gpu_report.py) gives the round trip's share of a batch, the ground truth's speedup
 # by the evaluator against run.py's, and each task's verdict in every evaluation. Results go to $OUT
@@ -32,25 +36,32 @@ quiet() { grep -v "it/s\]\|batch/s\]\|s/batch\]\|s/it\]"; }
 
 case "$step" in
   sd15)
-    common=(pipeline=sd15 pipeline.weights=random steps=50 batch_size=4 num_prompts=8 dtype=fp16)
-    rm -rf /tmp/ev_sweep /tmp/ev_data /tmp/ev_agent
+    prompts=${PROMPTS:-8}
+    common=(pipeline=sd15 pipeline.weights=random steps=50 batch_size=4 num_prompts=$prompts dtype=fp16)
+    evals=${EVALS:-1 2 3}
+    if [ "${evals%% *}" = 1 ]; then
+    rm -rf /tmp/ev_sweep /tmp/ev_data /tmp/ev_agent /tmp/ev_eval_*
     python run.py "${common[@]}" accel=deepcache accel.cache_interval=3 accel.cache_branch_id=0 repeats=3 interleave=true \
       count_flops=false hydra.run.dir=/tmp/ev_sweep/run summary_path=/tmp/ev_sweep/summary.csv 2>&1 | quiet | tee "$out/sd15_run.log"
     python -m accel_bench.postprocess sweep_dir=/tmp/ev_sweep out_dir=/tmp/ev_data include_random=true "budgets=[0.05]" \
       "grid.pipelines=[sd15]" "grid.schedulers=[ddim]" "grid.steps=[50]" 2>&1 | quiet | tail -n 5
     mkdir -p /tmp/ev_agent
-    python - <<'EOF'
-import json, shutil
-for e in json.load(open("/tmp/ev_data/manifest.json")):  # the candidates are the ground truth itself
+    TASKS=${TASKS:-all} python - <<'EOF'
+import json, os, shutil
+entries = json.load(open("/tmp/ev_data/manifest.json"))
+if os.environ["TASKS"] == "speedup":
+    entries = [e for e in entries if e["category"] == "speedup"]
+json.dump(entries, open("/tmp/ev_data/manifest_evaluated.json", "w"), indent=2)
+for e in entries:  # the candidates are the ground truth itself
     shutil.copy(f"/tmp/ev_data/{e['path_to_gt_code']}", f"/tmp/ev_agent/{e['path_to_gen_code']}")
 EOF
-    for i in 1 2 3; do
-      python -m accel_bench.evaluate manifest=/tmp/ev_data/manifest.json code_dir=/tmp/ev_agent out_dir=/tmp/ev_eval_$i \
-        models.sd15=random num_prompts=8 dtype=fp16 "${sandbox[@]}" 2>&1 | quiet | tee "$out/sd15_evaluate_$i.log"
+    fi
+    for i in $evals; do
+      python -m accel_bench.evaluate manifest=/tmp/ev_data/manifest_evaluated.json code_dir=/tmp/ev_agent out_dir=/tmp/ev_eval_$i \
+        models.sd15=random num_prompts=$prompts dtype=fp16 "${sandbox[@]}" 2>&1 | quiet | tee "$out/sd15_evaluate_$i.log"
     done
     cp /tmp/ev_sweep/summary.csv "$out/sd15_run_summary.csv"
-    python bench/evaluator_gpu_report.py sd15 --run /tmp/ev_sweep/summary.csv --evaluations /tmp/ev_eval_1 /tmp/ev_eval_2 /tmp/ev_eval_3 \
-      --out "$out/sd15_report.json"
+    python bench/evaluator_gpu_report.py sd15 --run /tmp/ev_sweep/summary.csv --evaluations /tmp/ev_eval_* --out "$out/sd15_report.json"
     ;;
   sdxl)
     rm -rf /tmp/ev_xl && mkdir -p /tmp/ev_xl

@@ -13,6 +13,7 @@ baseline's for the same inputs and speedups decided with their spread (``verdict
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +27,7 @@ from ..prompts import load_prompts
 from . import session
 from .codefile import code_identity, declared_steps
 from .config import EvaluateConfig, check, model_location, register_configs
-from .records import clip_scores, compare, sandbox_record
+from .records import clip_scores, compare
 from .sandbox import SandboxInfo, probe
 from .session import SideResult, SideSpec
 
@@ -65,7 +66,7 @@ def _base_scores(scorer: Any, base: SideResult) -> Optional[np.ndarray]:
 
 
 def _common(weights: str, secret: int, info: SandboxInfo, settings: session.Settings) -> dict[str, Any]:
-    return {"model_weights": weights, "input_seed": secret, "sandbox": sandbox_record(info), "batch_size": settings.batch_size,
+    return {"model_weights": weights, "input_seed": secret, "sandbox": dataclasses.asdict(info), "batch_size": settings.batch_size,
             "device": settings.device}
 
 

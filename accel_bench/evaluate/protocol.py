@@ -13,6 +13,8 @@ import json
 import os
 import select
 import struct
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,8 +99,6 @@ class CodeProcess:
     @classmethod
     def launch(cls, label: str, info: SandboxInfo, request: dict[str, Any], readable: list[str], timeout_s: float) -> "CodeProcess":
         """Start ``python -m accel_bench.evaluate.serve`` on the file and ask it to load; ``ready`` waits."""
-        import sys
-
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -139,6 +139,11 @@ class CodeProcess:
         raise SideStopped(message)
 
     def _fail(self, error: BaseException, during: str) -> None:
+        if isinstance(error, (EOFError, BrokenPipeError)):  # its end of a pipe closed: it is exiting, or has
+            try:
+                self.sandbox.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         if not self.sandbox.alive():
             self.sandbox.last_words()  # all of its output read
             if self.sandbox.never_made():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from typing import Any, Optional
 
@@ -10,7 +9,6 @@ import numpy as np
 
 from .session import SideResult
 from .verdicts import REASONS, image_findings, median_interval, speed_verdict, summarize_psnr
-from .sandbox import SandboxInfo
 
 
 def clip_scores(scorer: Any, result: SideResult) -> np.ndarray:
@@ -78,7 +76,3 @@ def compare(base: SideResult, side: SideResult, base_scores: Optional[np.ndarray
     record["reason"] = record["reasons"][0] if record["reasons"] else None
     record["passed"] = None if target is None and budget is None else not record["reasons"]
     return record
-
-
-def sandbox_record(info: SandboxInfo) -> dict[str, Any]:
-    return dataclasses.asdict(info)
