@@ -65,6 +65,12 @@ def _base_scores(scorer: Any, base: SideResult) -> Optional[np.ndarray]:
     return clip_scores(scorer, base) if base.failure is None and base.measured else None
 
 
+def _baseline_record(base: SideResult) -> dict[str, Any]:
+    return {"path": str(base.spec.path), "status": "failed" if base.failure else "ok",
+            "error": base.failure.message if base.failure else None, "round_trip_s": base.round_trip_s,
+            "batch_time_s": base.batch_time_s}
+
+
 def _common(weights: str, secret: int, info: SandboxInfo, settings: session.Settings) -> dict[str, Any]:
     return {"model_weights": weights, "input_seed": secret, "sandbox": dataclasses.asdict(info), "batch_size": settings.batch_size,
             "device": settings.device}
@@ -115,9 +121,7 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
                 "prompt_id": entry["prompt_id"], "task_key": entry["task_key"],
                 **compare(base, candidate, base_scores, scorer, target, budget, cfg.min_psnr_db),
                 "gt": compare(base, results["gt"], base_scores, scorer, target, budget, cfg.min_psnr_db),
-                "baseline": {"path": str(base.spec.path), "status": "failed" if base.failure else "ok",
-                             "error": base.failure.message if base.failure else None, "round_trip_s": base.round_trip_s,
-                             "batch_time_s": base.batch_time_s},
+                "baseline": _baseline_record(base),
                 "num_images": len(prompts), **_common(weights, secret, info, settings),
             }
             metrics_path = out_dir / entry["path_to_metrics"]
@@ -155,9 +159,7 @@ def evaluate_pair(cfg: Any, info: SandboxInfo) -> dict[str, Any]:
     scorer = _scorer(cfg, weights)
     base = results["baseline"]
     metrics = {**compare(base, results["candidate"], _base_scores(scorer, base), scorer, cfg.target_speedup, cfg.quality_budget, cfg.min_psnr_db),
-               "baseline": {"path": str(base.spec.path), "status": "failed" if base.failure else "ok",
-                            "error": base.failure.message if base.failure else None, "round_trip_s": base.round_trip_s,
-                            "batch_time_s": base.batch_time_s},
+               "baseline": _baseline_record(base),
                "num_images": len(prompts), **_common(weights, secret, info, settings)}
     out_dir = Path(cfg.out_dir or "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)

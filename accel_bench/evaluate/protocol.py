@@ -78,7 +78,7 @@ class Exchange:
 
 @dataclass
 class Failure:
-    reason: str  # crashed | timed_out | out_of_memory | wrong_images
+    reason: str  # one of verdicts.REASONS: sandbox, missing, crashed, timed_out, out_of_memory, wrong_images
     message: str
 
 
@@ -158,35 +158,35 @@ class CodeProcess:
         tail = " | ".join(self.sandbox.log[-3:])[-600:]
         self._stop("crashed", f"the process ended (exit code {code}) while {during}{': ' + tail if tail else ''}")
 
+    def _round_trip(self, request: dict[str, Any], count: int, during: str) -> np.ndarray:
+        """Send one request, read back exactly ``count`` images of the task's size, or stop the side."""
+        if self.failure is not None:
+            raise SideStopped(self.failure.message)
+        shape = (count, self.resolution, self.resolution, 3)
+        try:
+            send(self.to_code, request)
+            header, payload = receive(self.from_code, time.monotonic() + self.timeout_s, max_payload=int(np.prod(shape)))
+        except (TimeoutError, EOFError, ValueError, OSError) as error:
+            self._fail(error, during)
+        if "error" in header:
+            self._stop("crashed", f"{during} failed: {str(header['error'])[:500]}")
+        if header.get("shape") != list(shape) or len(payload) != int(np.prod(shape)):
+            self._stop("wrong_images", f"returned {len(payload)} bytes as images of shape {header.get('shape')} "
+                                       f"while {during} of {shape[0]} at {shape[1]}x{shape[2]} RGB")
+        return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+
     def generate(self, prompts: list[str], generators: list[torch.Generator]) -> np.ndarray:
         """``measure``'s Generate: one round trip. Inside the timed call, so it does only what every
         side needs alike: send, read the bytes, check their size."""
-        if self.failure is not None:
-            raise SideStopped(self.failure.message)
         seeds = [g.initial_seed() for g in generators]
-        shape = (len(prompts), self.resolution, self.resolution, 3)
-        try:
-            send(self.to_code, {"op": "generate", "prompts": prompts, "seeds": seeds})
-            header, payload = receive(self.from_code, time.monotonic() + self.timeout_s, max_payload=int(np.prod(shape)))
-        except (TimeoutError, EOFError, ValueError, OSError) as error:
-            self._fail(error, "generating a batch")
-        if "error" in header:
-            self._stop("crashed", f"generating a batch failed: {str(header['error'])[:500]}")
-        if header.get("shape") != list(shape) or len(payload) != int(np.prod(shape)):
-            self._stop("wrong_images", f"returned images of shape {header.get('shape')} for a batch of {shape[0]} at {shape[1]}x{shape[2]} RGB")
-        images = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+        images = self._round_trip({"op": "generate", "prompts": prompts, "seeds": seeds}, len(prompts), "generating a batch")
         self.transcript.append(Exchange(list(prompts), seeds, images))
         return images
 
     def echo(self, prompts: list[str], generators: list[torch.Generator]) -> np.ndarray:
         """The transfer alone: the process sends back a batch's worth of bytes, runs nothing."""
-        shape = (len(prompts), self.resolution, self.resolution, 3)
-        try:
-            send(self.to_code, {"op": "echo", "prompts": prompts, "seeds": [g.initial_seed() for g in generators], "shape": list(shape)})
-            header, payload = receive(self.from_code, time.monotonic() + self.timeout_s, max_payload=int(np.prod(shape)))
-        except (TimeoutError, EOFError, ValueError, OSError) as error:
-            self._fail(error, "echoing a batch")
-        return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+        shape = [len(prompts), self.resolution, self.resolution, 3]
+        return self._round_trip({"op": "echo", "shape": shape}, len(prompts), "echoing a batch")
 
     @contextmanager
     def turn(self) -> Iterator[tuple[Any, None]]:

@@ -157,5 +157,7 @@ def _transfer_cost(result: SideResult, process: CodeProcess, settings: Settings,
     with process.turn():
         echoed = measure(process.echo, prompts, batch_size=settings.batch_size, seed=0, warmup_batches=1,
                          device=TRUSTED_DEVICE, count_flops=False, label=f"{result.spec.label} transfer")
-    if echoed is not None:
+    if echoed is None:
+        result.failure = process.failure  # it answered the echo with the wrong bytes
+    else:
         result.round_trip_s = statistics.median(echoed.batch_times_s)
