@@ -74,12 +74,18 @@ AccelConfig.__module__ = __name__  # pickled by reference into submitit's job pr
 
 
 @dataclass
+class BaselineConfig:
+    compile: str = "none"  # none (eager) | a torch.compile mode: the UNet compiled whole, as production serves it
+
+
+@dataclass
 class RunConfig:
     pipeline: PipelineConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     accel: AccelConfig = MISSING  # type: ignore[valid-type]
     prompts: PromptsConfig = MISSING
     clip: ClipConfig = field(default_factory=ClipConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     steps: int = 50
     batch_size: int = 4
     num_prompts: int = 8
@@ -253,13 +259,12 @@ def check(cfg: DictConfig) -> Target:
 
     target = Target(pipeline=pipeline.name, family=pipeline.family, down_blocks=unet_down_blocks(pipeline), steps=cfg.steps,
                     device=resolve_device(cfg.device).partition(":")[0])
-    built = accelerators.build(cfg.accel, target)
-    compiled = [acc.params for acc in built if acc.name == "compile"]
-    if compiled and cfg.warmup_batches != "auto":
+    built = accelerators.build(cfg.accel, target) + accelerators.baseline_methods(cfg.baseline, target)
+    for compiled in (acc.params for acc in built if acc.name == "compile"):
         # compilation runs on the first call, CUDA graphs are captured on the next ones: never inside a timed batch
-        least = 3 if compiled[0].mode in ("reduce-overhead", "max-autotune") else 1
-        if cfg.warmup_batches < least:
-            raise ConfigError("warmup_batches", cfg.warmup_batches, f"auto or >= {least} with accel.mode={compiled[0].mode} "
+        least = 3 if compiled.mode in accelerators.CUDA_GRAPH_MODES else 1
+        if cfg.warmup_batches != "auto" and cfg.warmup_batches < least:
+            raise ConfigError("warmup_batches", cfg.warmup_batches, f"auto or >= {least} with torch.compile's {compiled.mode} mode "
                               "(torch.compile works on the first calls, outside the timed batches)")
     return target
 

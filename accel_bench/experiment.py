@@ -152,7 +152,9 @@ def _measure(sides: list[tuple[str, list[accelerators.Accelerator]]], pipe: Any,
         device=device,
         repeats=config.resolve_repeats(cfg.repeats, str(device)),
         interleave=interleave,
-        count_flops=cfg.count_flops,
+        # a compiled side is not counted: the counting mode does not see inside compiled graphs, and
+        # its one-image call would compile the graphs again for that shape
+        count_flops=[cfg.count_flops and not any(m.name == "compile" for m in methods) for _, methods in sides],
         labels=[label for label, _ in sides],
     )
 
@@ -217,6 +219,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, gpus_a
         steps=cfg.steps,
         batch_size=cfg.batch_size,
         accel=cfg.accel.name,
+        baseline=accelerators.baseline_name(cfg.baseline),
         seed=cfg.seed,
         guidance_scale=cfg.guidance_scale,
         versions=versions(),
@@ -251,18 +254,19 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
     pipe = loaded.pipe
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
     methods = accelerators.build(cfg.accel, target)
+    base_methods = accelerators.baseline_methods(cfg.baseline, target)
     clip = choose_clip(cfg.clip.model, cfg.clip.pretrained, cfg.pipeline.weights)
     scorer = clip_scorer(clip, device, cfg.clip.batch_size)
-    log.info("%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s",
+    log.info("%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s, against the %s baseline",
              cfg.pipeline.label, cfg.pipeline.weights, loaded.source, cfg.scheduler.label, cfg.steps,
-             len(prompts), cfg.batch_size, cfg.accel.name, device, _DTYPE_NAMES[dtype])
+             len(prompts), cfg.batch_size, cfg.accel.name, device, _DTYPE_NAMES[dtype], accelerators.baseline_name(cfg.baseline))
 
     def measure_baseline() -> Baseline:
-        (measured,) = _measure([("baseline", [])], pipe, prompts, cfg, device, resolution, interleave=False)
+        (measured,) = _measure([("baseline", base_methods)], pipe, prompts, cfg, device, resolution, interleave=False)
         return Baseline(measured, scorer.scores(measured.images, prompts))
 
     if cfg.interleave:  # the baseline is re-measured, its passes alternating with the accelerated ones
-        base_side, accel_side = _measure([("baseline", []), (cfg.accel.name, methods)], pipe, prompts, cfg, device, resolution, interleave=True)
+        base_side, accel_side = _measure([("baseline", base_methods), (cfg.accel.name, methods)], pipe, prompts, cfg, device, resolution, interleave=True)
         baseline, baseline_cached = Baseline(base_side, scorer.scores(base_side.images, prompts)), False
     else:
         key = baseline_key(
@@ -273,6 +277,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
             device=physical_device(device),
             dtype=_DTYPE_NAMES[dtype],
             resolution=resolution,
+            baseline=accelerators.baseline_name(cfg.baseline),
             **{k: cfg[k] for k in ("steps", "batch_size", "seed", "warmup_batches", "warmup_tolerance", "warmup_max_batches",
                                    "repeats", "guidance_scale", "count_flops")},
         )
@@ -344,6 +349,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
         base_flops_s=base.flops_s,
         scoring_s=scoring_s,
         compile_s=_compile_s(accel) if "compile" in cfg.accel.methods else None,
+        base_compile_s=_compile_s(base) if base_methods else None,
         **identity,
     )
 
@@ -366,10 +372,11 @@ def format_summary(row: ResultRow, summary_path: str) -> str:
         f"{'batch median (s)':24}{fmt(row.base_batch_time_median_s, '.4f'):>12}{fmt(row.batch_time_median_s, '.4f'):>22}",
         f"{'GFLOP / image':24}{fmt(row.base_flops_per_image, '.2f'):>12}{fmt(row.flops_per_image, '.2f'):>22}   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
         f"{'peak memory (GB)':24}{fmt(row.base_peak_mem_gb, '.2f'):>12}{fmt(row.peak_mem_gb, '.2f'):>22}",
-        *([f"{'compile (s)':24}{'':>12}{row.compile_s:>22.1f}   in the warm-up, outside the latency"] if row.compile_s is not None else []),
+        *([f"{'compile (s)':24}{fmt(row.base_compile_s, '.1f'):>12}{fmt(row.compile_s, '.1f'):>22}   in the warm-up, outside the latency"]
+          if row.compile_s is not None or row.base_compile_s is not None else []),
         f"{'CLIP score':24}{fmt(row.base_clip_score, '.2f'):>12}{fmt(row.clip_score, '.2f'):>22}   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
         f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}",
-        f"params {json.dumps(row.accel_params, sort_keys=True)} | CLIP {row.clip_model} ({row.clip_weights})",
+        f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | CLIP {row.clip_model} ({row.clip_weights})",
         f"row appended to {summary_path}; details in {row.run_dir}/result.json",
     ]
     return "\n".join(lines)

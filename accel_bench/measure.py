@@ -227,6 +227,7 @@ class FlopCount(TorchDispatchMode):
 class _Side:
     opener: SideOpener
     label: str
+    count_flops: bool = True
     warmup_times: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
@@ -247,14 +248,16 @@ def measure_sides(
     device: torch.device,
     repeats: int = 1,
     interleave: bool = False,
-    count_flops: bool = True,
+    count_flops: Union[bool, Sequence[bool]] = True,
     labels: Sequence[str] = (),
     fresh: Optional[FreshInputs] = None,
 ) -> list[Optional[Measurement]]:
     """Measure each side ``repeats`` times over ``prompts``: side by side, or alternating passes.
-    A side whose ``generate`` raises ``SideStopped`` gets None; the others are measured in full."""
+    ``count_flops``: for all sides, or per side. A side whose ``generate`` raises ``SideStopped``
+    gets None; the others are measured in full."""
     runner = _Runner(prompts, batch_size, seed, device, fresh)
-    sides = [_Side(opener, label) for opener, label in zip(openers, list(labels) + [""] * len(openers))]
+    counted = [count_flops] * len(openers) if isinstance(count_flops, bool) else list(count_flops)
+    sides = [_Side(opener, label, count_flops=c) for opener, label, c in zip(openers, list(labels) + [""] * len(openers), counted)]
 
     def one_pass(side: _Side, repeat: int) -> None:
         if side.stopped:
@@ -280,7 +283,7 @@ def measure_sides(
                 side.images = np.concatenate(outputs)
             if device.type == "cuda":
                 side.peak = max(side.peak or 0.0, torch.cuda.max_memory_allocated(device) / 1e9)
-            if count_flops and repeat == repeats - 1:
+            if side.count_flops and repeat == repeats - 1:
                 # FLOPs per image do not depend on the batch size: one image is enough, and cheap
                 counter, began = FlopCount(), time.perf_counter()
                 with counter:

@@ -98,6 +98,8 @@ class ResultRow:
     base_flops_s: Optional[float] = None  # ... baseline side (spent by whichever job measured it)
     scoring_s: Optional[float] = None  # seconds of this job's CLIP scoring and PSNR / SSIM
     compile_s: Optional[float] = None  # torch.compile's cost: the accelerated side's warm-up beyond as many steady batches
+    baseline: Optional[str] = None  # what the speedup is over: eager, or compile:<mode> (the UNet, whole graph)
+    base_compile_s: Optional[float] = None  # ... the compiled baseline's (spent by whichever job measured it)
     pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
     job_s: Optional[float] = None  # wall seconds since the process's previous job (its first: since the process started)

@@ -54,3 +54,25 @@ def tiny_xl_pipe():
 @pytest.fixture
 def pipes(tiny_pipe, tiny_xl_pipe):
     return {"tiny": tiny_pipe, "tiny_xl": tiny_xl_pipe}
+
+
+@pytest.fixture
+def traced_only(monkeypatch):
+    """torch.compile with dynamo tracing as it is, the traced graphs run as traced instead of by
+    inductor (whose kernels take minutes to build for the tiny UNet on this CPU); yields the graphs
+    dynamo made. ``nn.Module.compile`` calls ``torch.compile`` too."""
+    import torch._dynamo
+
+    graphs, real = [], torch.compile
+
+    def keep(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    def compile_traced(model=None, *, mode=None, fullgraph=False, dynamic=None, **kwargs):
+        return real(model, backend=keep, fullgraph=fullgraph, dynamic=dynamic)
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", compile_traced)
+    yield graphs
+    torch._dynamo.reset()

@@ -191,3 +191,40 @@ def test_compile_cost_is_the_warm_up_beyond_steady_batches():
 
     measured = Measurement([1.0, 1.2, 1.0], [2, 2, 2], 1, [31.0, 1.5], None, None, np.zeros((6, 1, 1, 3)))
     assert _compile_s(measured) == pytest.approx(30.5)
+
+
+
+def test_deepcache_on_a_compiled_unet_is_two_graphs_each_traced_once(pipes, traced_only):
+    """Traced through DeepCache's own wrappers, a compiled UNet recompiles at every step; its full and
+    cached steps as two graphs are traced once (the full one again once its cache exists) and
+    give eager DeepCache's images exactly."""
+    import torch._dynamo
+
+    cfg = compose_run_config(["pipeline=tiny", *fast_overrides("deepcache_compile"), "accel.fullgraph=true", "accel.cache_interval=3"])
+    pipe = pipes["tiny"]
+    set_scheduler(pipe, cfg.scheduler)
+    deepcache, compiled = build(cfg.accel, check(cfg))
+    state = module_state(pipe)
+    with applied(pipe, [deepcache]) as eager:
+        eager.reset(3)
+        expected = generate(eager.call)
+    for _ in range(2):  # re-applied as every measured pass does
+        with applied(pipe, [deepcache, compiled]) as accelerated:
+            for _ in range(2):
+                accelerated.reset(3)
+                assert np.array_equal(generate(accelerated.call), expected)
+    full, cached, full_again = (len(graph.graph.nodes) for graph in traced_only)  # 4 steps: full, cached, cached, full
+    assert full == full_again and cached < full / 4
+    assert module_state(pipe) == state
+    assert torch._dynamo.config.fail_on_recompile_limit_hit is False  # set while compiled, put back
+
+
+def test_compile_with_deepcache_and_tgate_fails_with_its_reason(pipes, traced_only):
+    cfg = compose_run_config(["pipeline=tiny", *fast_overrides("tgate_deepcache"), "accel.methods=[deepcache,tgate,compile]",
+                              "accel.mode=default", "accel.fullgraph=false", "accel.compile_targets=[unet]"])
+    pipe = pipes["tiny"]
+    state = module_state(pipe)
+    with pytest.raises(RuntimeError, match="DeepCache and T-GATE together is not supported"):
+        with applied(pipe, build(cfg.accel, check(cfg))):
+            pass
+    assert module_state(pipe) == state and not traced_only

@@ -69,6 +69,9 @@ RULES = [
     (["accel=deepcache_compile", "accel.mode=fastest"], "accel.mode"),
     (["accel=compile", "accel.compile_targets=[text_encoder]"], "accel.compile_targets"),
     (["accel=compile", "warmup_batches=0"], "warmup_batches"),
+    (["baseline.compile=fast"], "baseline.compile"),
+    (["baseline.compile=reduce-overhead", "device=cpu"], "baseline.compile"),  # CUDA graphs need a GPU
+    (["accel=deepcache", "baseline.compile=default", "warmup_batches=0"], "warmup_batches"),
     (["dtype=fp8"], "dtype"),
     (["dtype=fp16", "device=cpu"], "dtype"),
     ([f"device=cuda:{torch.cuda.device_count()}"], "device"),

@@ -128,3 +128,18 @@ def test_run_id_identifies_the_measured_configuration():
     base = experiment.run_id(compose_run_config())
     assert experiment.run_id(compose_run_config(["summary_path=elsewhere.csv", "save_images=true"])) == base
     assert experiment.run_id(compose_run_config(["accel.cache_interval=4"])) != base
+
+
+def test_a_row_on_a_compiled_baseline_names_it_and_keeps_its_own_baseline(tmp_path, traced_only):
+    """DeepCache on a compiled UNet against a compiled baseline (traced by dynamo, run as traced: see
+    ``traced_only``); the eager baseline measured before is not reused for it."""
+    common = [*FAST, "accel=deepcache_compile", f"summary_path={tmp_path / 'summary.csv'}"]
+    eager = experiment.run(compose_run_config(common), tmp_path / "eager")
+    strong = experiment.run(compose_run_config([*common, "baseline.compile=default"]), tmp_path / "strong")
+    assert (eager.status, strong.status) == ("ok", "ok"), strong.error
+    assert (eager.baseline, strong.baseline) == ("eager", "compile:default")
+    assert eager.base_compile_s is None and strong.base_compile_s is not None and strong.compile_s is not None
+    assert strong.baseline_cached is False and eager.run_id != strong.run_id
+    assert strong.flops_per_image is None and strong.base_flops_per_image is None  # compiled sides are not counted
+    assert eager.base_flops_per_image is not None
+    assert strong.psnr_db > 30  # DeepCache against the same baseline computation, compiled

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
 from .base import Accelerator, Target
-from .compile import Compile
+from .compile import COMPILE_MODES, CUDA_GRAPH_MODES, Compile, CompileParams
 from .deepcache import DeepCache
 from .snapshot import PipelineSnapshot
 from .tgate import TGate
@@ -55,6 +55,25 @@ def build(accel: Mapping[str, Any], target: Target) -> list[Accelerator]:
         cls.check(params, target)
         accelerators.append(cls(params, target))
     return accelerators
+
+
+def baseline_methods(baseline: Mapping[str, Any], target: Target) -> list[Accelerator]:
+    """The baseline's methods: none (eager), or torch.compile on the whole UNet (``baseline.compile``)."""
+    mode = baseline["compile"]
+    if mode == "none":
+        return []
+    modes = ("none",) + COMPILE_MODES
+    if mode not in modes:
+        raise ConfigError("baseline.compile", mode, " | ".join(modes))
+    if mode in CUDA_GRAPH_MODES and target.device == "cpu":
+        cpu_modes = " | ".join(m for m in modes if m not in CUDA_GRAPH_MODES)
+        raise ConfigError("baseline.compile", mode, f"{cpu_modes} on a CPU ({mode} captures CUDA graphs: it needs a GPU)")
+    return [Compile(CompileParams(mode=mode, fullgraph=True, compile_targets=["unet"]), target)]
+
+
+def baseline_name(baseline: Mapping[str, Any]) -> str:
+    """How a row names its baseline: ``eager``, or ``compile:<mode>``."""
+    return "eager" if baseline["compile"] == "none" else f"compile:{baseline['compile']}"
 
 
 def params_record(accelerators: Sequence[Accelerator]) -> dict[str, Any]:
@@ -100,4 +119,5 @@ def applied(pipe: Any, accelerators: Sequence[Accelerator]) -> Iterator[AppliedP
         snapshot.restore()
 
 
-__all__ = ["Accelerator", "AppliedPipeline", "METHODS", "Target", "applied", "build", "param_fields", "params_record"]
+__all__ = ["Accelerator", "AppliedPipeline", "CUDA_GRAPH_MODES", "METHODS", "Target", "applied", "baseline_methods", "baseline_name",
+           "build", "param_fields", "params_record"]

@@ -45,6 +45,7 @@ class DeepCache(Accelerator):
         self.helper.disable()
 
     def reset(self, pipe: Any, seed: int) -> None:
-        # enable() is not idempotent (it would wrap the UNet twice): always disable first.
-        self.helper.disable()
-        self.helper.enable()
+        # The step count enable() starts from, set in place: re-enabling would wrap every block anew,
+        # and new wrappers make a compiled UNet retrace (see cached_steps). The cache is kept: the
+        # first step is always a full one and overwrites it, and an emptied cache is a new graph too.
+        self.helper.cur_timestep, self.helper.start_timestep = 0, None

@@ -1,0 +1,83 @@
+"""DeepCache on a compiled UNet: the full step and the cached step as two graphs, each compiled once.
+
+DeepCache decides in Python, at every block of every UNet call, whether the block runs or returns
+the features cached at the last full step. torch.compile traces those decisions (and DeepCache's
+step counter) into the graph and guards on them, so a UNet compiled under DeepCache recompiles at
+every step until dynamo gives up (issue 17: no faster than eager DeepCache). Here the decision is
+taken once per UNet call, outside the graph: the full step and the cached step are two compiled
+functions, each traced with DeepCache's own ``is_skip_step`` answers for its phase held fixed. In
+the CUDA-graph modes each is captured once; the features the full step caches stay in the graph
+pool at fixed addresses, which the cached step's graph reads.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import torch
+
+FULL, CACHED = "full", "cached"
+
+
+def _full_step(forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return forward(*args, **kwargs)
+
+
+def _cached_step(forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    # the same body as _full_step, but its own code object: dynamo keeps one cache per code object
+    return forward(*args, **kwargs)
+
+
+def _fixed_answers(helper: Any, phase: str) -> Callable[..., bool]:
+    """DeepCache's ``is_skip_step`` for every wrapped block, answered ahead for a full step
+    (step 0 of an interval) or a cached step (step 1), as a constant table dynamo folds away."""
+    probe = SimpleNamespace(params=helper.params, cur_timestep=0 if phase == FULL else 1, start_timestep=0)
+    decide = type(helper).is_skip_step
+    answers = {(blocktype, block_i, layer_i): decide(probe, block_i, layer_i, blocktype)
+               for key in helper.function_dict if isinstance(key, tuple)
+               for blocktype, _, block_i, layer_i in [key]}
+
+    def is_skip_step(block_i: int, layer_i: int, blocktype: str = "down") -> bool:
+        return answers[(blocktype, block_i, layer_i)]
+
+    return is_skip_step
+
+
+class CompiledCachedSteps:
+    """Installed as ``unet.forward`` over DeepCache's own wrapper (whose ``.item()`` per call would
+    sync, and break a CUDA graph); ``reset`` starts a pipeline call at a full step."""
+
+    def __init__(self, pipe: Any, helper: Any, mode: str, fullgraph: bool, cuda_graphs: bool):
+        self.pipe, self.helper = pipe, helper
+        self.deepcache_forward = pipe.unet.__dict__["forward"]  # DeepCache's wrapper, put back by remove
+        self.unet_forward = helper.function_dict["unet_forward"]  # the UNet's own forward
+        self.answers = {phase: _fixed_answers(helper, phase) for phase in (FULL, CACHED)}
+        options = dict(mode=None if mode == "default" else mode, fullgraph=fullgraph, dynamic=False)
+        self.steps = {FULL: torch.compile(_full_step, **options), CACHED: torch.compile(_cached_step, **options)}
+        self.cuda_graphs = cuda_graphs
+        self.calls = 0
+        pipe.unet.forward = self.forward
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # DeepCache counts a step by its timestep's index in the schedule; the schedulers accel_bench
+        # runs call the UNet once per step, so the call count since the pipeline call began is that index
+        steps = len(self.pipe.scheduler.timesteps)
+        if self.calls >= steps:
+            raise RuntimeError(f"DeepCache on a compiled UNet: UNet call {self.calls + 1} of a {steps}-step schedule; "
+                               "it needs a scheduler that calls the UNet once per step")
+        phase = FULL if self.calls % self.helper.params["cache_interval"] == 0 else CACHED
+        self.calls += 1
+        self.helper.is_skip_step = self.answers[phase]
+        if phase == FULL and self.cuda_graphs:
+            # a new generation of the graph tree: the features cached by the last full step are
+            # replaced, never read again, so the full step's graph may overwrite them in place
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.steps[phase](self.unet_forward, *args, **kwargs)
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def remove(self) -> None:
+        self.pipe.unet.forward = self.deepcache_forward
+        self.helper.__dict__.pop("is_skip_step", None)
