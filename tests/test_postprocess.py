@@ -83,6 +83,13 @@ def test_selection_takes_the_fastest_within_each_budget(tmp_path):
     assert select(measured, [0.05], include_random=False) == []  # random weights are admitted only on request
 
 
+def test_rows_over_a_compiled_baseline_make_no_tasks(tmp_path):
+    """A task's baseline code is the eager pipeline: a speedup over a compiled one is no target for it."""
+    measured, statuses = measured_of(tmp_path, [row(speedup=2.0, baseline="eager"), row(speedup=9.0, baseline="compile:reduce-overhead"),
+                                                row(speedup=1.5)])  # a row of an accel_bench before compiled baselines
+    assert sorted(m.speedup for m in measured) == [1.5, 2.0] and len(statuses) == 2
+
+
 def test_ties_are_broken_deterministically(tmp_path):
     rows = [row(accel="tome", speedup=2.0, clip_loss=0.01), row(accel="deepcache", speedup=2.0, clip_loss=0.01), row(accel="tgate", speedup=2.0, clip_loss=0.005)]
     measured, _ = measured_of(tmp_path, rows)

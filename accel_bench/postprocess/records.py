@@ -84,6 +84,9 @@ def read_summaries(sweep_dirs: Iterable[Path]) -> tuple[list[Measured], list[Row
         if missing:
             raise ConfigError("sweep_dir", str(sweep_dir), f"a sweep whose summary has the columns {', '.join(missing)} (written by an older accel_bench? re-run the sweep)")
         for row in frame.to_dict("records"):
+            baseline = row.get("baseline")
+            if isinstance(baseline, str) and baseline != "eager":
+                continue  # a speedup over a compiled baseline: the tasks' baseline code is the eager pipeline
             statuses.append(RowStatus(row["pipeline"], row["scheduler"], int(row["steps"]), row["status"], row["weights"]))
             if row["status"] != "ok":
                 continue
