@@ -228,3 +228,28 @@ def test_compile_with_deepcache_and_tgate_fails_with_its_reason(pipes, traced_on
         with applied(pipe, build(cfg.accel, check(cfg))):
             pass
     assert module_state(pipe) == state and not traced_only
+
+
+def test_recompiling_past_the_limit_fails_and_names_what_recompiled(traced_only):
+    """What T-GATE and ToMe do to a compiled UNet on the GPU (bench/README.md "Strong baselines"), on a
+    toy: Python state the graph branches on changes at every call. Dynamo would run eager from its
+    limit on, in silence; under the compile plug-in the call fails, naming the function and the guard."""
+    import torch._dynamo
+
+    from accel_bench.accelerators.compile import RecompileLimit
+
+    class Stepped(torch.nn.Module):
+        step = 0
+
+        def forward(self, x):
+            return x * self.step
+
+    module = Stepped()
+    with RecompileLimit() as limit:
+        compiled = limit.explained(torch.compile(module))
+        with pytest.raises(RuntimeError, match=r"torch.compile: dynamo recompiled 'forward' .* past its recompile_limit \(8; last guard failed: .*step.*\)"):
+            for step in range(20):
+                module.step = step
+                compiled(torch.ones(2))
+        assert len(traced_only) == 8
+    assert torch._dynamo.config.fail_on_recompile_limit_hit is False

@@ -90,6 +90,13 @@ def test_rows_over_a_compiled_baseline_make_no_tasks(tmp_path):
     assert sorted(m.speedup for m in measured) == [1.5, 2.0] and len(statuses) == 2
 
 
+def test_deepcache_on_a_compiled_unet_makes_no_task(tmp_path):
+    """Its speed is cached_steps' two graphs, which a generated file does not carry: no ground truth for it."""
+    on_unet = row(accel="deepcache_compile", speedup=3.0, accel_params={**PARAMS["deepcache"], **PARAMS["compile"], "compile_targets": ["unet"]})
+    measured, _ = measured_of(tmp_path, [on_unet, row(accel="deepcache_compile", speedup=2.5)])  # the decoder compiled: a task
+    assert [m.speedup for m in measured] == [2.5]
+
+
 def test_ties_are_broken_deterministically(tmp_path):
     rows = [row(accel="tome", speedup=2.0, clip_loss=0.01), row(accel="deepcache", speedup=2.0, clip_loss=0.01), row(accel="tgate", speedup=2.0, clip_loss=0.005)]
     measured, _ = measured_of(tmp_path, rows)

@@ -12,6 +12,8 @@ in silence (dynamo's default): a compiled row is compiled, or it says why not.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional
 
@@ -26,6 +28,49 @@ COMPILE_TARGETS: dict[str, Callable[[Any], Any]] = {
     "unet": lambda pipe: pipe.unet,
     "vae_decoder": lambda pipe: pipe.vae.decoder,
 }
+
+
+class RecompileLimit(logging.Handler):
+    """While a method is compiled: dynamo's recompile limit fails the call (its default is to run
+    eager from there on, in silence), and the failure names what dynamo logged: the function it
+    kept recompiling and the last guard that failed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.hit: Optional[str] = None
+
+    def __enter__(self) -> "RecompileLimit":
+        import torch._dynamo
+
+        self.was = torch._dynamo.config.fail_on_recompile_limit_hit
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        logging.getLogger("torch._dynamo.convert_frame").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch._dynamo
+
+        torch._dynamo.config.fail_on_recompile_limit_hit = self.was
+        logging.getLogger("torch._dynamo.convert_frame").removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "hit config." in str(record.msg):
+            limit, value, function, reason = tuple(record.args or ())[:4]  # type: ignore[arg-type]
+            guard = " ".join(str(reason).strip().splitlines()[0].split())[:240] if str(reason).strip() else "not given"
+            self.hit = f"dynamo recompiled {function} past its {limit} ({value}; last guard failed: {guard})"
+
+    def explained(self, compiled: Callable[..., Any]) -> Callable[..., Any]:
+        from torch._dynamo.exc import FailOnRecompileLimitHit
+
+        @functools.wraps(compiled)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return compiled(*args, **kwargs)
+            except FailOnRecompileLimitHit as error:
+                raise RuntimeError(f"torch.compile: {self.hit or error}: the method's Python changes under the graph at every "
+                                   "call, and dynamo would run it eager from here on") from error
+
+        return call
 
 
 @dataclass(frozen=True)
@@ -57,30 +102,27 @@ class Compile(Accelerator):
             raise ConfigError("accel.compile_targets", names, f"distinct modules of the pipeline among {', '.join(COMPILE_TARGETS)}")
 
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
-        import torch._dynamo
-
         deepcache = active.get("deepcache")
         stacked = deepcache is not None and "unet" in self.params.compile_targets
         if stacked and "tgate" in active:
             raise RuntimeError("torch.compile with DeepCache and T-GATE together is not supported: T-GATE's sampling "
                                "loop re-wraps DeepCache's helper at the gate step, under the compiled steps")
-        self.fail_on_limit = torch._dynamo.config.fail_on_recompile_limit_hit
-        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        self.limit = RecompileLimit().__enter__()
         self.cached_steps: Optional[CompiledCachedSteps] = None
         if stacked:
             self.cached_steps = CompiledCachedSteps(pipe, deepcache.helper, self.params.mode, self.params.fullgraph,
-                                                    cuda_graphs=self.params.mode in CUDA_GRAPH_MODES)
+                                                    cuda_graphs=self.params.mode in CUDA_GRAPH_MODES, wrap=self.limit.explained)
         for name in self.params.compile_targets:
             if name == "unet" and self.cached_steps is not None:
                 continue
             mode = None if self.params.mode == "default" else self.params.mode
             # dynamic=False: one graph per shape, as a deployment compiled for its batch size has
-            COMPILE_TARGETS[name](pipe).compile(mode=mode, fullgraph=self.params.fullgraph, dynamic=False)
+            module = COMPILE_TARGETS[name](pipe)
+            module.compile(mode=mode, fullgraph=self.params.fullgraph, dynamic=False)
+            module._compiled_call_impl = self.limit.explained(module._compiled_call_impl)
 
     def remove(self, pipe: Any) -> None:
-        import torch._dynamo
-
-        torch._dynamo.config.fail_on_recompile_limit_hit = self.fail_on_limit
+        self.limit.__exit__(None, None, None)
         if self.cached_steps is not None:
             self.cached_steps.remove()
         for name in self.params.compile_targets:
