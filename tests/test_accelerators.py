@@ -35,8 +35,8 @@ def module_state(pipe):
     return state
 
 
-def prepared(pipes, pipeline, accel):
-    cfg = compose_run_config([f"pipeline={pipeline}", *fast_overrides(accel)])
+def prepared(pipes, pipeline, accel, *overrides):
+    cfg = compose_run_config([f"pipeline={pipeline}", *fast_overrides(accel), *overrides])
     pipe = pipes[pipeline]
     set_scheduler(pipe, cfg.scheduler)
     return pipe, build(cfg.accel, check(cfg))
@@ -166,16 +166,16 @@ def test_flop_count_agrees_with_flop_counter_mode(pipes, pipeline, accel):
     assert lean.total > 0 and lean.total == reference.get_total_flops()
 
 
-def test_compile_stacks_on_a_method_and_leaving_restores_the_eager_modules(pipes):
-    """torch.compile (inductor, on the CPU) on the tiny VAE decoder, small enough to compile in seconds."""
-    cfg = compose_run_config(["pipeline=tiny", *fast_overrides("deepcache_compile"), "accel.compile_targets=[vae_decoder]"])
-    pipe = pipes["tiny"]
-    set_scheduler(pipe, cfg.scheduler)
-    deepcache, compiled = build(cfg.accel, check(cfg))
-    state = module_state(pipe)
+def eager_deepcache(pipe, deepcache):
     with applied(pipe, [deepcache]) as eager:
         eager.reset(3)
-        expected = generate(eager.call)
+        return generate(eager.call)
+
+
+def test_compile_stacks_on_a_method_and_leaving_restores_the_eager_modules(pipes):
+    """torch.compile (inductor, on the CPU) on the tiny VAE decoder, small enough to compile in seconds."""
+    pipe, (deepcache, compiled) = prepared(pipes, "tiny", "deepcache_compile", "accel.compile_targets=[vae_decoder]")
+    state, expected = module_state(pipe), eager_deepcache(pipe, deepcache)
     with applied(pipe, [deepcache, compiled]) as accelerated:
         assert "_compiled_call_impl" in pipe.vae.decoder.__dict__ and "_compiled_call_impl" not in pipe.unet.__dict__
         accelerated.reset(3)
@@ -200,14 +200,8 @@ def test_deepcache_on_a_compiled_unet_is_two_graphs_each_traced_once(pipes, trac
     give eager DeepCache's images exactly."""
     import torch._dynamo
 
-    cfg = compose_run_config(["pipeline=tiny", *fast_overrides("deepcache_compile"), "accel.fullgraph=true", "accel.cache_interval=3"])
-    pipe = pipes["tiny"]
-    set_scheduler(pipe, cfg.scheduler)
-    deepcache, compiled = build(cfg.accel, check(cfg))
-    state = module_state(pipe)
-    with applied(pipe, [deepcache]) as eager:
-        eager.reset(3)
-        expected = generate(eager.call)
+    pipe, (deepcache, compiled) = prepared(pipes, "tiny", "deepcache_compile", "accel.fullgraph=true", "accel.cache_interval=3")
+    state, expected = module_state(pipe), eager_deepcache(pipe, deepcache)
     for _ in range(2):  # re-applied as every measured pass does
         with applied(pipe, [deepcache, compiled]) as accelerated:
             for _ in range(2):
