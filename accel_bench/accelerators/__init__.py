@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
 from .base import Accelerator, Target
-from .compile import COMPILE_MODES, CUDA_GRAPH_MODES, Compile, CompileParams
+from .compile import CUDA_GRAPH_MODES, Compile, CompileParams
 from .deepcache import DeepCache
 from .snapshot import PipelineSnapshot
 from .tgate import TGate
@@ -62,13 +62,12 @@ def baseline_methods(baseline: Mapping[str, Any], target: Target) -> list[Accele
     mode = baseline["compile"]
     if mode == "none":
         return []
-    modes = ("none",) + COMPILE_MODES
-    if mode not in modes:
-        raise ConfigError("baseline.compile", mode, " | ".join(modes))
-    if mode in CUDA_GRAPH_MODES and target.device == "cpu":
-        cpu_modes = " | ".join(m for m in modes if m not in CUDA_GRAPH_MODES)
-        raise ConfigError("baseline.compile", mode, f"{cpu_modes} on a CPU ({mode} captures CUDA graphs: it needs a GPU)")
-    return [Compile(CompileParams(mode=mode, fullgraph=True, compile_targets=["unet"]), target)]
+    params = CompileParams(mode=mode, fullgraph=True, compile_targets=["unet"])
+    try:
+        Compile.check(params, target)
+    except ConfigError as error:  # the same rules, named by the key that set the mode
+        raise ConfigError("baseline.compile", mode, f"none | {error.allowed}") from None
+    return [Compile(params, target)]
 
 
 def baseline_name(baseline: Mapping[str, Any]) -> str:

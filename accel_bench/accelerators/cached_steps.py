@@ -48,13 +48,12 @@ class CompiledCachedSteps:
     """Installed as ``unet.forward`` over DeepCache's own wrapper (whose ``.item()`` per call would
     sync, and break a CUDA graph); ``reset`` starts a pipeline call at a full step."""
 
-    def __init__(self, pipe: Any, helper: Any, mode: str, fullgraph: bool, cuda_graphs: bool,
+    def __init__(self, pipe: Any, helper: Any, options: dict[str, Any], cuda_graphs: bool,
                  wrap: Callable[[Callable[..., Any]], Callable[..., Any]]):
         self.pipe, self.helper = pipe, helper
         self.deepcache_forward = pipe.unet.__dict__["forward"]  # DeepCache's wrapper, put back by remove
         self.unet_forward = helper.function_dict["unet_forward"]  # the UNet's own forward
         self.answers = {phase: _fixed_answers(helper, phase) for phase in (FULL, CACHED)}
-        options = dict(mode=None if mode == "default" else mode, fullgraph=fullgraph, dynamic=False)
         self.steps = {FULL: wrap(torch.compile(_full_step, **options)), CACHED: wrap(torch.compile(_cached_step, **options))}
         self.cuda_graphs = cuda_graphs
         self.calls = 0

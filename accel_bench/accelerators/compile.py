@@ -108,17 +108,17 @@ class Compile(Accelerator):
             raise RuntimeError("torch.compile with DeepCache and T-GATE together is not supported: T-GATE's sampling "
                                "loop re-wraps DeepCache's helper at the gate step, under the compiled steps")
         self.limit = RecompileLimit().__enter__()
+        # dynamic=False: one graph per shape, as a deployment compiled for its batch size has
+        options = dict(mode=None if self.params.mode == "default" else self.params.mode, fullgraph=self.params.fullgraph, dynamic=False)
         self.cached_steps: Optional[CompiledCachedSteps] = None
         if stacked:
-            self.cached_steps = CompiledCachedSteps(pipe, deepcache.helper, self.params.mode, self.params.fullgraph,
-                                                    cuda_graphs=self.params.mode in CUDA_GRAPH_MODES, wrap=self.limit.explained)
+            self.cached_steps = CompiledCachedSteps(pipe, deepcache.helper, options, cuda_graphs=self.params.mode in CUDA_GRAPH_MODES,
+                                                    wrap=self.limit.explained)
         for name in self.params.compile_targets:
             if name == "unet" and self.cached_steps is not None:
                 continue
-            mode = None if self.params.mode == "default" else self.params.mode
-            # dynamic=False: one graph per shape, as a deployment compiled for its batch size has
             module = COMPILE_TARGETS[name](pipe)
-            module.compile(mode=mode, fullgraph=self.params.fullgraph, dynamic=False)
+            module.compile(**options)
             module._compiled_call_impl = self.limit.explained(module._compiled_call_impl)
 
     def remove(self, pipe: Any) -> None:
