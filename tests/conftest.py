@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,8 +15,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-# One random-weight cache for the session (and for the run.py subprocesses it starts), offline.
-os.environ.setdefault("ACCEL_BENCH_CACHE", tempfile.mkdtemp(prefix="accel_bench_test_cache_"))
+# One random-weight cache for the session (and for the run.py subprocesses it starts), offline;
+# removed at the session's end unless the caller named its own.
+_OWN_CACHE = None if "ACCEL_BENCH_CACHE" in os.environ else tempfile.mkdtemp(prefix="accel_bench_test_cache_")
+if _OWN_CACHE:
+    os.environ["ACCEL_BENCH_CACHE"] = _OWN_CACHE
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from accel_bench.config import compose_run_config, register_configs  # noqa: E402
@@ -26,6 +30,11 @@ register_configs()
 # Small enough for a 2-core CPU; T-GATE's gate must fall inside the few steps.
 FAST = ["steps=4", "batch_size=2", "num_prompts=3", "warmup_batches=1"]
 ACCELS = ["none", "deepcache", "tome", "tgate", "deepcache_tome", "tgate_deepcache", "tgate_tome", "tgate_deepcache_tome"]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def fast_overrides(accel: str) -> list[str]:
