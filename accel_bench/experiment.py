@@ -259,7 +259,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
     scorer = clip_scorer(clip, device, cfg.clip.batch_size)
     log.info("%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s, against the %s baseline",
              cfg.pipeline.label, cfg.pipeline.weights, loaded.source, cfg.scheduler.label, cfg.steps,
-             len(prompts), cfg.batch_size, cfg.accel.name, device, _DTYPE_NAMES[dtype], accelerators.baseline_name(cfg.baseline))
+             len(prompts), cfg.batch_size, cfg.accel.name, device, _DTYPE_NAMES[dtype], identity["baseline"])
 
     def measure_baseline() -> Baseline:
         (measured,) = _measure([("baseline", base_methods)], pipe, prompts, cfg, device, resolution, interleave=False)
@@ -277,7 +277,7 @@ def _run_checked(cfg: DictConfig, run_dir: Path, target: accelerators.Target, id
             device=physical_device(device),
             dtype=_DTYPE_NAMES[dtype],
             resolution=resolution,
-            baseline=accelerators.baseline_name(cfg.baseline),
+            baseline=identity["baseline"],
             **{k: cfg[k] for k in ("steps", "batch_size", "seed", "warmup_batches", "warmup_tolerance", "warmup_max_batches",
                                    "repeats", "guidance_scale", "count_flops")},
         )
