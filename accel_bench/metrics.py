@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .images import to_uint8
+
 TINY_CLIP = "accel-bench-tiny-clip"  # a small randomly initialised CLIP for tiny / random-weight runs
 TINY_CLIP_CONFIG = Path(__file__).parent / "model_configs" / "clip" / f"{TINY_CLIP}.json"
 # DeepCache's evaluation protocol, for pipelines with real weights.
@@ -39,11 +41,6 @@ def choose_clip(model: str, pretrained: Optional[str], pipeline_weights: str) ->
     if model == "tiny":
         return ClipChoice(TINY_CLIP, None)
     return ClipChoice(model, pretrained)
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Pipeline floats in [0, 1] to the 8-bit pixels a user saves (NaN from fp16 overflow -> 0)."""
-    return (np.nan_to_num(images, nan=0.0).clip(0, 1) * 255).round().astype(np.uint8)
 
 
 class ClipScorer:

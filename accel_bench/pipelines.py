@@ -28,7 +28,6 @@ MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 RANDOM_WEIGHTS_FORMAT = "v1"  # bump when the bundled configs or the build change
 RANDOM_WEIGHTS_SEED = 0
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def architecture_config(architecture: str, component: str) -> dict[str, Any]:
@@ -113,12 +112,6 @@ def random_weights_dir(architecture: str, cache_dir: str, device: str = "cpu") -
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return DTYPES[dtype]
 
 
 @dataclass

@@ -30,8 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accel_bench.measure import prompt_generators  # noqa: E402
-from accel_bench.metrics import psnr_db, to_uint8  # noqa: E402
-from accel_bench.pipelines import random_weights_dir, resolve_dtype  # noqa: E402
+from accel_bench.environment import resolve_dtype  # noqa: E402
+from accel_bench.images import to_uint8  # noqa: E402
+from accel_bench.metrics import psnr_db  # noqa: E402
+from accel_bench.pipelines import random_weights_dir  # noqa: E402
 from accel_bench.postprocess.codegen import CodeSpec, generate_code  # noqa: E402
 from accel_bench.prompts import load_prompts  # noqa: E402
 

@@ -23,7 +23,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from accel_bench import accelerators, config
 from accel_bench.errors import exit_2_on_config_error
-from accel_bench.experiment import device_name, pipeline_call, prepare_pipeline
+from accel_bench.environment import device_name
+from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import Measurement, measure
 from accel_bench.prompts import load_prompts
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from accel_bench.experiment import device_name
+from accel_bench.environment import device_name
 
 
 def launches_us(count: int) -> float:

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from accel_bench import accelerators, config
 from accel_bench.errors import exit_2_on_config_error
-from accel_bench.experiment import device_name, pipeline_call, prepare_pipeline
+from accel_bench.environment import device_name
+from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import prompt_generators, prompt_seed
 from accel_bench.prompts import load_prompts
 from hydra_plugins.accel_bench_sweeper.grid_sweeper import expand_grids

@@ -305,3 +305,14 @@ def test_a_sandbox_that_cannot_be_made_is_the_reason(tmp_path, monkeypatch):
     results, _ = session.run([SideSpec("baseline", tmp_path / "base.py", 6)], settings, probe(SandboxConfig(), False), list("ab"))
     failure = results["baseline"].failure
     assert failure.reason == "sandbox" and "bwrap could not make the sandbox" in failure.message and "/nonexistent" in failure.message
+
+
+def test_the_candidate_side_imports_nothing_of_the_run_path():
+    """serve.py runs beside candidate code: it loads the wire format, seeding and pixels, not the config,
+    accelerators, timing, metrics or records (which a candidate could patch, and which cost start-up)."""
+    script = "import sys, accel_bench.evaluate.serve; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+    ours = {m for m in loaded if m.startswith("accel_bench")}
+    assert ours == {"accel_bench", "accel_bench.environment", "accel_bench.evaluate", "accel_bench.evaluate.serve",
+                    "accel_bench.evaluate.wire", "accel_bench.images"}, ours
+    assert not {m for m in loaded if m.split(".")[0] in ("hydra", "omegaconf", "diffusers", "open_clip")}

@@ -5,7 +5,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from accel_bench.metrics import PRETRAINED_CLIP, TINY_CLIP, ClipChoice, ClipScorer, choose_clip, psnr_db, ssim, to_uint8
+from accel_bench.images import to_uint8
+from accel_bench.metrics import PRETRAINED_CLIP, TINY_CLIP, ClipChoice, ClipScorer, choose_clip, psnr_db, ssim
 
 
 def _pair(seed=0, noise=0.1):

@@ -5,10 +5,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..config import check_overrides
+from ..config import CONF_DIR, check_overrides
 from ..errors import exit_2_on_config_error
-from ..results import fmt
-from . import check, evaluate_manifest, evaluate_pair, probe, register_configs
+from ..console import fmt
+from .config import check, register_configs
+from .evaluator import evaluate_manifest, evaluate_pair
+from .sandbox import probe
 
 register_configs()
 
@@ -19,7 +21,7 @@ def _verdict(m: dict) -> str:
     return "; passed" if m["passed"] else f"; not passed: {m['reason']}"
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_2_on_config_error():
         mode = check(cfg)

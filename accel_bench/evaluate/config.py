@@ -8,13 +8,13 @@ from typing import Any, Dict, Optional
 
 from omegaconf import OmegaConf
 
-from ..config import CONF_DIR, ClipConfig, PipelineConfig, PromptsConfig
+from ..config import CONF_DIR, ClipConfig, PipelineConfig, PromptsConfig, group_options
 from ..errors import ConfigError
 from ..pipelines import random_weights_dir
 from ..prompts import load_prompts
 from .sandbox import SandboxConfig
 
-PIPELINES = ("tiny", "tiny_xl", "sd15", "sd21", "sdxl")
+PIPELINES = tuple(group_options("pipeline"))
 
 
 @dataclass

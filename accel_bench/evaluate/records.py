@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..measure import pass_speedups
 from .session import SideResult
 from .verdicts import REASONS, image_findings, median_interval, speed_verdict, summarize_psnr
 
@@ -51,7 +52,7 @@ def compare(base: SideResult, side: SideResult, base_scores: Optional[np.ndarray
             reasons.append("unfaithful")
             record["error"] = record["error"] or (f"{found.unfaithful} of {found.checked} images below {min_psnr_db:g} dB PSNR against the "
                                                   f"baseline's for the same prompt and seed (lowest {record['psnr_min_db']:.1f} dB)")
-        ratios = [b / s for b, s in zip(base.pass_latencies_s, side.pass_latencies_s)]
+        ratios = pass_speedups(base.pass_latencies_s, side.pass_latencies_s)
         low, high = median_interval(ratios)
         record.update(
             status="ok" if found.wrong is None else "failed", speedups=ratios, repeats=len(ratios),

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..experiment import seed_everything
-from ..metrics import to_uint8
-from ..pipelines import resolve_dtype
-from .protocol import receive, send
+from ..environment import resolve_dtype, seed_everything
+from ..images import to_uint8
+from .wire import receive, send
 
 MODEL_ENV = "ACCEL_BENCH_MODEL_ID"  # for files that build a module-level pipe themselves
 

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..measure import FreshInputs, WarmupPolicy, measure, measure_sides
+from ..measure import FreshInputs, WarmupPolicy, measure, measure_sides, pass_speedups
 from .protocol import CodeProcess, Exchange, Failure
 from .sandbox import SandboxInfo
 from .verdicts import speed_verdict
@@ -142,7 +142,7 @@ def _measure(labels: list[str], results: dict[str, SideResult], processes: dict[
 
 def ratios(results: dict[str, SideResult], baseline: str, label: str) -> list[float]:
     """Per-pass speedups: pass r of the baseline over pass r of the side (both saw the same inputs)."""
-    return [b / s for b, s in zip(results[baseline].pass_latencies_s, results[label].pass_latencies_s)]
+    return pass_speedups(results[baseline].pass_latencies_s, results[label].pass_latencies_s)
 
 
 def _inconclusive(results: dict[str, SideResult], baseline: str, spec: SideSpec) -> bool:

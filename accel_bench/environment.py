@@ -1,0 +1,78 @@
+"""Facts about the machine and the process a measurement ran in, and the seeding every side shares.
+
+Light on purpose: the evaluator's sandboxed candidate process imports it for ``seed_everything``
+and must not pull in the run path (config, accelerators, metrics, records).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+_PACKAGES = ("torch", "diffusers", "transformers", "open_clip_torch", "DeepCache", "tomesd", "tgate")
+
+
+def versions() -> dict[str, str]:
+    found = {"accel_bench": __version__, "python": platform.python_version(), "cuda": torch.version.cuda or "none"}
+    for package in _PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def physical_device(device: torch.device) -> str:
+    """The device as the machine numbers it: a sweep task that sees only GPU 1 (``CUDA_VISIBLE_DEVICES=1``)
+    calls it ``cuda``, its row says ``cuda:1``, and its baseline is not shared with GPU 0's."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return f"cuda:{visible[index] if index < len(visible) else index}"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto``: fp16 on a GPU, fp32 on a CPU."""
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return DTYPES[dtype]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux's /proc), else 0."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
