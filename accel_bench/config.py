@@ -23,9 +23,9 @@ from .errors import ConfigError, exit_2_on_config_error
 from .measure import WarmupPolicy
 from .pipelines import architecture_config, is_local_path
 from .prompts import load_prompts
-from .results import check_summary
+from .record import check_summary
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config tree of a source checkout, next to run.py
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # package data: an installed accel_bench finds its configs
 FAMILIES = ("sd", "sdxl")
 WEIGHTS = ("pretrained", "random")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
@@ -103,6 +103,11 @@ class RunConfig:
     count_flops: bool = True
     summary_path: str = "outputs/summary.csv"
     cache_dir: str = "~/.cache/accel_bench"
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group (``pipeline`` -> ``sd15``, ``sd21``, ...): its files, sorted."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
 def register_configs() -> None:
@@ -183,7 +188,7 @@ def _check_group_option(overrides: Sequence[Any]) -> None:
         if override.is_delete() or "/" in override.key_or_group or not folder.is_dir():
             continue
         value = override.value()
-        options = sorted(path.stem for path in folder.glob("*.yaml"))
+        options = group_options(override.key_or_group)
         if value is not None and value not in options:  # null deselects a group: Hydra's to judge
             raise ConfigError(override.key_or_group, value, " | ".join(options))
 
@@ -206,8 +211,20 @@ def unet_down_blocks(pipeline: DictConfig) -> int:
     return len(architecture_config(pipeline.architecture, "unet")["down_block_types"])
 
 
-def check(cfg: DictConfig) -> Target:
-    """Raise ConfigError for the first value that cannot run; return what accelerators check against."""
+@dataclass(frozen=True)
+class Checked:
+    """What ``check`` built from a run config: the run goes on with these, not with copies."""
+
+    target: Target
+    methods: list[accelerators.Accelerator]  # the accelerated side's, in application order
+    base_methods: list[accelerators.Accelerator]  # the baseline's: none (eager) or torch.compile
+    prompts: list[str]  # the first num_prompts
+    device: str  # resolved: cpu | cuda | cuda:N
+
+
+def check(cfg: DictConfig) -> "Checked":
+    """Raise ConfigError for the first value that cannot run; return what it built to check, which is
+    what the run then uses."""
     for key in ("steps", "batch_size", "num_prompts"):
         _at_least(cfg, key, 1)
     for key, low in (("warmup_batches", 0), ("repeats", 1)):
@@ -227,7 +244,8 @@ def check(cfg: DictConfig) -> Target:
         index = int(cfg.device.partition(":")[2] or 0)
         if index >= count:
             raise ConfigError("device", cfg.device, f"cpu or auto: this machine has {count} CUDA device(s)")
-    if cfg.dtype == "fp16" and resolve_device(cfg.device) == "cpu":
+    device = resolve_device(cfg.device)
+    if cfg.dtype == "fp16" and device == "cpu":
         raise ConfigError("dtype", cfg.dtype, "fp32 or bf16 on the CPU (fp16 needs a GPU)")
     if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
         raise ConfigError("resolution", cfg.resolution, "null (the pipeline's native size) or a multiple of 8")
@@ -253,20 +271,19 @@ def check(cfg: DictConfig) -> Target:
     if cfg.scheduler.class_name not in SCHEDULER_CLASSES:
         raise ConfigError("scheduler.class_name", cfg.scheduler.class_name, " | ".join(SCHEDULER_CLASSES))
 
-    available = len(load_prompts(cfg.prompts))
+    prompts = load_prompts(cfg.prompts)
+    available = len(prompts)
     if cfg.num_prompts > available:
         raise ConfigError("num_prompts", cfg.num_prompts, f"at most {available} (the prompts={cfg.prompts.source} set has {available})")
 
     target = Target(pipeline=pipeline.name, family=pipeline.family, down_blocks=unet_down_blocks(pipeline), steps=cfg.steps,
-                    device=resolve_device(cfg.device).partition(":")[0])
-    built = accelerators.build(cfg.accel, target) + accelerators.baseline_methods(cfg.baseline, target)
-    for compiled in (acc.params for acc in built if acc.name == "compile"):
-        # compilation runs on the first call, CUDA graphs are captured on the next ones: never inside a timed batch
-        least = 3 if compiled.mode in accelerators.CUDA_GRAPH_MODES else 1
+                    device=device.partition(":")[0])
+    methods, base_methods = accelerators.build(cfg.accel, target), accelerators.baseline_methods(cfg.baseline, target)
+    for method in methods + base_methods:
+        least, why = method.warmup_needed()
         if cfg.warmup_batches != "auto" and cfg.warmup_batches < least:
-            raise ConfigError("warmup_batches", cfg.warmup_batches, f"auto or >= {least} with torch.compile's {compiled.mode} mode "
-                              "(torch.compile works on the first calls, outside the timed batches)")
-    return target
+            raise ConfigError("warmup_batches", cfg.warmup_batches, f"auto or >= {least} {why}")
+    return Checked(target, methods, base_methods, prompts[: cfg.num_prompts], device)
 
 
 def resolve_device(device: str) -> str:

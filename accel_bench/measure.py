@@ -142,9 +142,14 @@ class Measurement:
         return max(self.batch_times_s)
 
 
+def pass_speedups(base_latencies_s: Sequence[float], latencies_s: Sequence[float]) -> list[float]:
+    """Per-pass speedups, pairing pass r of each side (the pairs of an interleaved run): every speedup
+    accel_bench reports, a run's or a verdict's, is made of these."""
+    return [b / a for b, a in zip(base_latencies_s, latencies_s)]
+
+
 def speedup_ratios(base: Measurement, accel: Measurement) -> list[float]:
-    """Per-repeat speedups, pairing repeat r of each side (the pairs of an interleaved run)."""
-    return [b / a for b, a in zip(base.repeat_latencies_s, accel.repeat_latencies_s)]
+    return pass_speedups(base.repeat_latencies_s, accel.repeat_latencies_s)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -17,7 +17,7 @@ from .conftest import ACCELS, run_cli
 @pytest.mark.parametrize("scheduler", ["ddim", "dpmsolver", "unipc"])
 def test_every_pipeline_and_scheduler_composes_and_passes(pipeline, scheduler):
     cfg = compose_run_config([f"pipeline={pipeline}", f"scheduler={scheduler}"])
-    target = check(cfg)
+    target = check(cfg).target
     assert target.family == ("sdxl" if pipeline in ("tiny_xl", "sdxl") else "sd")
     assert cfg.pipeline.resolution == {"tiny": 64, "tiny_xl": 64, "sd15": 512, "sd21": 768, "sdxl": 1024}[pipeline]
 

@@ -121,7 +121,7 @@ def test_interleaved_run_says_it_remeasured_the_baseline(tmp_path, monkeypatch):
     assert row_.status == "ok", row_.error
     assert (row_.interleaved, row_.baseline_cached, row_.repeats) == (True, False, 2)
     assert row_.speedup_min <= row_.speedup <= row_.speedup_max
-    assert row_.latency_min_s <= row_.latency_s <= row_.latency_max_s
+    assert row_.accelerated.latency_min_s <= row_.accelerated.latency_s <= row_.accelerated.latency_max_s
 
 
 def test_confirm_step_reranks_when_a_confirmed_speedup_drops(tmp_path):

@@ -20,7 +20,7 @@ from accel_bench.postprocess.plots import pareto_front
 from accel_bench.postprocess.records import read_summaries
 from accel_bench.postprocess.select import candidates, gaps, select
 from accel_bench.postprocess.verify import VerificationError, verify_file
-from accel_bench.results import ResultRow, upsert_summary
+from accel_bench.record import Row, Side, upsert_summary
 
 from .conftest import ACCELS
 
@@ -57,7 +57,8 @@ def row(accel="deepcache", pipeline="tiny", scheduler="ddim", steps=25, speedup=
     if status != "ok":
         for key in ("speedup", "clip_loss", "latency_s", "base_latency_s", "psnr_db", "ssim"):
             fields[key] = None
-    return ResultRow(**fields)
+    sides = dict(accelerated=Side(latency_s=fields.pop("latency_s")), base=Side(latency_s=fields.pop("base_latency_s")))
+    return Row(**fields, **sides)
 
 
 def write_sweep(folder: Path, rows) -> Path:

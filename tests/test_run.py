@@ -11,7 +11,7 @@ import pytest
 
 from accel_bench import baselines, experiment
 from accel_bench.config import compose_run_config
-from accel_bench.results import COLUMNS, ResultRow, append_summary, upsert_summary
+from accel_bench.record import COLUMNS, Row, Side, append_summary, read_result, read_rows, upsert_summary, write_result
 
 from .conftest import FAST, run_cli
 
@@ -69,8 +69,8 @@ def test_same_config_same_images_and_files(tmp_path, monkeypatch):
         monkeypatch.setattr(baselines, "_IN_PROCESS", {})  # two independent runs: no baseline reuse
         cfg = compose_run_config([*FAST, "accel=tgate_tome", "accel.gate_step=2", "save_images=true", f"summary_path={tmp_path / 'summary.csv'}"])
         rows.append(experiment.run(cfg, tmp_path / attempt))
-    first, second = (row.to_json() for row in rows)
-    assert first["status"] == "ok"
+    first, second = (row.to_csv() for row in rows)
+    assert first["status"] == "ok" and rows[0].to_json()["base"]["latency_s"] == rows[0].base.latency_s  # nested in JSON
     assert {k: v for k, v in first.items() if k not in TIMING} == {k: v for k, v in second.items() if k not in TIMING}
     for side in ("baseline", "accel"):
         for image in sorted((tmp_path / "a" / "images" / side).iterdir()):
@@ -95,20 +95,20 @@ def test_a_failing_run_is_recorded_not_lost(tmp_path, monkeypatch):
 def test_summary_appends_under_one_header_and_refuses_foreign_files(tmp_path):
     path = tmp_path / "summary.csv"
     for status in ("ok", "failed"):
-        append_summary(path, ResultRow(run_id="x", timestamp="t", status=status))
+        append_summary(path, Row(run_id="x", timestamp="t", status=status))
     lines = path.read_text().splitlines()
     assert lines[0].split(",") == list(COLUMNS) and len(lines) == 3
     foreign = tmp_path / "other.csv"
     foreign.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not an accel_bench summary"):
-        append_summary(foreign, ResultRow(run_id="x", timestamp="t", status="ok"))
+        append_summary(foreign, Row(run_id="x", timestamp="t", status="ok"))
     assert foreign.read_text() == "a,b\n1,2\n"
 
 
 def test_summary_of_an_older_version_is_upgraded_without_losing_values(tmp_path):
     path = tmp_path / "summary.csv"
     path.write_text("run_id,status,retired_column\nold1,ok,kept\n")
-    append_summary(path, ResultRow(run_id="new", timestamp="t", status="ok", speedup=2.5))
+    append_summary(path, Row(run_id="new", timestamp="t", status="ok", speedup=2.5))
     frame = pd.read_csv(path)
     assert list(frame.run_id) == ["old1", "new"]
     assert frame.retired_column[0] == "kept" and frame.speedup[1] == 2.5
@@ -117,9 +117,9 @@ def test_summary_of_an_older_version_is_upgraded_without_losing_values(tmp_path)
 
 def test_upsert_keeps_one_row_per_job(tmp_path):
     path = tmp_path / "summary.csv"
-    upsert_summary(path, ResultRow(run_id="a", timestamp="t", status="failed", run_dir="sweep/0"))
-    upsert_summary(path, ResultRow(run_id="b", timestamp="t", status="ok", run_dir="sweep/1"))
-    assert upsert_summary(path, ResultRow(run_id="a", timestamp="t2", status="ok", run_dir="sweep/0")) == 2
+    upsert_summary(path, Row(run_id="a", timestamp="t", status="failed", run_dir="sweep/0"))
+    upsert_summary(path, Row(run_id="b", timestamp="t", status="ok", run_dir="sweep/1"))
+    assert upsert_summary(path, Row(run_id="a", timestamp="t2", status="ok", run_dir="sweep/0")) == 2
     frame = pd.read_csv(path)
     assert sorted(zip(frame.run_dir, frame.status)) == [("sweep/0", "ok"), ("sweep/1", "ok")]
 
@@ -138,8 +138,23 @@ def test_a_row_on_a_compiled_baseline_names_it_and_keeps_its_own_baseline(tmp_pa
     strong = experiment.run(compose_run_config([*common, "baseline.compile=default"]), tmp_path / "strong")
     assert (eager.status, strong.status) == ("ok", "ok"), strong.error
     assert (eager.baseline, strong.baseline) == ("eager", "compile:default")
-    assert eager.base_compile_s is None and strong.base_compile_s is not None and strong.compile_s is not None
+    assert eager.base.compile_s is None and strong.base.compile_s is not None and strong.accelerated.compile_s is not None
     assert strong.baseline_cached is False and eager.run_id != strong.run_id
-    assert strong.flops_per_image is None and strong.base_flops_per_image is None  # compiled sides are not counted
-    assert eager.base_flops_per_image is not None
+    assert strong.accelerated.flops_per_image is None and strong.base.flops_per_image is None  # compiled sides are not counted
+    assert eager.base.flops_per_image is not None
     assert strong.psnr_db > 30  # DeepCache against the same baseline computation, compiled
+
+
+def test_a_row_reads_back_as_it_was_written(tmp_path):
+    """The CSV (flat) and result.json (nested) are read back by the row's own code into the same record."""
+    row = Row(run_id="r", timestamp="t", status="ok", steps=4, accel_params={"ratio": 0.5}, accel_methods=["tome"], interleaved=True,
+              baseline_cached=False, speedup=float("inf"), model_id=None, versions={"torch": "2"},
+              accelerated=Side(latency_s=0.5, warmup_batches=2, flops_per_image=None), base=Side(latency_s=1.0, compile_s=3.0))
+    append_summary(tmp_path / "summary.csv", row)
+    (back,) = read_rows(tmp_path / "summary.csv")
+    assert back == row
+    write_result(tmp_path / "run", row, {})
+    assert read_result(tmp_path / "run") == row
+    assert read_result(tmp_path / "nothing") is None
+    header = (tmp_path / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"latency_s", "base_latency_s", "compile_s", "base_compile_s"} <= set(header) and "accelerated" not in header

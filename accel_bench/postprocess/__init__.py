@@ -18,6 +18,8 @@ from typing import Any, Dict, List
 from omegaconf import MISSING
 
 from ..errors import ConfigError
+from ..record import RESULT_FILE
+from ..sweep.layout import SweepLayout
 from .codegen import CodeSpec, generate_code
 from .manifest import assign_ids, build_tasks, manifest_entry, reference_baseline_path
 from .plots import plot_all
@@ -63,7 +65,7 @@ def sweep_dirs(cfg: Any) -> list[Path]:
 
 def check(cfg: Any) -> None:
     for folder in sweep_dirs(cfg):
-        if not (folder / "summary.csv").is_file():
+        if not SweepLayout(folder).summary.is_file():
             raise ConfigError("sweep_dir", str(folder), "a sweep folder written by run.py -m (with a summary.csv)")
     for budget in cfg.budgets:
         if not 0 <= budget < 1:
@@ -87,10 +89,10 @@ def confirm_by_rerun(folder: Path, repeats: int):
     from ..config import RunConfig
 
     def confirm(m):
-        stored = json.loads((Path(m.run_dir) / "result.json").read_text())["config"]
+        stored = json.loads((Path(m.run_dir) / RESULT_FILE).read_text())["config"]
         config = OmegaConf.merge(OmegaConf.structured(RunConfig), stored)  # keys newer than the row get defaults
         config.interleave, config.repeats, config.save_images = True, repeats, False
-        config.summary_path = str(folder / "summary.csv")
+        config.summary_path = str(SweepLayout(folder).summary)
         row = experiment.run(config, folder / m.run_id)
         if row.status != "ok":
             return Confirmation(0.0, 0.0, 0.0, None)  # a winner that cannot be re-measured does not hold up

@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..config import check_overrides
+from ..config import CONF_DIR, check_overrides
 from ..errors import exit_2_on_config_error
 from . import postprocess, register_configs
 
@@ -16,7 +16,7 @@ def counted(number: int, singular: str, plural: str) -> str:
     return f"{number} {singular if number == 1 else plural}"
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="postprocess")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="postprocess")
 def main(cfg: DictConfig) -> None:
     with exit_2_on_config_error():
         report = postprocess(cfg)

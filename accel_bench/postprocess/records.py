@@ -1,22 +1,18 @@
-"""Sweep rows as typed records: the only place post-processing reads a summary CSV."""
+"""What post-processing selects from: the ok rows of sweeps, read by the row's own code."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import pandas as pd
-
+from .. import accelerators
 from ..errors import ConfigError
-from ..experiment import SWEEP_SUMMARY
-
-REQUIRED = ("status", "pipeline", "pipeline_label", "family", "model_id", "scheduler", "scheduler_class", "scheduler_label",
-            "scheduler_kwargs", "steps", "resolution", "guidance_scale", "accel_methods", "batch_size", "accel",
-            "accel_params", "speedup", "clip_loss", "psnr_db", "latency_s", "base_latency_s", "weights",
-            "clip_weights", "run_id", "device_name", "run_dir")
+from ..record import Row, read_rows
+from ..sweep.layout import SweepLayout
 
 
 @dataclass(frozen=True)
@@ -59,6 +55,17 @@ class Measured:
         return (self.accel, json.dumps(self.params, sort_keys=True), self.run_id)
 
 
+# Measured's values that the row keeps under other names or in its sides; every other has the row's name.
+_FROM_ROW = {
+    "methods": lambda row: row.accel_methods,
+    "params": lambda row: row.accel_params,
+    "latency_s": lambda row: row.accelerated.latency_s,
+    "base_latency_s": lambda row: row.base.latency_s,
+}
+REQUIRED = tuple(sorted({{"methods": "accel_methods", "params": "accel_params"}.get(f.name, f.name)
+                         for f in dataclasses.fields(Measured)} | {"status"}))
+
+
 @dataclass(frozen=True)
 class RowStatus:
     """Any row, ok or not, for the coverage report."""
@@ -70,56 +77,26 @@ class RowStatus:
     weights: str
 
 
-def _optional_float(value: Any) -> Optional[float]:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+def _measured(row: Row) -> Measured:
+    return Measured(**{f.name: _FROM_ROW[f.name](row) if f.name in _FROM_ROW else getattr(row, f.name)
+                       for f in dataclasses.fields(Measured)})
 
 
 def read_summaries(sweep_dirs: Iterable[Path]) -> tuple[list[Measured], list[RowStatus]]:
     """The ok rows of every sweep's summary, and the status of every row."""
     measured, statuses = [], []
     for sweep_dir in sorted(Path(d) for d in sweep_dirs):
-        path = sweep_dir / SWEEP_SUMMARY
-        frame = pd.read_csv(path, dtype={"run_id": str}, keep_default_na=True)
-        missing = [c for c in REQUIRED if c not in frame.columns]
+        path = SweepLayout(sweep_dir).summary
+        with path.open(newline="") as f:
+            columns = next(csv.reader(f), [])
+        missing = [c for c in REQUIRED if c not in columns]
         if missing:
             raise ConfigError("sweep_dir", str(sweep_dir), f"a sweep whose summary has the columns {', '.join(missing)} (written by an older accel_bench? re-run the sweep)")
-        for row in frame.to_dict("records"):
-            baseline = row.get("baseline")
-            if isinstance(baseline, str) and baseline != "eager":
+        for row in read_rows(path):
+            if row.baseline not in (None, "eager"):
                 continue  # a speedup over a compiled baseline: the tasks' baseline code is the eager pipeline
-            statuses.append(RowStatus(row["pipeline"], row["scheduler"], int(row["steps"]), row["status"], row["weights"]))
-            if row["status"] != "ok":
-                continue
-            methods, params = json.loads(row["accel_methods"]), json.loads(row["accel_params"])
-            if {"deepcache", "compile"} <= set(methods) and "unet" in params.get("compile_targets", []):
-                continue  # its speed comes from accelerators/cached_steps.py, which generated code does not carry
-            measured.append(
-                Measured(
-                    pipeline=row["pipeline"],
-                    pipeline_label=row["pipeline_label"],
-                    family=row["family"],
-                    model_id=None if pd.isna(row["model_id"]) else str(row["model_id"]),
-                    scheduler=row["scheduler"],
-                    scheduler_class=row["scheduler_class"],
-                    scheduler_label=row["scheduler_label"],
-                    scheduler_kwargs=json.loads(row["scheduler_kwargs"]),
-                    steps=int(row["steps"]),
-                    resolution=int(row["resolution"]),
-                    guidance_scale=float(row["guidance_scale"]),
-                    batch_size=int(row["batch_size"]),
-                    accel=row["accel"],
-                    methods=methods,
-                    params=params,
-                    speedup=float(row["speedup"]),
-                    clip_loss=float(row["clip_loss"]),
-                    psnr_db=_optional_float(row["psnr_db"]),
-                    latency_s=float(row["latency_s"]),
-                    base_latency_s=float(row["base_latency_s"]),
-                    weights=row["weights"],
-                    clip_weights=row["clip_weights"],
-                    run_id=str(row["run_id"]),
-                    device_name=str(row["device_name"]),
-                    run_dir=str(row["run_dir"]),
-                )
-            )
+            statuses.append(RowStatus(row.pipeline, row.scheduler, row.steps, row.status, row.weights))
+            if row.status != "ok" or accelerators.no_code(row.accel_methods, row.accel_params):
+                continue  # a speed that generated code would not reproduce makes no task
+            measured.append(_measured(row))
     return measured, statuses

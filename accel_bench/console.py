@@ -1,0 +1,42 @@
+"""What people read: the table a run ends with."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from .record import RESULT_FILE, Row
+
+
+def fmt(value: Optional[float], spec: str) -> str:
+    """A figure for the console; "-" where there is none (a CPU's peak memory, a failed side)."""
+    return "-" if value is None else format(value, spec)
+
+
+def format_summary(row: Row, summary_path: str) -> str:
+    """The short table a run ends with."""
+    if row.status != "ok":
+        return f"{row.status}: {row.error}\nrow appended to {summary_path}"
+    a, b = row.accelerated, row.base
+    fidelity = f"PSNR {fmt(row.psnr_db, '.1f')} dB, SSIM {fmt(row.ssim, '.3f')}"
+    random_note = "  (random weights: not a quality measure)" if row.clip_weights == "random" or row.weights == "random" else ""
+    lines = [
+        f"{row.pipeline_label} [{row.weights} weights] | {row.scheduler_class} {row.steps} steps | "
+        f"{row.num_images} images, batch {row.batch_size}, {row.resolution}px | {row.device} ({row.device_name}) {row.dtype}",
+        f"{'':24}{'baseline':>12}{row.accel:>22}",
+        f"{'latency (s / image)':24}{fmt(b.latency_s, '.4f'):>12}{fmt(a.latency_s, '.4f'):>22}   speedup {row.speedup:.2f}x"
+        f" [{row.speedup_min:.2f}-{row.speedup_max:.2f}]",
+        f"{'spread over repeats':24}{fmt(b.latency_spread, '.1%'):>12}{fmt(a.latency_spread, '.1%'):>22}"
+        f"   {row.repeats} repeat(s){', interleaved (baseline re-measured)' if row.interleaved else ''}"
+        f"{', baseline reused' if row.baseline_cached else ''}; warm-up {b.warmup_batches}/{a.warmup_batches} batches",
+        f"{'batch median (s)':24}{fmt(b.batch_time_median_s, '.4f'):>12}{fmt(a.batch_time_median_s, '.4f'):>22}",
+        f"{'GFLOP / image':24}{fmt(b.flops_per_image, '.2f'):>12}{fmt(a.flops_per_image, '.2f'):>22}   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
+        f"{'peak memory (GB)':24}{fmt(b.peak_mem_gb, '.2f'):>12}{fmt(a.peak_mem_gb, '.2f'):>22}",
+        *([f"{'compile (s)':24}{fmt(b.compile_s, '.1f'):>12}{fmt(a.compile_s, '.1f'):>22}   in the warm-up, outside the latency"]
+          if a.compile_s is not None or b.compile_s is not None else []),
+        f"{'CLIP score':24}{fmt(b.clip_score, '.2f'):>12}{fmt(a.clip_score, '.2f'):>22}   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
+        f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}",
+        f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | CLIP {row.clip_model} ({row.clip_weights})",
+        f"row appended to {summary_path}; details in {row.run_dir}/{RESULT_FILE}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,292 @@
+"""The row: one typed record per run, written as ``result.json`` (nested) and to summary CSVs (flat), and read
+back from them by the same code."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from filelock import FileLock
+
+from .measure import Measurement
+
+STATUSES = ("ok", "failed", "invalid")
+RESULT_FILE = "result.json"  # in each run's own folder: the row and the resolved config that produced it
+
+
+@dataclass
+class Side:
+    """One side of the comparison as the row keeps it: latencies in seconds per image, batch times in
+    seconds per batch, FLOPs in GFLOP per image, run costs in seconds. Flat in the CSV: the
+    accelerated side's columns unprefixed, the baseline's with ``base_``."""
+
+    latency_s: Optional[float] = None  # median over repeats of each pass's seconds per image
+    latency_min_s: Optional[float] = None  # per-repeat latencies: range and (max - min) / median
+    latency_max_s: Optional[float] = None
+    latency_spread: Optional[float] = None
+    batch_time_median_s: Optional[float] = None
+    batch_time_min_s: Optional[float] = None
+    batch_time_max_s: Optional[float] = None
+    images_per_s: Optional[float] = None
+    flops_per_image: Optional[float] = None  # None: not counted (a compiled side, count_flops=false)
+    peak_mem_gb: Optional[float] = None  # None on a CPU
+    clip_score: Optional[float] = None
+    warmup_batches: Optional[int] = None  # warm-up batches run (auto: until two agreed)
+    warmup_s: Optional[float] = None  # seconds of warm-up batches (the baseline's: spent by whichever job measured it)
+    measured_s: Optional[float] = None  # seconds inside measured batches, all repeats
+    flops_s: Optional[float] = None  # seconds of the untimed FLOPs-counting call
+    compile_s: Optional[float] = None  # torch.compile's cost: the warm-up beyond as many steady batches
+
+    @classmethod
+    def of(cls, measured: Measurement, clip_score: float, compiled: bool) -> "Side":
+        return cls(
+            latency_s=measured.latency_s,
+            latency_min_s=measured.latency_min_s,
+            latency_max_s=measured.latency_max_s,
+            latency_spread=measured.latency_spread,
+            batch_time_median_s=measured.batch_time_median_s,
+            batch_time_min_s=measured.batch_time_min_s,
+            batch_time_max_s=measured.batch_time_max_s,
+            images_per_s=measured.images_per_s,
+            flops_per_image=measured.flops_per_image,
+            peak_mem_gb=measured.peak_mem_gb,
+            clip_score=clip_score,
+            warmup_batches=measured.warmup_batches,
+            warmup_s=sum(measured.warmup_times_s),
+            measured_s=measured.measured_s,
+            flops_s=measured.flops_s,
+            compile_s=compile_cost_s(measured) if compiled else None,
+        )
+
+
+def compile_cost_s(measured: Measurement) -> float:
+    """What compilation cost: it runs in the first (warm-up) calls, so the warm-up's time beyond as
+    many batches at the measured median."""
+    return max(0.0, sum(measured.warmup_times_s) - len(measured.warmup_times_s) * measured.batch_time_median_s)
+
+
+@dataclass
+class Row:
+    """One run: what ran, where, and its two sides measured in one comparison.
+
+    ``speedup`` = base latency / accelerated latency (the median of per-repeat ratios);
+    ``flops_ratio`` = base FLOPs / accelerated FLOPs (the speedup the FLOPs alone would predict);
+    ``clip_loss`` = (base CLIP - accelerated CLIP) / base CLIP; PSNR and SSIM compare each
+    accelerated image with the baseline image of the same prompt.
+    """
+
+    run_id: str  # sha1 of the resolved run config: the same config gives the same id
+    timestamp: str
+    status: str
+    error: Optional[str] = None
+    pipeline: Optional[str] = None
+    weights: Optional[str] = None
+    scheduler: Optional[str] = None
+    steps: Optional[int] = None
+    batch_size: Optional[int] = None
+    num_images: Optional[int] = None
+    resolution: Optional[int] = None
+    accel: Optional[str] = None
+    accel_params: dict[str, Any] = field(default_factory=dict)
+    seed: Optional[int] = None
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    speedup: Optional[float] = None
+    speedup_min: Optional[float] = None  # the range of the per-repeat ratios
+    speedup_max: Optional[float] = None
+    flops_ratio: Optional[float] = None
+    clip_loss: Optional[float] = None
+    clip_model: Optional[str] = None
+    clip_weights: Optional[str] = None
+    psnr_db: Optional[float] = None
+    ssim: Optional[float] = None
+    versions: dict[str, str] = field(default_factory=dict)
+    pipeline_label: Optional[str] = None
+    family: Optional[str] = None  # sd | sdxl
+    model_id: Optional[str] = None  # the configured hub id or folder (the canonical one for random weights)
+    scheduler_class: Optional[str] = None
+    scheduler_label: Optional[str] = None
+    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    accel_methods: list[str] = field(default_factory=list)  # in application order
+    model_source: Optional[str] = None
+    device_name: Optional[str] = None
+    host: Optional[str] = None  # the machine (cluster node) the job ran on
+    host_cpu: Optional[str] = None  # launch-bound pipelines (small models, cached steps) run as fast as it lets them
+    guidance_scale: Optional[float] = None
+    repeats: Optional[int] = None  # passes over the prompt set, per side
+    interleaved: Optional[bool] = None  # baseline and accelerated passes alternated (baseline re-measured)
+    baseline: Optional[str] = None  # what the speedup is over: eager, or compile:<mode> (the UNet, whole graph)
+    scoring_s: Optional[float] = None  # seconds of this job's CLIP scoring and PSNR / SSIM
+    pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
+    baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
+    job_s: Optional[float] = None  # wall seconds since the process's previous job (its first: since the process started)
+    run_dir: Optional[str] = None
+    accelerated: Side = field(default_factory=Side)
+    base: Side = field(default_factory=Side)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status={self.status!r} is not one of {STATUSES}")
+
+    def to_json(self) -> dict[str, Any]:
+        """Nested: the sides under ``accelerated`` and ``base``."""
+        return dataclasses.asdict(self)
+
+    def to_csv(self) -> dict[str, str]:
+        """Flat, for pandas: one column per value, the baseline side's prefixed ``base_``."""
+        flat = self._flat()
+        return {column: _csv_cell(flat[column]) for column in COLUMNS}
+
+    def _flat(self) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Side):
+                prefix = _SIDE_PREFIXES[f.name]
+                flat.update((prefix + key, item) for key, item in dataclasses.asdict(value).items())
+            else:
+                flat[f.name] = value
+        return flat
+
+    @classmethod
+    def from_csv(cls, cells: dict[str, str]) -> "Row":
+        """A summary's row read back by the code that wrote it; columns it does not know are ignored,
+        columns it misses (an older summary) keep their defaults."""
+        sides = {name: Side(**{f.name: _parse(cells.get(prefix + f.name, ""), f.type) for f in dataclasses.fields(Side)})
+                 for name, prefix in _SIDE_PREFIXES.items()}
+        values = {f.name: _parse(cells[f.name], f.type) for f in dataclasses.fields(cls) if f.name in cells and f.name not in sides}
+        return cls(**values, **sides)
+
+
+_SIDE_PREFIXES = {"accelerated": "", "base": "base_"}
+# The summary's first columns, in the order the benchmark's earlier scripts and their readers know.
+CONTRACT = (
+    "run_id timestamp status error pipeline weights scheduler steps batch_size num_images resolution accel accel_params seed "
+    "device dtype latency_s base_latency_s speedup batch_time_median_s base_batch_time_median_s images_per_s flops_per_image "
+    "base_flops_per_image flops_ratio peak_mem_gb clip_score base_clip_score clip_loss clip_model clip_weights psnr_db ssim versions"
+).split()
+COLUMNS = tuple(CONTRACT) + tuple(c for c in Row(run_id="", timestamp="", status="ok")._flat() if c not in CONTRACT)
+_FIELDS = {f.name for f in dataclasses.fields(Row)}
+
+
+def _parse(cell: str, annotation: Any) -> Any:
+    """A CSV cell back to its field's type (annotations are strings here: ``from __future__``)."""
+    if cell == "":
+        return {} if annotation.startswith("dict") else [] if annotation.startswith("list") else None
+    if annotation.startswith(("dict", "list")):
+        return json.loads(cell)
+    if "bool" in annotation:
+        return cell == "True"
+    if "int" in annotation:
+        return int(cell)
+    if "float" in annotation:
+        return float(cell)
+    return cell
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return str(value)
+
+
+def write_result(run_dir: Path, row: Row, config: dict[str, Any]) -> Path:
+    """``<run dir>/result.json``: the row and the resolved config that produced it."""
+    path = Path(run_dir) / RESULT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"row": row.to_json(), "config": config}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _lock(path: Path) -> FileLock:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(f".{path.name}.lock")))
+
+
+def check_summary(path: Path) -> None:
+    """Refuse a file that is not an accel_bench summary (``run_id`` and ``status`` columns)."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if not {"run_id", "status"} <= set(header):
+            raise ValueError(f"{path} is not an accel_bench summary (no run_id and status columns)")
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    check_summary(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return list(COLUMNS), []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _rewrite(path: Path, rows: list[dict[str, str]], old_columns: list[str]) -> None:
+    """Atomically write ``rows``: this version's columns first, then any an older version had."""
+    columns = list(COLUMNS) + [c for c in old_columns if c not in COLUMNS]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def read_rows(path: Path) -> list[Row]:
+    """Every row of a summary, typed (an empty list for a file that does not exist yet)."""
+    return [Row.from_csv(cells) for cells in _read(Path(path))[1]]
+
+
+def read_result(run_dir: Path) -> Optional[Row]:
+    """The row a run wrote as ``<run dir>/result.json``, or None where it wrote none."""
+    path = Path(run_dir) / RESULT_FILE
+    if not path.exists():
+        return None
+    values = json.loads(path.read_text())["row"]
+    sides = {name: Side(**values.pop(name, {})) for name in _SIDE_PREFIXES}
+    return Row(**{k: v for k, v in values.items() if k in _FIELDS}, **sides)
+
+
+def append_summary(path: Path, row: Row) -> None:
+    """Append one row under a file lock (safe when parallel jobs finish together).
+
+    A summary written by another accel_bench version is rewritten with the union of the columns,
+    so no recorded value is lost.
+    """
+    path = Path(path)
+    with _lock(path):
+        columns, rows = _read(path)
+        if columns != list(COLUMNS) or not rows:
+            _rewrite(path, rows + [row.to_csv()], columns)
+            return
+        with path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=COLUMNS).writerow(row.to_csv())
+
+
+def upsert_summary(path: Path, row: Row) -> int:
+    """Write ``row`` in place of an earlier row of the same job (``run_dir``); returns the row count.
+
+    A sweep's summary stays one row per job when the sweep is resumed.
+    """
+    path = Path(path)
+    with _lock(path):
+        columns, rows = _read(path)
+        jobs = [r.get("run_dir") for r in rows]
+        if row.run_dir in jobs:
+            rows[jobs.index(row.run_dir)] = row.to_csv()  # keep the job's place
+        else:
+            rows.append(row.to_csv())
+        _rewrite(path, rows, columns)
+        return len(rows)
