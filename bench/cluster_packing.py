@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from accel_bench.sweeps import sweep_cost  # noqa: E402
+from accel_bench.sweep.jobs import sweep_cost  # noqa: E402
+from accel_bench.sweep.layout import SweepLayout  # noqa: E402
 
 GRID = ["accel=deepcache", "accel.cache_interval=2,3,4,5", "accel.cache_branch_id=0,1,2"]  # 12 jobs, as bench/sweep_efficiency.py
 SETTINGS = ["steps=20", "num_prompts=8", "batch_size=4"]  # the tiny pipeline on the CPU, run.py's other defaults
@@ -46,7 +47,7 @@ def run_sweep(out: Path, k: int) -> dict:
     wall = time.perf_counter() - began
     if done.returncode != 0:
         sys.exit(f"the K={k} sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    cost = sweep_cost(sweep_dir / "summary.csv", began_utc)
+    cost = sweep_cost(SweepLayout(sweep_dir), began_utc)
     tasks = int(re.search(r"in (\d+) slurm tasks", done.stdout).group(1))
     return {"jobs_per_task": k, "wall_s": wall, "tasks": tasks, "jobs": cost.jobs, "pipeline_loads": cost.pipeline_loads,
             "job_s": cost.job_s, "measured_s": cost.measured_s, "measured_share": cost.measured_share,

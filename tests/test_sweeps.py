@@ -16,9 +16,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from accel_bench.accelerators.tgate import TGate, gate_step_for
-from accel_bench.config import check, compose_run_config
+from accel_bench.config import CONF_DIR, check, compose_run_config
 from accel_bench.errors import ConfigError
-from accel_bench.packing import Job, pack_jobs
+from accel_bench.sweep.packing import Job, pack_jobs
 
 from .conftest import REPO, run_cli
 
@@ -44,7 +44,7 @@ def expand(overrides):
 def compose_run_config_with_hydra(overrides):
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", list(overrides), return_hydra_config=True)
 
 
@@ -244,7 +244,7 @@ def test_interrupted_sweep_keeps_finished_rows_and_resumes(tmp_path):
 def test_rows_name_the_physical_gpu_a_task_was_given(monkeypatch):
     import torch
 
-    from accel_bench.experiment import physical_device
+    from accel_bench.environment import physical_device
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # what local_gpus / Slurm hand a task
     assert physical_device(torch.device("cuda", 1)) == "cuda:5"

@@ -1,8 +1,8 @@
 """Launchers that pack sweep jobs into tasks and survive lost tasks: Slurm (``hydra/launcher=slurm``)
 and local processes (``hydra/launcher=local_gpus``, one task per GPU; ``hydra/launcher=local``, CPU).
 
-Jobs that share a pipeline go into tasks of up to ``jobs_per_task`` (``accel_bench.packing``); each
-task is one submitit job that runs its jobs in one process (``accel_bench.tasks.PackedTask``). The
+Jobs that share a pipeline go into tasks of up to ``jobs_per_task`` (``accel_bench.sweep.packing``); each
+task is one submitit job that runs its jobs in one process (``accel_bench.sweep.tasks.PackedTask``). The
 launcher then watches the tasks itself instead of blocking on submitit's results, so a task that
 dies (a lost node, ``scancel``, the OOM killer, a time limit) costs only the jobs it had not
 finished: they come back as ``lost``, the other tasks are awaited, and the sweep ends with its tally.
@@ -24,11 +24,12 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
-from accel_bench import slurm_queue
 from accel_bench.errors import ConfigError, exit_2_on_config_error
-from accel_bench.packing import Job, Pack, pack_jobs
-from accel_bench.sweeps import previous_ok
-from accel_bench.tasks import PackedTask, TaskProgress
+from accel_bench.sweep import slurm_queue
+from accel_bench.sweep.jobs import previous_ok
+from accel_bench.sweep.layout import SweepLayout
+from accel_bench.sweep.packing import Job, Pack, pack_jobs
+from accel_bench.sweep.tasks import PackedTask, TaskProgress
 
 _OWN = ("jobs_per_task", "poll_s", "lost_after_s", "gpus", "parallel")  # ours, not submitit's
 
@@ -63,6 +64,7 @@ class TaskRun:
     progress_path: Path
     job: Any = None  # the submitit job
     statuses: Optional[List[str]] = None
+    returns: Optional[List[JobReturn]] = None  # Hydra's, per job of the pack, once the task has ended
     lost_reason: Optional[str] = None
     left_queue_at: Optional[float] = None
 
@@ -104,7 +106,7 @@ class PackedLauncher(BaseSubmititLauncher):
         statuses = {job.num: "skipped" for job in self.already_ok(jobs, sweep_dir)}
         packs = pack_jobs([job for job in jobs if job.num not in statuses], self.own["jobs_per_task"])
         launch = f"{initial_job_idx:05d}-{uuid.uuid4().hex[:8]}"  # a resumed sweep starts from fresh progress
-        runs = [TaskRun(pack, sweep_dir / ".submitit" / "tasks" / f"{launch}-{pack.index:04d}.json") for pack in packs]
+        runs = [TaskRun(pack, SweepLayout(sweep_dir).task_progress(launch, pack.index)) for pack in packs]
         skipped = f"{len(statuses)} skipped (an ok result of the same config), " if statuses else ""
         print(f"[sweep] {len(jobs)} jobs: {skipped}{len(jobs) - len(statuses)} in {len(runs)} {self._EXECUTOR} tasks "
               f"of up to {self.own['jobs_per_task']} jobs sharing a pipeline", flush=True)
@@ -117,16 +119,18 @@ class PackedLauncher(BaseSubmititLauncher):
                 if run.job is not None and run.statuses is None:
                     run.job.cancel(check=False)
             raise
+        returns = {job.num: JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=status)
+                   for job, status in ((job, statuses[job.num]) for job in jobs if job.num in statuses)}
         for run in runs:
-            statuses.update((job.num, status) for job, status in zip(run.pack.jobs, run.statuses))
-        return [JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=statuses[job.num]) for job in jobs]
+            returns.update((job.num, returned) for job, returned in zip(run.pack.jobs, run.returns))
+        return [returns[job.num] for job in jobs]
 
     def already_ok(self, jobs: List[Job], sweep_dir: Path) -> List[Job]:
         """On a resumed sweep (it has a summary), the jobs with an ok result of the same config: no
         task is queued for them. A fresh sweep composes nothing here."""
         from accel_bench.experiment import run_id  # torch and diffusers: not at Hydra's plugin scan
 
-        if not (sweep_dir / "summary.csv").exists():
+        if not SweepLayout(sweep_dir).summary.exists():
             return []
         found = []
         for job in jobs:
@@ -151,11 +155,17 @@ class PackedLauncher(BaseSubmititLauncher):
         if run.job.paths.result_pickle.exists():
             outcome, value = pickle_load(run.job.paths.result_pickle)
             if outcome == "success":
-                run.statuses = list(value)
+                run.returns = list(value)
+                for returned in run.returns:
+                    if returned.status != JobStatus.COMPLETED:  # it raised past the task function: logged by the task
+                        returned.status, returned._return_value = JobStatus.COMPLETED, "crashed"
+                run.statuses = [str(returned._return_value) for returned in run.returns]
                 return
             ended_as = f"the task raised: {str(value).strip().splitlines()[-1]}"
         progress = TaskProgress.read(run.progress_path, run.pack)
         run.statuses = [progress.done.get(job.num, "lost") for job in run.pack.jobs]
+        run.returns = [JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=status)
+                       for job, status in zip(run.pack.jobs, run.statuses)]
         run.lost_reason = f"task {run.pack.index} ({self._EXECUTOR} {run.job.job_id}"
         run.lost_reason += f" on {progress.hosts[-1]}): {ended_as}" if progress.hosts else f"): {ended_as}"
         lost = [str(job.num) for job, status in zip(run.pack.jobs, run.statuses) if status == "lost"]

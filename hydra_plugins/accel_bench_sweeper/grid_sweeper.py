@@ -26,7 +26,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from accel_bench.sweeps import LOST_EXIT_CODE, PLAN_FILE, STATUSES, resume_command, sweep_cost
+from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, resume_command, sweep_cost
+from accel_bench.sweep.layout import SweepLayout
 
 
 
@@ -67,7 +68,7 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        (sweep_dir / PLAN_FILE).write_text(json.dumps({"started": started, "jobs": jobs}, indent=1) + "\n")
+        SweepLayout(sweep_dir).plan.write_text(json.dumps({"started": started, "jobs": jobs}, indent=1) + "\n")
         size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else len(jobs)
         self.overrides = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -91,7 +92,7 @@ class GridSweeper(BasicSweeper):
         counts = ", ".join(f"{tally.get(status, 0)} {status}" for status in STATUSES)
         others = ", ".join(f"{n} {status}" for status, n in sorted(tally.items()) if status not in STATUSES)
         print(f"[sweep] {len(statuses)} jobs: {counts}{', ' + others if others else ''} | {sweep_dir}", flush=True)
-        cost = sweep_cost(sweep_dir / "summary.csv", started)
+        cost = sweep_cost(SweepLayout(sweep_dir), started)
         if cost.jobs:
             print(f"[sweep] {cost.jobs} jobs ran for {cost.job_s:.1f} s, {cost.measured_share:.1%} of it inside measured "
                   f"pipeline calls ({cost.measured_s:.1f} s); {cost.pipeline_loads} pipeline loads", flush=True)

@@ -21,7 +21,7 @@ from .packing import Pack
 
 @dataclass
 class TaskProgress:
-    """``<sweep dir>/.submitit/tasks/<launch>-<task>.json``: which jobs of the pack are done."""
+    """A task's progress file (``SweepLayout.task_progress``): which jobs of the pack are done."""
 
     path: Path
     jobs: list[int]
@@ -67,10 +67,12 @@ class PackedTask:
         self.config = config
         self.task_function = task_function
 
-    def __call__(self, pack: Pack, progress_path: str, singleton_state: dict) -> list[str]:
+    def __call__(self, pack: Pack, progress_path: str, singleton_state: dict) -> list[Any]:
+        """Hydra's JobReturn of each job of the pack (a job finished by an earlier start of the task
+        comes back with its recorded status as its return value)."""
         import submitit
         from hydra.core.singleton import Singleton
-        from hydra.core.utils import JobStatus, run_job, setup_globals
+        from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
         from omegaconf import open_dict
 
         Singleton.set_state(singleton_state)
@@ -84,8 +86,10 @@ class PackedTask:
         if progress.done:
             print(f"[sweep] task {pack.index} resumed (start {progress.starts}): "
                   f"{len(progress.done)} of {len(pack.jobs)} jobs already done", flush=True)
+        returns = {}
         for job in pack.jobs:
             if job.num in progress.done:
+                returns[job.num] = JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=progress.done[job.num])
                 continue
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
             with open_dict(sweep_config.hydra.job):
@@ -95,13 +99,14 @@ class PackedTask:
                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             if returned.status == JobStatus.COMPLETED:
                 status = str(returned.return_value)
-            else:  # the job raised past experiment.main, which turns every run error into a row
+            else:  # the job raised past the sweep job, which turns every run error into a row
                 status = "crashed"
                 print(f"[sweep] job {job.num} crashed: {type(returned._return_value).__name__}: {returned._return_value}",
                       file=sys.stderr, flush=True)
             progress.done[job.num] = status
             progress.write()
-        return [progress.done[job.num] for job in pack.jobs]
+            returns[job.num] = returned
+        return [returns[job.num] for job in pack.jobs]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit calls this on preemption or a time limit: requeue the same task, which resumes

@@ -1,0 +1,89 @@
+"""Sweep jobs: one job as a Hydra task, resuming (an ok result of the same config is kept), progress,
+lost jobs, and what a sweep's time went into."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..record import Row, read_result, read_rows
+from .layout import SweepLayout
+
+# A sweep job's outcome, the value its Hydra JobReturn carries. "lost": its task died (a lost node,
+# scancel, the OOM killer, a time limit) before the job was recorded.
+STATUSES = ("ok", "failed", "invalid", "skipped", "lost")
+LOST_EXIT_CODE = 3  # a sweep that lost jobs ends with it, after its tally
+
+
+def previous_ok(run_dir: Path, run_id: str) -> Optional[Row]:
+    """The job's earlier row if it finished ok with this very config; a resumed sweep skips it."""
+    row = read_result(run_dir)
+    return row if row is not None and row.status == "ok" and row.run_id == run_id else None
+
+
+def sweep_job(cfg: Any, hydra_cfg: Any) -> str:
+    """One job of a sweep, as Hydra's task: skipped when the job already has an ok result of the same
+    config, else run into the sweep folder; returns the job's status for the sweep's tally."""
+    from ..console import format_summary
+    from ..experiment import run, run_id
+
+    run_dir, layout, job_num = Path(hydra_cfg.runtime.output_dir), SweepLayout(Path(hydra_cfg.sweep.dir)), hydra_cfg.job.num
+    row = previous_ok(run_dir, run_id(cfg))
+    if row is not None:
+        status = "skipped"
+    else:
+        row = run(cfg, run_dir, layout.root, gpus_asked(hydra_cfg.launcher))
+        print(format_summary(row, cfg.summary_path), flush=True)
+        status = row.status
+    print(progress_line(layout, job_num, status, where(row.host, row.device, row.device_name)), flush=True)
+    return status
+
+
+def gpus_asked(launcher: Any) -> int:
+    """GPUs per task that the job's launcher config asked for (none for the in-process launcher)."""
+    gpus = launcher.get("gpus_per_node") if launcher is not None else None
+    return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) else 0
+
+
+def where(host: Optional[str], device: Optional[str], device_name: Optional[str]) -> str:
+    """``vm cuda:0 (NVIDIA H200)``: where a job ran, for its console line."""
+    return f"{host or '?'} {device or '-'}" + (f" ({device_name})" if device_name else "")
+
+
+def progress_line(layout: SweepLayout, job_num: int, status: str, ran_on: str) -> str:
+    """``[sweep] job 3 ok on vm cpu (AMD EPYC) | 7/12 jobs recorded in <sweep dir>/summary.csv``."""
+    total = len(json.loads(layout.plan.read_text())["jobs"]) if layout.plan.exists() else "?"
+    return f"[sweep] job {job_num} {status} on {ran_on} | {len(read_rows(layout.summary))}/{total} jobs recorded in {layout.summary}"
+
+
+@dataclass(frozen=True)
+class SweepCost:
+    """The jobs a sweep ran (not the skipped ones): their wall time (each job's ``job_s``, which for
+    a process's first job includes the process's start) and how much of it was measured pipeline calls."""
+
+    jobs: int
+    job_s: float
+    measured_s: float
+    pipeline_loads: int
+
+    @property
+    def measured_share(self) -> Optional[float]:
+        return self.measured_s / self.job_s if self.job_s else None
+
+
+def sweep_cost(layout: SweepLayout, since: str) -> SweepCost:
+    """From the sweep's summary: the rows of jobs that started at ``since`` (UTC ISO) or later. A
+    reused baseline's measured time counts once, in the job that measured it."""
+    rows = [row for row in read_rows(layout.summary) if row.timestamp >= since]
+    measured = sum((r.accelerated.measured_s or 0.0) + (0.0 if r.baseline_cached else r.base.measured_s or 0.0) for r in rows)
+    loads = sum(1 for r in rows if (r.pipeline_load_s or 0.0) > 0)
+    return SweepCost(len(rows), sum(r.job_s or 0.0 for r in rows), measured, loads)
+
+
+def resume_command(program: str, hydra_overrides: Sequence[str], task_overrides: Sequence[str], sweep_dir: Path) -> str:
+    """The sweep's own command, pinned to its sweep dir: it runs the jobs without an ok result."""
+    kept = [o for o in hydra_overrides if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))]
+    return shlex.join(["python", program, "-m", *kept, *task_overrides, f"hydra.sweep.dir={sweep_dir}"])

@@ -1,0 +1,50 @@
+"""The sweep folder: every file name in it, known here only.
+
+    <sweep dir>/summary.csv          one row per job (upserted: a resumed sweep keeps one row a job)
+    <sweep dir>/sweep_plan.json      every job's overrides, written by the grid sweeper
+    <sweep dir>/baselines/           baselines shared by the sweep's jobs, keyed
+    <sweep dir>/<job num>/result.json    each job's row and config (Hydra's subdir: the job number)
+    <sweep dir>/.submitit/           submitit's job folders; tasks/<launch>-<task>.json each task's progress
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..record import RESULT_FILE
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "sweep_plan.json"
+
+    @property
+    def baselines(self) -> Path:
+        return self.root / "baselines"
+
+    @property
+    def submitit(self) -> Path:
+        return self.root / ".submitit"
+
+    def task_progress(self, launch: str, task: int) -> Path:
+        return self.submitit / "tasks" / f"{launch}-{task:04d}.json"
+
+    @property
+    def task_progress_files(self) -> list[Path]:
+        return sorted((self.submitit / "tasks").glob("*.json"))
+
+    @staticmethod
+    def result(run_dir: Path) -> Path:
+        return Path(run_dir) / RESULT_FILE
