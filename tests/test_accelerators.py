@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from accel_bench.accelerators import applied, build
+from accel_bench.accelerators import applied
 from accel_bench.config import check, compose_run_config
 from accel_bench.errors import ConfigError
 from accel_bench.measure import FlopCount, prompt_generators
@@ -39,7 +39,7 @@ def prepared(pipes, pipeline, accel, *overrides):
     cfg = compose_run_config([f"pipeline={pipeline}", *fast_overrides(accel), *overrides])
     pipe = pipes[pipeline]
     set_scheduler(pipe, cfg.scheduler)
-    return pipe, build(cfg.accel, check(cfg))
+    return pipe, check(cfg).methods
 
 
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
@@ -219,7 +219,7 @@ def test_compile_with_deepcache_and_tgate_fails_with_its_reason(pipes, traced_on
     pipe = pipes["tiny"]
     state = module_state(pipe)
     with pytest.raises(RuntimeError, match="DeepCache and T-GATE together is not supported"):
-        with applied(pipe, build(cfg.accel, check(cfg))):
+        with applied(pipe, check(cfg).methods):
             pass
     assert module_state(pipe) == state and not traced_only
 

@@ -1,29 +1,42 @@
 """Acceleration methods as plug-ins, their compositions, and exact restoration of the baseline pipeline.
 
-Adding a method means adding one module with an ``Accelerator`` subclass (listed in ``METHODS``)
-and one file under ``conf/accel/``.
+Adding a method means adding one module to this package, with an ``Accelerator`` subclass (its
+parameters, checks, application, removal and generated code), and one file under ``conf/accel/``:
+``METHODS`` finds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
+import pkgutil
 import typing
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
-from .base import Accelerator, Target
+from .base import Accelerator, Code, Target
 from .compile import CUDA_GRAPH_MODES, Compile, CompileParams
-from .deepcache import DeepCache
 from .snapshot import PipelineSnapshot
-from .tgate import TGate
-from .tome import ToMe
 
-# Application order of a composition; removal runs in reverse. T-GATE comes after DeepCache
-# because it binds its DeepCache-aware sampling loop to the DeepCache helper; compile comes last,
-# so it compiles the modules as the other methods left them.
-METHODS: dict[str, type[Accelerator]] = {cls.name: cls for cls in (DeepCache, ToMe, TGate, Compile)}
+
+def _discover() -> dict[str, type[Accelerator]]:
+    """Every method of this package's modules, by name, in application order (``Accelerator.order``)."""
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+    found, stack = [], list(Accelerator.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if not inspect.isabstract(cls) and cls.__module__.startswith(f"{__name__}."):
+            found.append(cls)
+    return {cls.name: cls for cls in sorted(found, key=lambda cls: (cls.order, cls.name))}
+
+
+# Application order of a composition; removal runs in reverse.
+METHODS: dict[str, type[Accelerator]] = _discover()
 
 
 def param_fields() -> dict[str, Any]:
@@ -75,6 +88,16 @@ def baseline_name(baseline: Mapping[str, Any]) -> str:
     return "eager" if baseline["compile"] == "none" else f"compile:{baseline['compile']}"
 
 
+def no_code(methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:
+    """Why generated code cannot reproduce this composition (a method says so), or None."""
+    return next((reason for reason in (METHODS[m].no_code(methods, params) for m in methods) if reason), None)
+
+
+def compiles(accelerators: Sequence[Accelerator]) -> bool:
+    """Whether a side compiles graphs on its first calls."""
+    return any(acc.compiles for acc in accelerators)
+
+
 def params_record(accelerators: Sequence[Accelerator]) -> dict[str, Any]:
     """The parameters that ran, flat and sorted by name, as rows and JSON record them."""
     values: dict[str, Any] = {}
@@ -118,5 +141,5 @@ def applied(pipe: Any, accelerators: Sequence[Accelerator]) -> Iterator[AppliedP
         snapshot.restore()
 
 
-__all__ = ["Accelerator", "AppliedPipeline", "CUDA_GRAPH_MODES", "METHODS", "Target", "applied", "baseline_methods", "baseline_name",
-           "build", "param_fields", "params_record"]
+__all__ = ["Accelerator", "AppliedPipeline", "CUDA_GRAPH_MODES", "Code", "METHODS", "Target", "applied", "baseline_methods",
+           "baseline_name", "build", "compiles", "no_code", "param_fields", "params_record"]

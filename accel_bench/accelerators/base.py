@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -19,16 +19,32 @@ class Target:
     device: str = "cpu"  # the device type the run resolves to: cpu | cuda
 
 
+@dataclass(frozen=True)
+class Code:
+    """A method's part of a generated ground-truth file, which uses diffusers and the method's own
+    package only. Parameters appear as the module constants ``Accelerator.constants`` names."""
+
+    imports: tuple[str, ...] = ()
+    patch: tuple[str, ...] = ()  # load_pipeline lines that patch the model's modules: before every method's ``load``
+    load: tuple[str, ...] = ()  # load_pipeline lines after every ``patch``
+    call: Optional[str] = None  # what generates instead of ``pipe(...)``, e.g. ``pipe.tgate``
+    call_kwargs: tuple[str, ...] = ()  # that call's extra keyword arguments, ``name=CONSTANT``
+
+
 class Accelerator(ABC):
     """One method as a plug-in: check its parameters, apply it to a pipeline, undo it.
 
     ``apply`` and ``remove`` act on the same pipeline object; a composition applies several
-    methods in ``ORDER`` and removes them in reverse (see ``accelerators.applied``).
+    methods in the order of ``accelerators.METHODS`` and removes them in reverse (see
+    ``accelerators.applied``).
     """
 
     name: ClassVar[str]
     label: ClassVar[str]  # the name researchers use, e.g. "T-GATE"
     Params: ClassVar[type]  # a dataclass: the method's parameters, named as in its package
+    compiles: ClassVar[bool] = False  # builds graphs on its first calls (a warm-up cost; FLOPs not countable)
+    order: ClassVar[int]  # place in a composition: applied by increasing order, removed in reverse
+    constants: ClassVar[dict[str, str]] = {}  # parameter -> its constant in a generated file
 
     def __init__(self, params: Any, target: Target):
         self.params = params
@@ -63,6 +79,20 @@ class Accelerator(ABC):
     def reset(self, pipe: Any, seed: int) -> None:
         """Put per-call state (caches, random generators) into a state fixed by ``seed``."""
 
+    def warmup_needed(self) -> tuple[int, str]:
+        """The warm-up batches this method needs before its calls can be timed, and why."""
+        return 0, ""
+
     def entry_point(self, pipe: Any) -> Optional[Callable[..., Any]]:
         """The callable that generates images instead of ``pipe(...)``, if the method needs one."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def code(cls, family: str, methods: Sequence[str]) -> Code:
+        """This method's lines in a generated file for ``family`` (sd | sdxl), composed with ``methods``."""
+
+    @classmethod
+    def no_code(cls, methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:
+        """Why a generated file cannot reproduce what this method measured in this composition; None if it can."""
         return None

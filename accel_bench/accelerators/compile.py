@@ -15,19 +15,21 @@ import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional
+from operator import attrgetter
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
-from .base import Accelerator, Target
+from .base import Accelerator, Code, Target
 from .cached_steps import CompiledCachedSteps
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-# what can be compiled, by name: the pipeline's modules
-COMPILE_TARGETS: dict[str, Callable[[Any], Any]] = {
-    "unet": lambda pipe: pipe.unet,
-    "vae_decoder": lambda pipe: pipe.vae.decoder,
-}
+# what can be compiled, by name: where the module sits in a pipeline
+COMPILE_TARGETS: dict[str, str] = {"unet": "unet", "vae_decoder": "vae.decoder"}
+
+
+def _module(pipe: Any, name: str) -> Any:
+    return attrgetter(COMPILE_TARGETS[name])(pipe)
 
 
 class RecompileLimit(logging.Handler):
@@ -84,6 +86,9 @@ class Compile(Accelerator):
     name = "compile"
     label = "torch.compile"
     Params = CompileParams
+    compiles = True
+    order = 100  # last: it compiles the modules as the other methods left them
+    constants = {"mode": "COMPILE_MODE", "fullgraph": "FULLGRAPH", "compile_targets": "COMPILE_TARGETS"}
 
     @classmethod
     def params_from(cls, values: Mapping[str, Any]) -> CompileParams:
@@ -117,7 +122,7 @@ class Compile(Accelerator):
         for name in self.params.compile_targets:
             if name == "unet" and self.cached_steps is not None:
                 continue
-            module = COMPILE_TARGETS[name](pipe)
+            module = _module(pipe, name)
             module.compile(**options)
             module._compiled_call_impl = self.limit.explained(module._compiled_call_impl)
 
@@ -126,7 +131,26 @@ class Compile(Accelerator):
         if self.cached_steps is not None:
             self.cached_steps.remove()
         for name in self.params.compile_targets:
-            COMPILE_TARGETS[name](pipe).__dict__.pop("_compiled_call_impl", None)
+            _module(pipe, name).__dict__.pop("_compiled_call_impl", None)
+
+    def warmup_needed(self) -> tuple[int, str]:
+        # compilation runs on the first call, CUDA graphs are captured on the next ones: never inside a timed batch
+        least = 3 if self.params.mode in CUDA_GRAPH_MODES else 1
+        return least, f"with torch.compile's {self.params.mode} mode (torch.compile works on the first calls, outside the timed batches)"
+
+    @classmethod
+    def code(cls, family: str, methods: Sequence[str]) -> Code:
+        paths = ", ".join(f'"{name}": pipe.{path}' for name, path in COMPILE_TARGETS.items())
+        return Code(load=(
+            "    for name in COMPILE_TARGETS:  # torch.compile: it compiles on the first calls",
+            f"        {{{paths}}}[name].compile(mode=None if COMPILE_MODE == \"default\" else COMPILE_MODE, fullgraph=FULLGRAPH)",
+        ))
+
+    @classmethod
+    def no_code(cls, methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:
+        if "deepcache" in methods and "unet" in params.get("compile_targets", []):
+            return "DeepCache on a compiled UNet runs as two graphs (accelerators/cached_steps.py), which generated code does not carry"
+        return None
 
     def reset(self, pipe: Any, seed: int) -> None:
         if self.cached_steps is not None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
-from .base import Accelerator, Target
+from .base import Accelerator, Code, Target
 
 BRANCHES_PER_DOWN_BLOCK = 3  # DeepCacheSDHelper: block = branch_id // 3, layer = branch_id % 3
 
@@ -21,6 +21,8 @@ class DeepCache(Accelerator):
     name = "deepcache"
     label = "DeepCache"
     Params = DeepCacheParams
+    order = 10
+    constants = {"cache_interval": "CACHE_INTERVAL", "cache_branch_id": "CACHE_BRANCH_ID"}
 
     @classmethod
     def check(cls, params: DeepCacheParams, target: Target) -> None:
@@ -43,6 +45,19 @@ class DeepCache(Accelerator):
 
     def remove(self, pipe: Any) -> None:
         self.helper.disable()
+
+    @classmethod
+    def code(cls, family: str, methods: Sequence[str]) -> Code:
+        if "tgate" in methods:
+            return Code()  # T-GATE's DeepCache loader enables it, with these constants
+        return Code(
+            imports=("from DeepCache import DeepCacheSDHelper",),
+            load=(
+                "    pipe.deepcache = DeepCacheSDHelper(pipe=pipe)",
+                "    pipe.deepcache.set_params(cache_interval=CACHE_INTERVAL, cache_branch_id=CACHE_BRANCH_ID)",
+                "    pipe.deepcache.enable()",
+            ),
+        )
 
     def reset(self, pipe: Any, seed: int) -> None:
         # The step count enable() starts from, set in place: re-enabling would wrap every block anew,

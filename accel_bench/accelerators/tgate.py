@@ -6,18 +6,18 @@ import functools
 import importlib
 from dataclasses import dataclass
 from types import MethodType
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
-from .base import Accelerator, Target
+from .base import Accelerator, Code, Target
 
-# tgate's sampling loop per (pipeline family, DeepCache active). The DeepCache variants reset the
-# DeepCache helper at the gate, where the batch halves as guidance is dropped.
-_SAMPLING_MODULES = {
-    ("sd", False): "tgate.SD",
-    ("sd", True): "tgate.SD_DeepCache",
-    ("sdxl", False): "tgate.SDXL",
-    ("sdxl", True): "tgate.SDXL_DeepCache",
+# tgate's sampling loop and the loader that binds it, per (pipeline family, DeepCache active). The
+# DeepCache variants reset the DeepCache helper at the gate, where the batch halves as guidance is dropped.
+_VARIANTS = {
+    ("sd", False): ("tgate.SD", "TgateSDLoader"),
+    ("sd", True): ("tgate.SD_DeepCache", "TgateSDDeepCacheLoader"),
+    ("sdxl", False): ("tgate.SDXL", "TgateSDXLLoader"),
+    ("sdxl", True): ("tgate.SDXL_DeepCache", "TgateSDXLDeepCacheLoader"),
 }
 
 
@@ -40,6 +40,8 @@ class TGate(Accelerator):
     name = "tgate"
     label = "T-GATE"
     Params = TGateParams
+    order = 30  # after DeepCache: its sampling loop binds to the DeepCache helper
+    constants = {"gate_step": "GATE_STEP", "sp_interval": "SP_INTERVAL", "fi_interval": "FI_INTERVAL", "warm_up": "WARM_UP"}
 
     @classmethod
     def check(cls, params: TGateParams, target: Target) -> None:
@@ -68,7 +70,7 @@ class TGate(Accelerator):
 
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         deepcache = active.get("deepcache")
-        module = importlib.import_module(_SAMPLING_MODULES[(self.target.family, deepcache is not None)])
+        module = importlib.import_module(_VARIANTS[(self.target.family, deepcache is not None)][0])
         # The tgate loaders would do this binding too, but its DeepCache loaders also create and
         # enable a second DeepCache helper; bind the sampling loop to the helper we already hold.
         pipe.tgate = MethodType(module.tgate, pipe)
@@ -80,6 +82,18 @@ class TGate(Accelerator):
         # the pipeline snapshot taken by `applied` restores those, and the attributes set here.
         del pipe.tgate
         pipe.__dict__.pop("deepcache", None)
+
+    @classmethod
+    def code(cls, family: str, methods: Sequence[str]) -> Code:
+        deepcache = "deepcache" in methods
+        loader = _VARIANTS[(family, deepcache)][1]
+        args = ", cache_interval=CACHE_INTERVAL, cache_branch_id=CACHE_BRANCH_ID" if deepcache else ""
+        return Code(
+            imports=(f"from tgate import {loader}",),
+            load=(f"    pipe = {loader}(pipe{args})  # adds pipe.tgate{'; enables DeepCache' if deepcache else ''}",),
+            call="pipe.tgate",
+            call_kwargs=tuple(f"{key}={name}" for key, name in cls.constants.items()),
+        )
 
     def entry_point(self, pipe: Any) -> Optional[Callable[..., Any]]:
         p = self.params

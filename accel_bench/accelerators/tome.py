@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from ..errors import ConfigError
-from .base import Accelerator, Target
+from .base import Accelerator, Code, Target
 
 MAX_DOWNSAMPLES = (1, 2, 4, 8)
 
@@ -26,6 +26,8 @@ class ToMe(Accelerator):
     name = "tome"
     label = "ToMe"
     Params = ToMeParams
+    order = 20
+    constants = {"ratio": "RATIO", "max_downsample": "MAX_DOWNSAMPLE", "sx": "SX", "sy": "SY", "use_rand": "USE_RAND"}
 
     @classmethod
     def check(cls, params: ToMeParams, target: Target) -> None:
@@ -61,6 +63,13 @@ class ToMe(Accelerator):
         import tomesd
 
         tomesd.remove_patch(pipe)
+
+    @classmethod
+    def code(cls, family: str, methods: Sequence[str]) -> Code:
+        return Code(
+            imports=("import tomesd",),
+            patch=("    tomesd.apply_patch(pipe, ratio=RATIO, max_downsample=MAX_DOWNSAMPLE, sx=SX, sy=SY, use_rand=USE_RAND)",),
+        )
 
     def reset(self, pipe: Any, seed: int) -> None:
         # tomesd forks its generator from the global RNG on first use; seed it instead.

@@ -13,32 +13,6 @@ from typing import Any, Mapping, Sequence
 
 from ..accelerators import METHODS
 
-# Constant names in a generated file, per accelerator parameter that a file passes on.
-PARAM_CONSTANTS = {
-    "cache_interval": "CACHE_INTERVAL",
-    "cache_branch_id": "CACHE_BRANCH_ID",
-    "ratio": "RATIO",
-    "max_downsample": "MAX_DOWNSAMPLE",
-    "sx": "SX",
-    "sy": "SY",
-    "use_rand": "USE_RAND",
-    "gate_step": "GATE_STEP",
-    "sp_interval": "SP_INTERVAL",
-    "fi_interval": "FI_INTERVAL",
-    "warm_up": "WARM_UP",
-    "mode": "COMPILE_MODE",
-    "fullgraph": "FULLGRAPH",
-    "compile_targets": "COMPILE_TARGETS",
-}
-# where each compile target lives in a pipeline (accelerators.compile.COMPILE_TARGETS)
-_COMPILE_PATHS = {"unet": "pipe.unet", "vae_decoder": "pipe.vae.decoder"}
-_TGATE_LOADERS = {
-    ("sd", False): "TgateSDLoader",
-    ("sd", True): "TgateSDDeepCacheLoader",
-    ("sdxl", False): "TgateSDXLLoader",
-    ("sdxl", True): "TgateSDXLDeepCacheLoader",
-}
-
 
 @dataclass(frozen=True)
 class CodeSpec:
@@ -64,9 +38,10 @@ class CodeSpec:
             "RESOLUTION": self.resolution,
             "GUIDANCE_SCALE": self.guidance_scale,
         }
-        for key, name in PARAM_CONSTANTS.items():
-            if key in self.params:
-                values[name] = self.params[key]
+        for method in (m for m in METHODS if m in self.methods):
+            for key, name in METHODS[method].constants.items():
+                if key in self.params:
+                    values[name] = self.params[key]
         return values
 
 
@@ -86,16 +61,11 @@ def _literal(value: Any) -> str:
 
 def generate_code(spec: CodeSpec, docstring: str) -> str:
     pipeline_class = "StableDiffusionXLPipeline" if spec.family == "sdxl" else "StableDiffusionPipeline"
-    methods = list(spec.methods)
-    deepcache, tome, tgate = ("deepcache" in methods), ("tome" in methods), ("tgate" in methods)
+    methods = [name for name in METHODS if name in spec.methods]
+    parts = [METHODS[name].code(spec.family, methods) for name in methods]
 
     imports = ["import torch", f"from diffusers import {pipeline_class}, {spec.scheduler_class}"]
-    if deepcache and not tgate:
-        imports.append("from DeepCache import DeepCacheSDHelper")
-    if tome:
-        imports.append("import tomesd")
-    if tgate:
-        imports.append(f"from tgate import {_TGATE_LOADERS[(spec.family, deepcache)]}")
+    imports += [line for part in parts for line in part.imports]
 
     constants = "\n".join(f"{name} = {_literal(value)}" for name, value in spec.constants.items())
 
@@ -107,28 +77,12 @@ def generate_code(spec: CodeSpec, docstring: str) -> str:
         "    pipe = pipe.to(device)",
         "    pipe.set_progress_bar_config(disable=True)",
     ]
-    if tome:
-        load.append("    tomesd.apply_patch(pipe, ratio=RATIO, max_downsample=MAX_DOWNSAMPLE, sx=SX, sy=SY, use_rand=USE_RAND)")
-    if deepcache and not tgate:
-        load += [
-            "    pipe.deepcache = DeepCacheSDHelper(pipe=pipe)",
-            "    pipe.deepcache.set_params(cache_interval=CACHE_INTERVAL, cache_branch_id=CACHE_BRANCH_ID)",
-            "    pipe.deepcache.enable()",
-        ]
-    if tgate:
-        loader = _TGATE_LOADERS[(spec.family, deepcache)]
-        args = ", cache_interval=CACHE_INTERVAL, cache_branch_id=CACHE_BRANCH_ID" if deepcache else ""
-        load.append(f"    pipe = {loader}(pipe{args})  # adds pipe.tgate{'; enables DeepCache' if deepcache else ''}")
-    if "compile" in methods:
-        paths = ", ".join(f'"{name}": {path}' for name, path in _COMPILE_PATHS.items())
-        load += [
-            "    for name in COMPILE_TARGETS:  # torch.compile: it compiles on the first calls",
-            f"        {{{paths}}}[name].compile(mode=None if COMPILE_MODE == \"default\" else COMPILE_MODE, fullgraph=FULLGRAPH)",
-        ]
+    load += [line for part in parts for line in part.patch]
+    load += [line for part in parts for line in part.load]
     load.append("    return pipe")
 
-    call = "pipe.tgate" if tgate else "pipe"
-    gate = ",\n        gate_step=GATE_STEP,\n        sp_interval=SP_INTERVAL,\n        fi_interval=FI_INTERVAL,\n        warm_up=WARM_UP" if tgate else ""
+    call = next((part.call for part in parts if part.call), "pipe")
+    gate = "".join(f",\n        {kwarg}" for part in parts for kwarg in part.call_kwargs)
     return f'''"""{docstring}
 """
 
