@@ -37,9 +37,23 @@ def slurm():
         pytest.skip("Slurm is not installed here: `scripts/local_slurm.sh install` (root, Debian) installs it")
     if os.geteuid() != 0:
         pytest.skip("the local Slurm cluster runs its daemons as root")
+    system_slurm = _files(Path("/etc/slurm"))
     started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr  # installed but not starting: a real failure
+    assert _files(Path("/etc/slurm")) == system_slurm  # the machine's own Slurm configuration is not ours to touch
+    conf = subprocess.run(["bash", str(SCRIPT), "env"], capture_output=True, text=True, check=True).stdout.strip()
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf.partition("SLURM_CONF=")[2]  # our cluster's clients, sweeps and tests
     yield
+    if previous is None:
+        os.environ.pop("SLURM_CONF")
+    else:
+        os.environ["SLURM_CONF"] = previous
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()} if folder.is_dir() else {}
 
 
 def start_sweep(args, tmp_path, log_name="sweep.log"):
@@ -168,7 +182,7 @@ def test_without_accounting_a_task_gone_from_the_queue_is_lost_after_the_grace_p
     sweep_dir = tmp_path / "sweep"
     args = [*SLURM, "hydra.launcher.jobs_per_task=2", "hydra.launcher.lost_after_s=3", "accel.cache_interval=2,3,4,5", *SLOW,
             f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
-    subprocess.run(["pkill", "-x", "slurmdbd"], check=True)
+    subprocess.run(["bash", str(SCRIPT), "stop-accounting"], check=True)  # our slurmdbd only
     try:
         assert subprocess.run(["sacct", "-n", "-X"], capture_output=True).returncode != 0  # no accounting now
         process = start_sweep(args, tmp_path)
