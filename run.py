@@ -1,7 +1,7 @@
 """accel_bench from a checkout: the same command line as the installed ``accel-bench``.
 
-    python run.py pipeline=sdxl accel=deepcache
-    python run.py -m accel=deepcache accel.cache_interval=2,3,4
+python run.py pipeline=sdxl accel=deepcache
+python run.py -m accel=deepcache accel.cache_interval=2,3,4
 """
 
 from accel_bench.cli import main

@@ -48,7 +48,9 @@ def _load(folder: Path, key: str) -> Optional[Baseline]:
     return Baseline(Measurement(images=arrays["images"], **timings), arrays["clip_scores"])
 
 
-def get_or_measure(key: str, measure_baseline: Callable[[], Baseline], folder: Optional[Path] = None) -> tuple[Baseline, bool]:
+def get_or_measure(
+    key: str, measure_baseline: Callable[[], Baseline], folder: Optional[Path] = None
+) -> tuple[Baseline, bool]:
     """The baseline for ``key`` and whether it was reused (measured earlier, here or by another job)."""
     if key in _IN_PROCESS:
         return _IN_PROCESS[key], True

@@ -1,7 +1,7 @@
 """The run's command line: ``accel-bench ARGS`` (installed) or ``python run.py ARGS`` (a checkout).
 
-    accel-bench pipeline=sdxl accel=deepcache
-    accel-bench -m accel=deepcache accel.cache_interval=2,3,4
+accel-bench pipeline=sdxl accel=deepcache
+accel-bench -m accel=deepcache accel.cache_interval=2,3,4
 """
 
 import sys

@@ -136,8 +136,13 @@ def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
         raise
 
 
-_NODE_KINDS = {"IntegerNode": "an integer", "FloatNode": "a number", "BooleanNode": "true or false", "StringNode": "a string",
-               "ListConfig": "a list, e.g. [a,b]"}
+_NODE_KINDS = {
+    "IntegerNode": "an integer",
+    "FloatNode": "a number",
+    "BooleanNode": "true or false",
+    "StringNode": "a string",
+    "ListConfig": "a list, e.g. [a,b]",
+}
 
 
 def check_overrides(arguments: Sequence[str], config_name: str) -> None:
@@ -153,7 +158,11 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
 
     parser = OverridesParser.create()
     try:
-        parsed = [(arg, parser.parse_override(arg)) for arg in arguments if not arg.startswith("-") and ("=" in arg or arg.startswith("~"))]
+        parsed = [
+            (arg, parser.parse_override(arg))
+            for arg in arguments
+            if not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+        ]
     except HydraException:
         return  # a syntax error: Hydra reports it with its own context
     choices = []  # per override: the lines it composes as, one per choice of a sweep
@@ -165,7 +174,7 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
     for lines in choices:
         _check_group_option(parser.parse_overrides(lines))
     first = [lines[0] for lines in choices]
-    variants = [first] + [first[:i] + [line] + first[i + 1:] for i, lines in enumerate(choices) for line in lines[1:]]
+    variants = [first] + [first[:i] + [line] + first[i + 1 :] for i, lines in enumerate(choices) for line in lines[1:]]
     for overrides in variants:
         try:
             compose_config(config_name, overrides)
@@ -174,10 +183,14 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
             values = {o.key_or_group: o.value() for o in parser.parse_overrides(overrides)}
             if isinstance(cause, ValidationError) and type(cause.child_node).__name__ in _NODE_KINDS:
                 kind = _NODE_KINDS[type(cause.child_node).__name__]
-                raise ConfigError(cause.full_key, cause.value, kind + (" or null" if cause.child_node._is_optional() else ""))
+                raise ConfigError(
+                    cause.full_key, cause.value, kind + (" or null" if cause.child_node._is_optional() else "")
+                )
             if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
                 known = " | ".join(sorted(str(key) for key in cause.parent_node.keys() if key != "hydra"))
-                raise ConfigError(cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}")
+                raise ConfigError(
+                    cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}"
+                )
             return  # anything else: Hydra's own message
 
 
@@ -265,19 +278,36 @@ def check(cfg: DictConfig) -> "Checked":
         raise ConfigError("pipeline.weights", pipeline.weights, " | ".join(WEIGHTS))
     if pipeline.weights == "pretrained":
         if not pipeline.model_id:
-            raise ConfigError("pipeline.model_id", pipeline.model_id, f"a hub id or local folder (pipeline={pipeline.name} has no pretrained weights; use pipeline.weights=random)")
+            raise ConfigError(
+                "pipeline.model_id",
+                pipeline.model_id,
+                f"a hub id or local folder (pipeline={pipeline.name} has no pretrained weights; use pipeline.weights=random)",
+            )
         if is_local_path(pipeline.model_id) and not Path(pipeline.model_id).expanduser().is_dir():
-            raise ConfigError("pipeline.model_id", pipeline.model_id, "an existing local folder (written by save_pretrained) or a hub id like org/name")
+            raise ConfigError(
+                "pipeline.model_id",
+                pipeline.model_id,
+                "an existing local folder (written by save_pretrained) or a hub id like org/name",
+            )
     if cfg.scheduler.class_name not in SCHEDULER_CLASSES:
         raise ConfigError("scheduler.class_name", cfg.scheduler.class_name, " | ".join(SCHEDULER_CLASSES))
 
     prompts = load_prompts(cfg.prompts)
     available = len(prompts)
     if cfg.num_prompts > available:
-        raise ConfigError("num_prompts", cfg.num_prompts, f"at most {available} (the prompts={cfg.prompts.source} set has {available})")
+        raise ConfigError(
+            "num_prompts",
+            cfg.num_prompts,
+            f"at most {available} (the prompts={cfg.prompts.source} set has {available})",
+        )
 
-    target = Target(pipeline=pipeline.name, family=pipeline.family, down_blocks=unet_down_blocks(pipeline), steps=cfg.steps,
-                    device=device.partition(":")[0])
+    target = Target(
+        pipeline=pipeline.name,
+        family=pipeline.family,
+        down_blocks=unet_down_blocks(pipeline),
+        steps=cfg.steps,
+        device=device.partition(":")[0],
+    )
     methods, base_methods = accelerators.build(cfg.accel, target), accelerators.baseline_methods(cfg.baseline, target)
     for method in methods + base_methods:
         least, why = method.warmup_needed()

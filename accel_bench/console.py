@@ -19,7 +19,9 @@ def format_summary(row: Row, summary_path: str) -> str:
         return f"{row.status}: {row.error}\nrow appended to {summary_path}"
     a, b = row.accelerated, row.base
     fidelity = f"PSNR {fmt(row.psnr_db, '.1f')} dB, SSIM {fmt(row.ssim, '.3f')}"
-    random_note = "  (random weights: not a quality measure)" if row.clip_weights == "random" or row.weights == "random" else ""
+    random_note = (
+        "  (random weights: not a quality measure)" if row.clip_weights == "random" or row.weights == "random" else ""
+    )
     lines = [
         f"{row.pipeline_label} [{row.weights} weights] | {row.scheduler_class} {row.steps} steps | "
         f"{row.num_images} images, batch {row.batch_size}, {row.resolution}px | {row.device} ({row.device_name}) {row.dtype}",
@@ -32,8 +34,13 @@ def format_summary(row: Row, summary_path: str) -> str:
         f"{'batch median (s)':24}{fmt(b.batch_time_median_s, '.4f'):>12}{fmt(a.batch_time_median_s, '.4f'):>22}",
         f"{'GFLOP / image':24}{fmt(b.flops_per_image, '.2f'):>12}{fmt(a.flops_per_image, '.2f'):>22}   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
         f"{'peak memory (GB)':24}{fmt(b.peak_mem_gb, '.2f'):>12}{fmt(a.peak_mem_gb, '.2f'):>22}",
-        *([f"{'compile (s)':24}{fmt(b.compile_s, '.1f'):>12}{fmt(a.compile_s, '.1f'):>22}   in the warm-up, outside the latency"]
-          if a.compile_s is not None or b.compile_s is not None else []),
+        *(
+            [
+                f"{'compile (s)':24}{fmt(b.compile_s, '.1f'):>12}{fmt(a.compile_s, '.1f'):>22}   in the warm-up, outside the latency"
+            ]
+            if a.compile_s is not None or b.compile_s is not None
+            else []
+        ),
         f"{'CLIP score':24}{fmt(b.clip_score, '.2f'):>12}{fmt(a.clip_score, '.2f'):>22}   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
         f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}",
         f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | CLIP {row.clip_model} ({row.clip_weights})",

@@ -24,7 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import accelerators, config
 from .baselines import Baseline, baseline_key, get_or_measure
-from .environment import DTYPE_NAMES, device_name, physical_device, process_age_s, resolve_dtype, seed_everything, versions
+from .environment import (
+    DTYPE_NAMES,
+    device_name,
+    physical_device,
+    process_age_s,
+    resolve_dtype,
+    seed_everything,
+    versions,
+)
 from .errors import ConfigError
 from .images import to_uint8
 from .measure import Generate, Measurement, measure_sides, speedup_ratios
@@ -60,9 +68,11 @@ def prepare_pipeline(cfg: DictConfig, gpus_asked: int = 0, device: Optional[str]
     ``device``: as ``config.check`` resolved it (resolved here when not given)."""
     device = torch.device(device or config.resolve_device(cfg.device))
     if gpus_asked and cfg.device != "cpu" and device.type != "cuda":
-        raise RuntimeError(f"the launcher asked for {gpus_asked} GPU(s) per task (hydra.launcher.gpus_per_node) but this "
-                           f"job on {socket.gethostname()} sees none (CUDA_VISIBLE_DEVICES="
-                           f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); it would have measured on the CPU")
+        raise RuntimeError(
+            f"the launcher asked for {gpus_asked} GPU(s) per task (hydra.launcher.gpus_per_node) but this "
+            f"job on {socket.gethostname()} sees none (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); it would have measured on the CPU"
+        )
     dtype = resolve_dtype(cfg.dtype, device.type)
     seed_everything(cfg.seed)
     loaded = cached_pipeline(cfg.pipeline, str(device), dtype, cfg.cache_dir)
@@ -72,6 +82,7 @@ def prepare_pipeline(cfg: DictConfig, gpus_asked: int = 0, device: Optional[str]
 
 def pipeline_call(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolution: int) -> Generate:
     """The configured call of a (possibly accelerated) pipeline, as ``measure`` times it."""
+
     def generate(prompts: list[str], generators: list[torch.Generator]) -> np.ndarray:
         return applied.call(
             prompt=prompts,
@@ -86,8 +97,15 @@ def pipeline_call(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolu
     return generate
 
 
-def _measure(sides: list[tuple[str, list[accelerators.Accelerator]]], pipe: Any, prompts: list[str], cfg: DictConfig,
-             device: torch.device, resolution: int, interleave: bool) -> list[Measurement]:
+def _measure(
+    sides: list[tuple[str, list[accelerators.Accelerator]]],
+    pipe: Any,
+    prompts: list[str],
+    cfg: DictConfig,
+    device: torch.device,
+    resolution: int,
+    interleave: bool,
+) -> list[Measurement]:
     """Each side is the pipeline with its accelerators applied, for each of its passes."""
 
     def opener(methods: list[accelerators.Accelerator]):
@@ -190,23 +208,43 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, gpus_a
     return row
 
 
-def _run_checked(cfg: DictConfig, run_dir: Path, checked: config.Checked, identity: dict[str, Any], layout: Any,
-                 gpus_asked: int) -> Row:
+def _run_checked(
+    cfg: DictConfig, run_dir: Path, checked: config.Checked, identity: dict[str, Any], layout: Any, gpus_asked: int
+) -> Row:
     prepared = prepare_pipeline(cfg, gpus_asked, checked.device)
     loaded, device, dtype, resolution = prepared.loaded, prepared.device, prepared.dtype, prepared.resolution
     pipe, prompts, methods, base_methods = loaded.pipe, checked.prompts, checked.methods, checked.base_methods
     clip = choose_clip(cfg.clip.model, cfg.clip.pretrained, cfg.pipeline.weights)
     scorer = clip_scorer(clip, device, cfg.clip.batch_size)
-    log.info("%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s, against the %s baseline",
-             cfg.pipeline.label, cfg.pipeline.weights, loaded.source, cfg.scheduler.label, cfg.steps,
-             len(prompts), cfg.batch_size, cfg.accel.name, device, DTYPE_NAMES[dtype], identity["baseline"])
+    log.info(
+        "%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s, against the %s baseline",
+        cfg.pipeline.label,
+        cfg.pipeline.weights,
+        loaded.source,
+        cfg.scheduler.label,
+        cfg.steps,
+        len(prompts),
+        cfg.batch_size,
+        cfg.accel.name,
+        device,
+        DTYPE_NAMES[dtype],
+        identity["baseline"],
+    )
 
     def measure_baseline() -> Baseline:
         (measured,) = _measure([("baseline", base_methods)], pipe, prompts, cfg, device, resolution, interleave=False)
         return Baseline(measured, scorer.scores(measured.images, prompts))
 
     if cfg.interleave:  # the baseline is re-measured, its passes alternating with the accelerated ones
-        base_side, accel_side = _measure([("baseline", base_methods), (cfg.accel.name, methods)], pipe, prompts, cfg, device, resolution, interleave=True)
+        base_side, accel_side = _measure(
+            [("baseline", base_methods), (cfg.accel.name, methods)],
+            pipe,
+            prompts,
+            cfg,
+            device,
+            resolution,
+            interleave=True,
+        )
         baseline, baseline_cached = Baseline(base_side, scorer.scores(base_side.images, prompts)), False
     else:
         key = baseline_key(
@@ -218,8 +256,20 @@ def _run_checked(cfg: DictConfig, run_dir: Path, checked: config.Checked, identi
             dtype=DTYPE_NAMES[dtype],
             resolution=resolution,
             baseline=identity["baseline"],
-            **{k: cfg[k] for k in ("steps", "batch_size", "seed", "warmup_batches", "warmup_tolerance", "warmup_max_batches",
-                                   "repeats", "guidance_scale", "count_flops")},
+            **{
+                k: cfg[k]
+                for k in (
+                    "steps",
+                    "batch_size",
+                    "seed",
+                    "warmup_batches",
+                    "warmup_tolerance",
+                    "warmup_max_batches",
+                    "repeats",
+                    "guidance_scale",
+                    "count_flops",
+                )
+            },
         )
         # once per process, and once per sweep across its processes
         baseline, baseline_cached = get_or_measure(key, measure_baseline, layout.baselines if layout else None)
@@ -228,7 +278,10 @@ def _run_checked(cfg: DictConfig, run_dir: Path, checked: config.Checked, identi
     scoring_began = time.perf_counter()
     base_clip = float(baseline.clip_scores.mean())
     accel_clip = float(scorer.scores(accel.images, prompts).mean())
-    fidelity_psnr, fidelity_ssim = float(np.mean(psnr_db(base.images, accel.images))), float(np.mean(ssim(base.images, accel.images, device)))
+    fidelity_psnr, fidelity_ssim = (
+        float(np.mean(psnr_db(base.images, accel.images))),
+        float(np.mean(ssim(base.images, accel.images, device))),
+    )
     scoring_s = time.perf_counter() - scoring_began
     if cfg.save_images:
         _save_images(run_dir, {"baseline": base, "accel": accel})

@@ -105,7 +105,9 @@ class Measurement:
     def repeat_latencies_s(self) -> list[float]:
         """Seconds per image of each pass: the pass's measured time / its images."""
         per_pass = len(self.batch_times_s) // self.repeats
-        return [sum(self.batch_times_s[r * per_pass : (r + 1) * per_pass]) / self.num_images for r in range(self.repeats)]
+        return [
+            sum(self.batch_times_s[r * per_pass : (r + 1) * per_pass]) / self.num_images for r in range(self.repeats)
+        ]
 
     @property
     def latency_s(self) -> float:
@@ -160,8 +162,21 @@ def _synchronize(device: torch.device) -> None:
 class _Runner:
     """Batches of one pass over the prompts, timed the one way."""
 
-    def __init__(self, prompts: Sequence[str], batch_size: int, seed: int, device: torch.device, fresh: Optional[FreshInputs] = None):
-        self.prompts, self.batch_size, self.seed, self.device, self.fresh = list(prompts), batch_size, seed, device, fresh
+    def __init__(
+        self,
+        prompts: Sequence[str],
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        fresh: Optional[FreshInputs] = None,
+    ):
+        self.prompts, self.batch_size, self.seed, self.device, self.fresh = (
+            list(prompts),
+            batch_size,
+            seed,
+            device,
+            fresh,
+        )
         self.starts = list(range(0, len(self.prompts), batch_size))
         self.full_starts = [s for s in self.starts if s + batch_size <= len(self.prompts)] or self.starts
 
@@ -173,7 +188,9 @@ class _Runner:
         order = np.random.default_rng(sequence).permutation(len(self.prompts))
         return _Runner([self.prompts[i] for i in order], self.batch_size, seed, self.device)
 
-    def prepare(self, before_batch: BeforeBatch, start: int, size: Optional[int] = None) -> tuple[list[str], list[torch.Generator]]:
+    def prepare(
+        self, before_batch: BeforeBatch, start: int, size: Optional[int] = None
+    ) -> tuple[list[str], list[torch.Generator]]:
         """The batch's prompts and fresh generators; stateful accelerators reset. Never timed."""
         batch = self.prompts[start : start + (size or self.batch_size)]
         if before_batch is not None:
@@ -194,8 +211,10 @@ class _Runner:
     def warm_up(self, generate: Generate, before_batch: BeforeBatch, policy: WarmupPolicy, label: str) -> list[float]:
         if policy.batches != "auto":
             starts = self.starts[: min(int(policy.batches), len(self.starts))]
-            return [self.drawn(0, k).timed(generate, before_batch, s)[0]
-                    for k, s in enumerate(tqdm(starts, desc=f"{label} warm-up", unit="batch", leave=False))]
+            return [
+                self.drawn(0, k).timed(generate, before_batch, s)[0]
+                for k, s in enumerate(tqdm(starts, desc=f"{label} warm-up", unit="batch", leave=False))
+            ]
         times: list[float] = []
         with tqdm(desc=f"{label} warm-up until stable", unit="batch", leave=False) as bar:
             while len(times) < policy.max_batches:
@@ -262,7 +281,10 @@ def measure_sides(
     gets None; the others are measured in full."""
     runner = _Runner(prompts, batch_size, seed, device, fresh)
     counted = [count_flops] * len(openers) if isinstance(count_flops, bool) else list(count_flops)
-    sides = [_Side(opener, label, count_flops=c) for opener, label, c in zip(openers, list(labels) + [""] * len(openers), counted)]
+    sides = [
+        _Side(opener, label, count_flops=c)
+        for opener, label, c in zip(openers, list(labels) + [""] * len(openers), counted)
+    ]
 
     def one_pass(side: _Side, repeat: int) -> None:
         if side.stopped:
@@ -279,7 +301,9 @@ def measure_sides(
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             outputs = []
-            for start in tqdm(this_pass.starts, desc=f"{side.label} pass {repeat + 1}/{repeats}", unit="batch", leave=False):
+            for start in tqdm(
+                this_pass.starts, desc=f"{side.label} pass {repeat + 1}/{repeats}", unit="batch", leave=False
+            ):
                 seconds, output = this_pass.timed(generate, before_batch, start)
                 side.times.append(seconds)
                 side.sizes.append(len(output))
@@ -304,7 +328,9 @@ def measure_sides(
             for repeat in range(repeats):
                 one_pass(side, repeat)
     return [
-        None if s.stopped else Measurement(s.times, s.sizes, repeats, s.warmup_times, s.peak, s.flops, s.images, s.flops_s)  # type: ignore[arg-type]
+        None
+        if s.stopped
+        else Measurement(s.times, s.sizes, repeats, s.warmup_times, s.peak, s.flops, s.images, s.flops_s)  # type: ignore[arg-type]
         for s in sides
     ]
 

@@ -53,7 +53,9 @@ class ClipScorer:
             open_clip.add_model_config(TINY_CLIP_CONFIG)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # a random CLIP is the same random CLIP every run
-            model, _, self.preprocess = open_clip.create_model_and_transforms(choice.model, pretrained=choice.pretrained)
+            model, _, self.preprocess = open_clip.create_model_and_transforms(
+                choice.model, pretrained=choice.pretrained
+            )
         self.model = model.to(device).eval()
         self.tokenizer = open_clip.get_tokenizer(choice.model)
         self.device = device
@@ -92,7 +94,9 @@ def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return g / g.sum()
 
 
-def ssim(reference: np.ndarray, images: np.ndarray, device: torch.device = torch.device("cpu"), chunk: int = 4) -> np.ndarray:
+def ssim(
+    reference: np.ndarray, images: np.ndarray, device: torch.device = torch.device("cpu"), chunk: int = 4
+) -> np.ndarray:
     """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5), averaged over RGB channels.
 
     Computed in float64 on the run's ``device``, ``chunk`` images at a time, with the Gaussian
@@ -108,8 +112,12 @@ def ssim(reference: np.ndarray, images: np.ndarray, device: torch.device = torch
 
     scores = []
     for start in range(0, len(images), chunk):
-        x, y = (torch.from_numpy(np.ascontiguousarray(a[start : start + chunk], dtype=np.float64)).to(device).permute(0, 3, 1, 2)
-                for a in (reference, images))
+        x, y = (
+            torch.from_numpy(np.ascontiguousarray(a[start : start + chunk], dtype=np.float64))
+            .to(device)
+            .permute(0, 3, 1, 2)
+            for a in (reference, images)
+        )
         mu_x, mu_y = blur(x), blur(y)
         var_x = blur(x * x) - mu_x**2
         var_y = blur(y * y) - mu_y**2

@@ -127,7 +127,15 @@ _LOADED: dict[tuple, LoadedPipeline] = {}
 
 def cached_pipeline(pipeline: Mapping[str, Any], device: str, dtype: torch.dtype, cache_dir: str) -> LoadedPipeline:
     """Load each distinct pipeline once per process (a sweep's jobs share it)."""
-    key = (pipeline["family"], pipeline["weights"], pipeline["architecture"], pipeline["model_id"], device, str(dtype), cache_dir)
+    key = (
+        pipeline["family"],
+        pipeline["weights"],
+        pipeline["architecture"],
+        pipeline["model_id"],
+        device,
+        str(dtype),
+        cache_dir,
+    )
     if key in _LOADED:
         return dataclasses.replace(_LOADED[key], load_s=0.0)
     pipe, source, load_s = load_pipeline(pipeline, device, dtype, cache_dir)
@@ -153,8 +161,14 @@ def load_pipeline(pipeline: Mapping[str, Any], device: str, dtype: torch.dtype, 
     if pipeline["weights"] == "random":
         source = str(random_weights_dir(pipeline["architecture"], cache_dir, device))
     else:
-        source = str(Path(pipeline["model_id"]).expanduser()) if is_local_path(pipeline["model_id"]) else pipeline["model_id"]
-    pipeline_class = diffusers.StableDiffusionXLPipeline if pipeline["family"] == "sdxl" else diffusers.StableDiffusionPipeline
+        source = (
+            str(Path(pipeline["model_id"]).expanduser())
+            if is_local_path(pipeline["model_id"])
+            else pipeline["model_id"]
+        )
+    pipeline_class = (
+        diffusers.StableDiffusionXLPipeline if pipeline["family"] == "sdxl" else diffusers.StableDiffusionPipeline
+    )
     extra = {"safety_checker": None, "requires_safety_checker": False} if pipeline["family"] == "sd" else {}
     pipe = pipeline_class.from_pretrained(source, dtype=dtype, **extra)
     pipe.to(device)

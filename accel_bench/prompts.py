@@ -21,7 +21,9 @@ def _read_csv(path: Path) -> list[str]:
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if "prompt" not in (reader.fieldnames or []):
-            raise ConfigError("prompts.path", str(path), f"a .csv with a 'prompt' column (found columns: {reader.fieldnames})")
+            raise ConfigError(
+                "prompts.path", str(path), f"a .csv with a 'prompt' column (found columns: {reader.fieldnames})"
+            )
         return [row["prompt"].strip() for row in reader if (row["prompt"] or "").strip()]
 
 
@@ -33,9 +35,13 @@ def _read_jsonl(path: Path) -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ConfigError("prompts.path", str(path), f"one JSON object per line (line {number}: {error.msg})") from None
+            raise ConfigError(
+                "prompts.path", str(path), f"one JSON object per line (line {number}: {error.msg})"
+            ) from None
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise ConfigError("prompts.path", str(path), f"objects with a string 'prompt' field (line {number} has none)")
+            raise ConfigError(
+                "prompts.path", str(path), f"objects with a string 'prompt' field (line {number} has none)"
+            )
         if record["prompt"].strip():
             prompts.append(record["prompt"].strip())
     return prompts
@@ -51,7 +57,9 @@ def load_prompts(prompts: Mapping[str, Any]) -> list[str]:
     if prompts["source"] != "file":
         raise ConfigError("prompts.source", prompts["source"], "builtin | file")
     if not prompts.get("path"):
-        raise ConfigError("prompts.path", prompts.get("path"), "a .txt, .csv or .jsonl file (required with prompts=file)")
+        raise ConfigError(
+            "prompts.path", prompts.get("path"), "a .txt, .csv or .jsonl file (required with prompts=file)"
+        )
     path = Path(prompts["path"]).expanduser()
     if path.suffix not in FILE_SUFFIXES:
         raise ConfigError("prompts.path", str(path), "a file ending in .txt, .csv or .jsonl")

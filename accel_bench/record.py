@@ -124,7 +124,9 @@ class Row:
     scoring_s: Optional[float] = None  # seconds of this job's CLIP scoring and PSNR / SSIM
     pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
-    job_s: Optional[float] = None  # wall seconds since the process's previous job (its first: since the process started)
+    job_s: Optional[float] = (
+        None  # wall seconds since the process's previous job (its first: since the process started)
+    )
     run_dir: Optional[str] = None
     accelerated: Side = field(default_factory=Side)
     base: Side = field(default_factory=Side)
@@ -157,9 +159,15 @@ class Row:
     def from_csv(cls, cells: dict[str, str]) -> "Row":
         """A summary's row read back by the code that wrote it; columns it does not know are ignored,
         columns it misses (an older summary) keep their defaults."""
-        sides = {name: Side(**{f.name: _parse(cells.get(prefix + f.name, ""), f.type) for f in dataclasses.fields(Side)})
-                 for name, prefix in _SIDE_PREFIXES.items()}
-        values = {f.name: _parse(cells[f.name], f.type) for f in dataclasses.fields(cls) if f.name in cells and f.name not in sides}
+        sides = {
+            name: Side(**{f.name: _parse(cells.get(prefix + f.name, ""), f.type) for f in dataclasses.fields(Side)})
+            for name, prefix in _SIDE_PREFIXES.items()
+        }
+        values = {
+            f.name: _parse(cells[f.name], f.type)
+            for f in dataclasses.fields(cls)
+            if f.name in cells and f.name not in sides
+        }
         return cls(**values, **sides)
 
 

@@ -27,9 +27,18 @@ sys.path.insert(0, str(REPO))
 from accel_bench.sweep.jobs import sweep_cost  # noqa: E402
 from accel_bench.sweep.layout import SweepLayout  # noqa: E402
 
-GRID = ["accel=deepcache", "accel.cache_interval=2,3,4,5", "accel.cache_branch_id=0,1,2"]  # 12 jobs, as bench/sweep_efficiency.py
+GRID = [
+    "accel=deepcache",
+    "accel.cache_interval=2,3,4,5",
+    "accel.cache_branch_id=0,1,2",
+]  # 12 jobs, as bench/sweep_efficiency.py
 SETTINGS = ["steps=20", "num_prompts=8", "batch_size=4"]  # the tiny pipeline on the CPU, run.py's other defaults
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null"]
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=null",
+]
 
 
 def default_jobs_per_task() -> int:
@@ -39,8 +48,14 @@ def default_jobs_per_task() -> int:
 
 def run_sweep(out: Path, k: int) -> dict:
     sweep_dir = out / f"sweep_k{k}"
-    args = [*SLURM, f"hydra.launcher.jobs_per_task={k}", *GRID, *SETTINGS, f"hydra.sweep.dir={sweep_dir}",
-            f"summary_path={out / 'all.csv'}"]
+    args = [
+        *SLURM,
+        f"hydra.launcher.jobs_per_task={k}",
+        *GRID,
+        *SETTINGS,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={out / 'all.csv'}",
+    ]
     began_utc = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     began = time.perf_counter()
     done = subprocess.run([sys.executable, str(REPO / "run.py"), "-m", *args], cwd=out, capture_output=True, text=True)
@@ -49,9 +64,17 @@ def run_sweep(out: Path, k: int) -> dict:
         sys.exit(f"the K={k} sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     cost = sweep_cost(SweepLayout(sweep_dir), began_utc)
     tasks = int(re.search(r"in (\d+) slurm tasks", done.stdout).group(1))
-    return {"jobs_per_task": k, "wall_s": wall, "tasks": tasks, "jobs": cost.jobs, "pipeline_loads": cost.pipeline_loads,
-            "job_s": cost.job_s, "measured_s": cost.measured_s, "measured_share": cost.measured_share,
-            "command": "python run.py -m " + " ".join(args)}
+    return {
+        "jobs_per_task": k,
+        "wall_s": wall,
+        "tasks": tasks,
+        "jobs": cost.jobs,
+        "pipeline_loads": cost.pipeline_loads,
+        "job_s": cost.job_s,
+        "measured_s": cost.measured_s,
+        "measured_share": cost.measured_share,
+        "command": "python run.py -m " + " ".join(args),
+    }
 
 
 def main() -> None:
@@ -61,15 +84,36 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    subprocess.run([sys.executable, str(REPO / "run.py"), *SETTINGS, "num_prompts=1", "steps=2", f"summary_path={args.out / 'warm.csv'}",
-                    f"hydra.run.dir={args.out / 'warm'}"], check=True, capture_output=True)  # the random-weight folder, untimed
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            *SETTINGS,
+            "num_prompts=1",
+            "steps=2",
+            f"summary_path={args.out / 'warm.csv'}",
+            f"hydra.run.dir={args.out / 'warm'}",
+        ],
+        check=True,
+        capture_output=True,
+    )  # the random-weight folder, untimed
     results = [run_sweep(args.out, k) for k in args.k]
     default = default_jobs_per_task()
     by_k = {r["jobs_per_task"]: r for r in results}
     report = {
-        "machine": {"host": platform.node(), "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                                           if line.startswith("model name")), platform.processor()),
-                    "cores": os.cpu_count(), "slurm": subprocess.run(["sinfo", "-V"], capture_output=True, text=True).stdout.strip()},
+        "machine": {
+            "host": platform.node(),
+            "cpu": next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")
+                ),
+                platform.processor(),
+            ),
+            "cores": os.cpu_count(),
+            "slurm": subprocess.run(["sinfo", "-V"], capture_output=True, text=True).stdout.strip(),
+        },
         "settings": GRID + SETTINGS + SLURM,
         "default_jobs_per_task": default,
         "runs": results,
@@ -80,7 +124,9 @@ def main() -> None:
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"{'K':>3} {'wall s':>8} {'tasks':>6} {'loads':>6} {'job s':>8} {'measured':>9}")
     for r in results:
-        print(f"{r['jobs_per_task']:>3} {r['wall_s']:>8.1f} {r['tasks']:>6} {r['pipeline_loads']:>6} {r['job_s']:>8.1f} {r['measured_share']:>9.1%}")
+        print(
+            f"{r['jobs_per_task']:>3} {r['wall_s']:>8.1f} {r['tasks']:>6} {r['pipeline_loads']:>6} {r['job_s']:>8.1f} {r['measured_share']:>9.1%}"
+        )
     if "default_vs_k1_wall" in report:
         print(f"default K={default}: {report['default_vs_k1_wall']:.2f}x less wall time than K=1 (target 2x)")
 

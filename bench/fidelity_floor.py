@@ -29,15 +29,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from accel_bench.measure import prompt_generators  # noqa: E402
 from accel_bench.environment import resolve_dtype  # noqa: E402
 from accel_bench.images import to_uint8  # noqa: E402
+from accel_bench.measure import prompt_generators  # noqa: E402
 from accel_bench.metrics import psnr_db  # noqa: E402
 from accel_bench.pipelines import random_weights_dir  # noqa: E402
 from accel_bench.postprocess.codegen import CodeSpec, generate_code  # noqa: E402
 from accel_bench.prompts import load_prompts  # noqa: E402
 
-FAMILIES = {"tiny": ("sd", 64), "tiny_xl": ("sdxl", 64), "sd15": ("sd", 512), "sd21": ("sd", 768), "sdxl": ("sdxl", 1024)}
+FAMILIES = {
+    "tiny": ("sd", 64),
+    "tiny_xl": ("sdxl", 64),
+    "sd15": ("sd", 512),
+    "sd21": ("sd", 768),
+    "sdxl": ("sdxl", 1024),
+}
 DEEPCACHE = {"cache_interval": 3, "cache_branch_id": 0}
 TOME = {"ratio": 0.5, "sx": 2, "sy": 2, "use_rand": True}
 TGATE = {"sp_interval": 5, "fi_interval": 1, "warm_up": 2}
@@ -52,12 +58,20 @@ def shapes(steps: int, max_downsample: int) -> dict[str, tuple[list[str], dict]]
         "tome": (["tome"], tome),
         "tgate": (["tgate"], gate),
         "deepcache_tome": (["deepcache", "tome"], {**DEEPCACHE, **tome}),
-        "tgate_deepcache": (["deepcache", "tgate"], {**DEEPCACHE, **gate, "sp_interval": 1, "warm_up": 0}),  # conf/accel/tgate_deepcache
-        "tgate_deepcache_tome": (["deepcache", "tome", "tgate"], {**DEEPCACHE, **tome, **gate, "sp_interval": 1, "warm_up": 0}),
+        "tgate_deepcache": (
+            ["deepcache", "tgate"],
+            {**DEEPCACHE, **gate, "sp_interval": 1, "warm_up": 0},
+        ),  # conf/accel/tgate_deepcache
+        "tgate_deepcache_tome": (
+            ["deepcache", "tome", "tgate"],
+            {**DEEPCACHE, **tome, **gate, "sp_interval": 1, "warm_up": 0},
+        ),
     }
 
 
-def run_file(path: Path, model_dir: str, device: str, dtype: torch.dtype, prompts: list[str], seed: int, batch: int) -> np.ndarray:
+def run_file(
+    path: Path, model_dir: str, device: str, dtype: torch.dtype, prompts: list[str], seed: int, batch: int
+) -> np.ndarray:
     namespace = runpy.run_path(str(path), run_name="fidelity_floor")
     pipe = namespace["load_pipeline"](model_id=model_dir, device=device, dtype=dtype)
     out = []
@@ -84,7 +98,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--model", help="a hub id or folder with real weights (default: the random-weight architecture)")
+    parser.add_argument(
+        "--model", help="a hub id or folder with real weights (default: the random-weight architecture)"
+    )
     parser.add_argument("--cache-dir", default="~/.cache/accel_bench")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -102,6 +118,7 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
+
         def images_of(name, methods, params, seed=0):
             path = Path(tmp) / f"{name}.py"
             path.write_text(generate_code(spec(methods, params), name))
@@ -112,8 +129,15 @@ def main() -> None:
             results[f"gt:{name}"] = summary(psnr_db(base, images_of(name, methods, params)))
             print(name, results[f"gt:{name}"], flush=True)
         other_seed = images_of("baseline", [], {}, seed=1)
-        low = torch.nn.functional.interpolate(torch.from_numpy(base).permute(0, 3, 1, 2), scale_factor=0.25, mode="area")
-        upscaled = to_uint8(torch.nn.functional.interpolate(low, size=base.shape[1:3], mode="bilinear").permute(0, 2, 3, 1).numpy()) / 255.0
+        low = torch.nn.functional.interpolate(
+            torch.from_numpy(base).permute(0, 3, 1, 2), scale_factor=0.25, mode="area"
+        )
+        upscaled = (
+            to_uint8(
+                torch.nn.functional.interpolate(low, size=base.shape[1:3], mode="bilinear").permute(0, 2, 3, 1).numpy()
+            )
+            / 255.0
+        )
         fakes = {
             "grey": np.full_like(base, 128 / 255.0),
             "black": np.zeros_like(base),
@@ -127,10 +151,21 @@ def main() -> None:
 
     record = {
         "command": " ".join(["python", *sys.argv]),
-        "machine": {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-                    "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "torch": torch.__version__},
-        "pipeline": args.pipeline, "weights": "pretrained" if args.model else "random", "model": args.model, "steps": args.steps, "scheduler": "DDIM", "dtype": str(dtype),
-        "images": len(prompts), "psnr_db": results, "seconds": round(time.time() - began, 1),
+        "machine": {
+            "host": platform.node(),
+            "cpu": platform.processor() or platform.machine(),
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+            "torch": torch.__version__,
+        },
+        "pipeline": args.pipeline,
+        "weights": "pretrained" if args.model else "random",
+        "model": args.model,
+        "steps": args.steps,
+        "scheduler": "DDIM",
+        "dtype": str(dtype),
+        "images": len(prompts),
+        "psnr_db": results,
+        "seconds": round(time.time() - began, 1),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")

@@ -22,15 +22,16 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from accel_bench import accelerators, config
-from accel_bench.errors import exit_2_on_config_error
 from accel_bench.environment import device_name
+from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import Measurement, measure
 from accel_bench.prompts import load_prompts
 
 
-def profile_side(applied: accelerators.AppliedPipeline, cfg, resolution: int, device: torch.device, calls: int,
-                 label: str) -> dict:
+def profile_side(
+    applied: accelerators.AppliedPipeline, cfg, resolution: int, device: torch.device, calls: int, label: str
+) -> dict:
     """Wall time of ``calls`` unprofiled batches (median) after the configured warm-up (by default until
     two batches agree within 2%; a fixed count is capped at the one batch there is), then one profiled
     batch; both through ``measure``, the project's one timing path."""
@@ -38,15 +39,32 @@ def profile_side(applied: accelerators.AppliedPipeline, cfg, resolution: int, de
     prompts = load_prompts(cfg.prompts)[: cfg.batch_size]  # one batch
 
     def timed(warmup_batches: int | str, repeats: int) -> Measurement:
-        return measure(generate, prompts, batch_size=cfg.batch_size, seed=cfg.seed, warmup_batches=warmup_batches,
-                       warmup_tolerance=cfg.warmup_tolerance, warmup_max_batches=cfg.warmup_max_batches,
-                       device=device, before_batch=applied.reset, repeats=repeats, count_flops=False, label=label)
+        return measure(
+            generate,
+            prompts,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            warmup_batches=warmup_batches,
+            warmup_tolerance=cfg.warmup_tolerance,
+            warmup_max_batches=cfg.warmup_max_batches,
+            device=device,
+            before_batch=applied.reset,
+            repeats=repeats,
+            count_flops=False,
+            label=label,
+        )
 
     unprofiled = timed(warmup_batches=cfg.warmup_batches, repeats=calls)
     walls = unprofiled.batch_times_s
     wall_s = statistics.median(walls)
-    side = {"wall_s": wall_s, "wall_calls_s": walls, "warmup_calls_s": unprofiled.warmup_times_s, "busy_s": None,
-            "busy_fraction": None, "device_events": None}
+    side = {
+        "wall_s": wall_s,
+        "wall_calls_s": walls,
+        "warmup_calls_s": unprofiled.warmup_times_s,
+        "busy_s": None,
+        "busy_fraction": None,
+        "device_events": None,
+    }
     if device.type == "cuda":
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
             timed(warmup_batches=0, repeats=1)
@@ -63,8 +81,12 @@ def ratio(baseline: dict, side: dict, key: str) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="run.py overrides shared by every side")
-    parser.add_argument("--method", action="append", required=True,
-                        help="one method's run.py overrides, space-separated (repeat for more)")
+    parser.add_argument(
+        "--method",
+        action="append",
+        required=True,
+        help="one method's run.py overrides, space-separated (repeat for more)",
+    )
     parser.add_argument("--calls", type=int, default=3, help="unprofiled calls timed per side")
     parser.add_argument("--out", type=Path, required=True)
     options = parser.parse_args()
@@ -81,8 +103,10 @@ def main() -> None:
         report["sides"][name] = side
         options.out.parent.mkdir(parents=True, exist_ok=True)
         options.out.write_text(json.dumps(report, indent=2) + "\n")  # after each side: a cut-off run keeps the rest
-        print(f"{name}: wall {side['wall_s']:.3f} s, busy {side['busy_s']} s, {side['device_events']} device events",
-              flush=True)
+        print(
+            f"{name}: wall {side['wall_s']:.3f} s, busy {side['busy_s']} s, {side['device_events']} device events",
+            flush=True,
+        )
         return side
 
     baseline = run("baseline", cfg, [])

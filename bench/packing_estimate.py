@@ -44,7 +44,9 @@ def parts(rows: pd.DataFrame) -> dict[str, float]:
         "flops_s": float(rows.flops_s.fillna(0).sum() + rows.base_flops_s.fillna(0)[measured_base].sum()),
         "warmup_s": float(rows.warmup_s.sum()),
         "job_s": float(rows.job_s.sum()),
-        "measured_share_of_rows": float((rows.measured_s.sum() + rows.base_measured_s[measured_base].sum()) / rows.job_s.sum()),
+        "measured_share_of_rows": float(
+            (rows.measured_s.sum() + rows.base_measured_s[measured_base].sum()) / rows.job_s.sum()
+        ),
     }
 
 
@@ -63,12 +65,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the estimate here")
     args = parser.parse_args()
     p = parts(pd.read_csv(args.summary))
-    estimate = {"from": str(args.summary), "parts": p,
-                "share": {k: share(p, k) for k in args.k}, "share_without_flops": {k: share(p, k, False) for k in args.k}}
-    print(f"{p['jobs']} jobs in {p['tasks_in_rows']} tasks: measured share of their job time {p['measured_share_of_rows']:.1%}")
-    print(f"per task start {p['task_start_s']:.1f} s; baseline {p['baseline_s']:.1f} s once; per job: warm-up "
-          f"{p['warmup_s'] / p['jobs']:.1f} s, measured {p['measured_s'] / p['jobs']:.1f} s, FLOPs counting "
-          f"{(p['flops_s']) / p['jobs']:.1f} s (both sides, per job), rest {p['rest_per_job_s']:.1f} s")
+    estimate = {
+        "from": str(args.summary),
+        "parts": p,
+        "share": {k: share(p, k) for k in args.k},
+        "share_without_flops": {k: share(p, k, False) for k in args.k},
+    }
+    print(
+        f"{p['jobs']} jobs in {p['tasks_in_rows']} tasks: measured share of their job time {p['measured_share_of_rows']:.1%}"
+    )
+    print(
+        f"per task start {p['task_start_s']:.1f} s; baseline {p['baseline_s']:.1f} s once; per job: warm-up "
+        f"{p['warmup_s'] / p['jobs']:.1f} s, measured {p['measured_s'] / p['jobs']:.1f} s, FLOPs counting "
+        f"{(p['flops_s']) / p['jobs']:.1f} s (both sides, per job), rest {p['rest_per_job_s']:.1f} s"
+    )
     print(f"{'K':>3} {'share':>7} {'without FLOPs':>14}")
     for k in args.k:
         print(f"{k:>3} {estimate['share'][k]:>7.1%} {estimate['share_without_flops'][k]:>14.1%}")

@@ -37,8 +37,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
 from accel_bench import accelerators, config
-from accel_bench.errors import exit_2_on_config_error
 from accel_bench.environment import device_name
+from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import prompt_generators, prompt_seed
 from accel_bench.prompts import load_prompts
@@ -90,7 +90,9 @@ def published_jobs() -> list[list[str]]:
     return expand_grids([], OmegaConf.to_container(sweep.hydra.sweeper.grids), [])
 
 
-def host_work(applied: accelerators.AppliedPipeline, cfg, resolution: int, prompts: list[str], cost_s: float) -> HostWork:
+def host_work(
+    applied: accelerators.AppliedPipeline, cfg, resolution: int, prompts: list[str], cost_s: float
+) -> HostWork:
     generate = pipeline_call(applied, cfg, resolution)
     applied.reset(prompt_seed(cfg.seed, 0))
     with torch.no_grad(), OperationCount() as counter:
@@ -125,23 +127,42 @@ def main() -> None:
         with accelerators.applied(loaded.pipe, methods) as accelerated:
             work = host_work(accelerated, cfg, resolution, prompts, cost_s)
         baseline = baselines[cfg.steps]
-        records.append({"overrides": job, "accel": cfg.accel.name, "steps": cfg.steps,
-                        "accel_params": accelerators.params_record(methods), "operations_per_call": work.operations,
-                        "baseline_operations_per_call": baseline.operations,
-                        "operation_ratio": baseline.operations / work.operations,
-                        "python_s_per_call": work.python_s, "baseline_python_s_per_call": baseline.python_s,
-                        "python_time_ratio": baseline.python_s / work.python_s})
-    report = {"pipeline": cfg.pipeline.name, "resolution": resolution, "device": "cpu", "dtype": "fp32",
-              "batch_size": cfg.batch_size, "cpu": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
-              "counting_cost_us_per_operation": cost_s * 1e6, "torch": torch.__version__,
-              "diffusers": diffusers.__version__, "jobs": records}
+        records.append(
+            {
+                "overrides": job,
+                "accel": cfg.accel.name,
+                "steps": cfg.steps,
+                "accel_params": accelerators.params_record(methods),
+                "operations_per_call": work.operations,
+                "baseline_operations_per_call": baseline.operations,
+                "operation_ratio": baseline.operations / work.operations,
+                "python_s_per_call": work.python_s,
+                "baseline_python_s_per_call": baseline.python_s,
+                "python_time_ratio": baseline.python_s / work.python_s,
+            }
+        )
+    report = {
+        "pipeline": cfg.pipeline.name,
+        "resolution": resolution,
+        "device": "cpu",
+        "dtype": "fp32",
+        "batch_size": cfg.batch_size,
+        "cpu": device_name(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+        "counting_cost_us_per_operation": cost_s * 1e6,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "jobs": records,
+    }
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(report, indent=2) + "\n")
     for record in records:
-        print(f"{record['accel']:>16} {record['steps']:>3} steps {json.dumps(record['accel_params'])}: "
-              f"{record['operations_per_call']} vs {record['baseline_operations_per_call']} operations, "
-              f"ratio {record['operation_ratio']:.2f}x; Python {record['python_s_per_call']:.2f} s vs "
-              f"{record['baseline_python_s_per_call']:.2f} s, ratio {record['python_time_ratio']:.2f}x")
+        print(
+            f"{record['accel']:>16} {record['steps']:>3} steps {json.dumps(record['accel_params'])}: "
+            f"{record['operations_per_call']} vs {record['baseline_operations_per_call']} operations, "
+            f"ratio {record['operation_ratio']:.2f}x; Python {record['python_s_per_call']:.2f} s vs "
+            f"{record['baseline_python_s_per_call']:.2f} s, ratio {record['python_time_ratio']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

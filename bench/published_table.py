@@ -81,21 +81,30 @@ def main() -> None:
     rows["method"] = rows.apply(method, axis=1)
     rows["published"] = rows.apply(published, axis=1)
     ratios = host_ratios(options.op_counts)
-    rows["host_ratios"] = [ratios.get(job_key(r.pipeline, r.accel, r.steps, json.loads(r.accel_params)))
-                           for r in rows.itertuples()]
+    rows["host_ratios"] = [
+        ratios.get(job_key(r.pipeline, r.accel, r.steps, json.loads(r.accel_params))) for r in rows.itertuples()
+    ]
     batch_sizes = sorted(rows.batch_size.unique())
-    print("| pipeline | method | " + " | ".join(f"batch {b}" for b in batch_sizes)
-          + " | FLOPs ratio | operation ratio | Python time ratio | published |")
+    print(
+        "| pipeline | method | "
+        + " | ".join(f"batch {b}" for b in batch_sizes)
+        + " | FLOPs ratio | operation ratio | Python time ratio | published |"
+    )
     print("| --- | --- | " + " | ".join("---" for _ in batch_sizes) + " | --- | --- | --- | --- |")
     order = {name: i for i, name in enumerate(PIPELINES)}
-    for (pipeline, name), group in sorted(rows.groupby(["pipeline", "method"]), key=lambda item: (order.get(item[0][0], 99), item[0][1])):
+    for (pipeline, name), group in sorted(
+        rows.groupby(["pipeline", "method"]), key=lambda item: (order.get(item[0][0], 99), item[0][1])
+    ):
         by_batch = {row.batch_size: row for _, row in group.iterrows()}
         cells = [speedup(by_batch[b]) if b in by_batch else "" for b in batch_sizes]
         flops = sorted({f"{r.flops_ratio:.2f}x" for r in by_batch.values() if r.status == "ok"})
         host = group.host_ratios.dropna()
         host_cells = [f"{ratio:.2f}x" for ratio in host.iloc[0]] if len(host) else ["", ""]
-        print(f"| {PIPELINES.get(pipeline, pipeline)} | {name} | " + " | ".join(cells)
-              + f" | {', '.join(flops)} | {' | '.join(host_cells)} | {group.published.iloc[0]} |")
+        print(
+            f"| {PIPELINES.get(pipeline, pipeline)} | {name} | "
+            + " | ".join(cells)
+            + f" | {', '.join(flops)} | {' | '.join(host_cells)} | {group.published.iloc[0]} |"
+        )
     devices = sorted(rows.device_name.dropna().unique())
     print(f"\n{len(rows)} rows; device: {', '.join(devices)}")
 

@@ -34,20 +34,39 @@ def _float(value: str) -> Optional[float]:
 def records(sweep_dir: Path) -> list[dict[str, Any]]:
     with open(sweep_dir / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    eager_images = {row["accel"]: _images(Path(row["run_dir"])) for row in rows
-                    if row["status"] == "ok" and "compile" not in json.loads(row["accel_methods"])}
+    eager_images = {
+        row["accel"]: _images(Path(row["run_dir"]))
+        for row in rows
+        if row["status"] == "ok" and "compile" not in json.loads(row["accel_methods"])
+    }
     out = []
     for row in rows:
         methods = json.loads(row["accel_methods"])
         method = "+".join(m for m in methods if m != "compile") or "none"
-        record = {"pipeline": row["pipeline_label"], "batch_size": int(row["batch_size"]), "method": method,
-                  "cuda_graphs": "compile" in methods, "baseline": row["baseline"], "status": row["status"], "error": row["error"] or None,
-                  "num_images": _float(row["num_images"]), "speedup": _float(row["speedup"]), "speedup_min": _float(row["speedup_min"]),
-                  "speedup_max": _float(row["speedup_max"]), "latency_s": _float(row["latency_s"]), "base_latency_s": _float(row["base_latency_s"]),
-                  "latency_spread": _float(row["latency_spread"]), "base_latency_spread": _float(row["base_latency_spread"]),
-                  "compile_s": _float(row["compile_s"]), "base_compile_s": _float(row["base_compile_s"]),
-                  "psnr_vs_baseline_db": _float(row["psnr_db"]), "peak_mem_gb": _float(row["peak_mem_gb"]),
-                  "device_name": row["device_name"], "versions": json.loads(row["versions"] or "{}"), "psnr_vs_eager_db": None}
+        record = {
+            "pipeline": row["pipeline_label"],
+            "batch_size": int(row["batch_size"]),
+            "method": method,
+            "cuda_graphs": "compile" in methods,
+            "baseline": row["baseline"],
+            "status": row["status"],
+            "error": row["error"] or None,
+            "num_images": _float(row["num_images"]),
+            "speedup": _float(row["speedup"]),
+            "speedup_min": _float(row["speedup_min"]),
+            "speedup_max": _float(row["speedup_max"]),
+            "latency_s": _float(row["latency_s"]),
+            "base_latency_s": _float(row["base_latency_s"]),
+            "latency_spread": _float(row["latency_spread"]),
+            "base_latency_spread": _float(row["base_latency_spread"]),
+            "compile_s": _float(row["compile_s"]),
+            "base_compile_s": _float(row["base_compile_s"]),
+            "psnr_vs_baseline_db": _float(row["psnr_db"]),
+            "peak_mem_gb": _float(row["peak_mem_gb"]),
+            "device_name": row["device_name"],
+            "versions": json.loads(row["versions"] or "{}"),
+            "psnr_vs_eager_db": None,
+        }
         if record["speedup"] is not None:
             record["speedup_spread"] = (record["speedup_max"] - record["speedup_min"]) / record["speedup"]
         eager_accel = row["accel"].removesuffix("_compile") if row["accel"] != "compile" else None
@@ -59,18 +78,24 @@ def records(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def table(all_records: list[dict[str, Any]]) -> str:
-    lines = ["| pipeline | batch | method | CUDA graphs | baseline | speedup [min-max] | spread | s / image (base) | compile s (base) | PSNR vs eager method |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| pipeline | batch | method | CUDA graphs | baseline | speedup [min-max] | spread | s / image (base) | compile s (base) | PSNR vs eager method |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in all_records:
         if r["status"] != "ok":
-            lines.append(f"| {r['pipeline']} | {r['batch_size']} | {r['method']} | {'yes' if r['cuda_graphs'] else 'no'} | {r['baseline']} "
-                         f"| {r['status']}: {(r['error'] or '')[:160]} | | | | |")
+            lines.append(
+                f"| {r['pipeline']} | {r['batch_size']} | {r['method']} | {'yes' if r['cuda_graphs'] else 'no'} | {r['baseline']} "
+                f"| {r['status']}: {(r['error'] or '')[:160]} | | | | |"
+            )
             continue
         compile_s = " / ".join(f"{v:.0f}" if v is not None else "-" for v in (r["compile_s"], r["base_compile_s"]))
         psnr = f"{r['psnr_vs_eager_db']:.1f} dB" if r["psnr_vs_eager_db"] is not None else "-"
-        lines.append(f"| {r['pipeline']} | {r['batch_size']} | {r['method']} | {'yes' if r['cuda_graphs'] else 'no'} | {r['baseline']} "
-                     f"| **{r['speedup']:.2f}x** [{r['speedup_min']:.2f}-{r['speedup_max']:.2f}] | {r['speedup_spread']:.1%} "
-                     f"| {r['latency_s']:.4f} ({r['base_latency_s']:.4f}) | {compile_s} | {psnr} |")
+        lines.append(
+            f"| {r['pipeline']} | {r['batch_size']} | {r['method']} | {'yes' if r['cuda_graphs'] else 'no'} | {r['baseline']} "
+            f"| **{r['speedup']:.2f}x** [{r['speedup_min']:.2f}-{r['speedup_max']:.2f}] | {r['speedup_spread']:.1%} "
+            f"| {r['latency_s']:.4f} ({r['base_latency_s']:.4f}) | {compile_s} | {psnr} |"
+        )
     return "\n".join(lines)
 
 

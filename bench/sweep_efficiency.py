@@ -66,7 +66,9 @@ def write_model_folder(overrides: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--tiny", action="store_true", help="tiny pipeline on the CPU (checks the script, not the targets)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny pipeline on the CPU (checks the script, not the targets)"
+    )
     parser.add_argument("--naive-jobs", type=int, default=len(INTERVALS) * len(BRANCHES), help="jobs run the naive way")
     parser.add_argument("--phase", choices=("all", "sweep", "naive"), default="all")
     options = parser.parse_args()
@@ -75,15 +77,29 @@ def main() -> None:
     if options.tiny:
         common = ["pipeline=tiny", "accel=deepcache", "steps=10", "batch_size=2", "num_prompts=4"]
     else:
-        common = ["pipeline=sd15", "pipeline.weights=random", "accel=deepcache", "steps=50", "batch_size=4", "num_prompts=16"]
+        common = [
+            "pipeline=sd15",
+            "pipeline.weights=random",
+            "accel=deepcache",
+            "steps=50",
+            "batch_size=4",
+            "num_prompts=16",
+        ]
 
     write_model_folder(common)
     sweep_record = out / "sweep_wall.json"
     if options.phase in ("all", "sweep"):
         print(f"sweep of {len(INTERVALS) * len(BRANCHES)} jobs ...", flush=True)
-        sweep_wall = timed(["-m", *common, f"accel.cache_interval={','.join(map(str, INTERVALS))}",
-                            f"accel.cache_branch_id={','.join(map(str, BRANCHES))}",
-                            f"hydra.sweep.dir={out / 'sweep'}", f"summary_path={out / 'sweep_all.csv'}"])
+        sweep_wall = timed(
+            [
+                "-m",
+                *common,
+                f"accel.cache_interval={','.join(map(str, INTERVALS))}",
+                f"accel.cache_branch_id={','.join(map(str, BRANCHES))}",
+                f"hydra.sweep.dir={out / 'sweep'}",
+                f"summary_path={out / 'sweep_all.csv'}",
+            ]
+        )
         sweep_record.write_text(json.dumps({"sweep_wall_s": sweep_wall, "machine": machine_id()}) + "\n")
         print(f"sweep: {sweep_wall:.1f} s", flush=True)
         if options.phase == "sweep":
@@ -97,14 +113,26 @@ def main() -> None:
     print(f"{len(sampled)} naive job(s) ...", flush=True)
     naive_walls = {}
     for interval, branch in sampled:
-        naive_walls[(interval, branch)] = timed([*common, f"accel.cache_interval={interval}", f"accel.cache_branch_id={branch}",
-                                                 f"hydra.run.dir={out / 'naive' / f'{interval}_{branch}'}", f"summary_path={out / 'naive.csv'}"])
+        naive_walls[(interval, branch)] = timed(
+            [
+                *common,
+                f"accel.cache_interval={interval}",
+                f"accel.cache_branch_id={branch}",
+                f"hydra.run.dir={out / 'naive' / f'{interval}_{branch}'}",
+                f"summary_path={out / 'naive.csv'}",
+            ]
+        )
 
     sweep_rows, naive_rows = pd.read_csv(out / "sweep" / "summary.csv"), pd.read_csv(out / "naive.csv")
     params = [json.loads(r.accel_params) for r in sweep_rows.itertuples()]
-    accel_s = {(p["cache_interval"], p["cache_branch_id"]): r.measured_s + r.warmup_s for p, r in zip(params, sweep_rows.itertuples())}
+    accel_s = {
+        (p["cache_interval"], p["cache_branch_id"]): r.measured_s + r.warmup_s
+        for p, r in zip(params, sweep_rows.itertuples())
+    }
     fixed_per_job = sum(naive_walls[job] - accel_s[job] for job in sampled) / len(sampled)
-    naive_wall = sum(naive_walls.values()) if len(sampled) == len(grid) else fixed_per_job * len(grid) + sum(accel_s.values())
+    naive_wall = (
+        sum(naive_walls.values()) if len(sampled) == len(grid) else fixed_per_job * len(grid) + sum(accel_s.values())
+    )
     report = {
         "jobs": len(sweep_rows),
         "all_ok": bool((sweep_rows.status == "ok").all() and (naive_rows.status == "ok").all()),
@@ -115,7 +143,9 @@ def main() -> None:
         "sweep_pipeline_s": pipeline_seconds(sweep_rows),
         "sweep_jobs_s": float(sweep_rows.job_s.sum()),  # the rest of the wall time: process start, imports, Hydra
         "baselines_measured_by_sweep": int((~sweep_rows.baseline_cached.astype(bool)).sum()),
-        "naive_jobs_run": [f"cache_interval={i} cache_branch_id={b}: {wall:.1f} s" for (i, b), wall in naive_walls.items()],
+        "naive_jobs_run": [
+            f"cache_interval={i} cache_branch_id={b}: {wall:.1f} s" for (i, b), wall in naive_walls.items()
+        ],
         "naive_wall_is_estimate": len(sampled) < len(grid),
         "naive_fixed_cost_per_job_s": fixed_per_job,
         "naive_wall_s": naive_wall,

@@ -19,8 +19,8 @@ import torch
 from torch.utils import benchmark
 
 from accel_bench import accelerators, config
-from accel_bench.errors import exit_2_on_config_error
 from accel_bench.environment import device_name
+from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import measure, prompt_generators, prompt_seed
 from accel_bench.prompts import load_prompts
@@ -43,9 +43,18 @@ def main() -> None:
         generate = pipeline_call(applied, cfg, resolution)
 
         def ours(warmup_batches, repeats=config.resolve_repeats(cfg.repeats, str(device))) -> float:
-            return measure(generate, prompts, batch_size=cfg.batch_size, seed=cfg.seed, warmup_batches=warmup_batches,
-                           device=device, before_batch=applied.reset, repeats=repeats, count_flops=False,
-                           label="measure").latency_s
+            return measure(
+                generate,
+                prompts,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                warmup_batches=warmup_batches,
+                device=device,
+                before_batch=applied.reset,
+                repeats=repeats,
+                count_flops=False,
+                label="measure",
+            ).latency_s
 
         def call() -> None:
             # measure() resets and makes generators outside its timed region; a Timer statement
@@ -55,8 +64,12 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
-        timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads())  # its default is 1
-        ours(config.warmup_policy(cfg, str(device)).batches, repeats=1)  # warm up (until stable on a GPU), then alternate
+        timer = benchmark.Timer(
+            stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads()
+        )  # its default is 1
+        ours(
+            config.warmup_policy(cfg, str(device)).batches, repeats=1
+        )  # warm up (until stable on a GPU), then alternate
         ours_s, theirs_s, timer_runs = [], [], 0
         for _ in range(options.rounds):
             ours_s.append(ours(0))

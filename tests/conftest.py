@@ -29,7 +29,16 @@ register_configs()
 
 # Small enough for a 2-core CPU; T-GATE's gate must fall inside the few steps.
 FAST = ["steps=4", "batch_size=2", "num_prompts=3", "warmup_batches=1"]
-ACCELS = ["none", "deepcache", "tome", "tgate", "deepcache_tome", "tgate_deepcache", "tgate_tome", "tgate_deepcache_tome"]
+ACCELS = [
+    "none",
+    "deepcache",
+    "tome",
+    "tgate",
+    "deepcache_tome",
+    "tgate_deepcache",
+    "tgate_tome",
+    "tgate_deepcache_tome",
+]
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -50,13 +59,17 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: int = 300) -> subprocess.Co
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
-    pipe, _, _ = load_pipeline(compose_run_config(["pipeline=tiny"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"])
+    pipe, _, _ = load_pipeline(
+        compose_run_config(["pipeline=tiny"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"]
+    )
     return pipe
 
 
 @pytest.fixture(scope="session")
 def tiny_xl_pipe():
-    pipe, _, _ = load_pipeline(compose_run_config(["pipeline=tiny_xl"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"])
+    pipe, _, _ = load_pipeline(
+        compose_run_config(["pipeline=tiny_xl"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"]
+    )
     return pipe
 
 

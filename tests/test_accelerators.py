@@ -21,7 +21,9 @@ PROMPTS = ["a red fox asleep in the snow", "a lighthouse in a thunderstorm"]
 
 
 def generate(call):
-    return call(prompt=PROMPTS, generator=prompt_generators(0, 0, len(PROMPTS)), num_inference_steps=4, output_type="np").images
+    return call(
+        prompt=PROMPTS, generator=prompt_generators(0, 0, len(PROMPTS)), num_inference_steps=4, output_type="np"
+    ).images
 
 
 def module_state(pipe):
@@ -144,7 +146,11 @@ def test_boundary_values_are_accepted(overrides):
 
 def test_sdxl_branch_range_follows_its_unet():
     with pytest.raises(ConfigError, match=r"0\.\.8"):
-        check(compose_run_config(["pipeline=sdxl", "pipeline.weights=random", "accel=deepcache", "accel.cache_branch_id=9"]))
+        check(
+            compose_run_config(
+                ["pipeline=sdxl", "pipeline.weights=random", "accel=deepcache", "accel.cache_branch_id=9"]
+            )
+        )
 
 
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
@@ -193,14 +199,15 @@ def test_compile_cost_is_the_warm_up_beyond_steady_batches():
     assert _compile_s(measured) == pytest.approx(30.5)
 
 
-
 def test_deepcache_on_a_compiled_unet_is_two_graphs_each_traced_once(pipes, traced_only):
     """Traced through DeepCache's own wrappers, a compiled UNet recompiles at every step; its full and
     cached steps as two graphs are traced once (the full one again once its cache exists) and
     give eager DeepCache's images exactly."""
     import torch._dynamo
 
-    pipe, (deepcache, compiled) = prepared(pipes, "tiny", "deepcache_compile", "accel.fullgraph=true", "accel.cache_interval=3")
+    pipe, (deepcache, compiled) = prepared(
+        pipes, "tiny", "deepcache_compile", "accel.fullgraph=true", "accel.cache_interval=3"
+    )
     state, expected = module_state(pipe), eager_deepcache(pipe, deepcache)
     for _ in range(2):  # re-applied as every measured pass does
         with applied(pipe, [deepcache, compiled]) as accelerated:
@@ -214,8 +221,16 @@ def test_deepcache_on_a_compiled_unet_is_two_graphs_each_traced_once(pipes, trac
 
 
 def test_compile_with_deepcache_and_tgate_fails_with_its_reason(pipes, traced_only):
-    cfg = compose_run_config(["pipeline=tiny", *fast_overrides("tgate_deepcache"), "accel.methods=[deepcache,tgate,compile]",
-                              "accel.mode=default", "accel.fullgraph=false", "accel.compile_targets=[unet]"])
+    cfg = compose_run_config(
+        [
+            "pipeline=tiny",
+            *fast_overrides("tgate_deepcache"),
+            "accel.methods=[deepcache,tgate,compile]",
+            "accel.mode=default",
+            "accel.fullgraph=false",
+            "accel.compile_targets=[unet]",
+        ]
+    )
     pipe = pipes["tiny"]
     state = module_state(pipe)
     with pytest.raises(RuntimeError, match="DeepCache and T-GATE together is not supported"):
@@ -241,7 +256,10 @@ def test_recompiling_past_the_limit_fails_and_names_what_recompiled(traced_only)
     module = Stepped()
     with RecompileLimit() as limit:
         compiled = limit.explained(torch.compile(module))
-        with pytest.raises(RuntimeError, match=r"torch.compile: dynamo recompiled 'forward' .* past its recompile_limit \(8; last guard failed: .*step.*\)"):
+        with pytest.raises(
+            RuntimeError,
+            match=r"torch.compile: dynamo recompiled 'forward' .* past its recompile_limit \(8; last guard failed: .*step.*\)",
+        ):
             for step in range(20):
                 module.step = step
                 compiled(torch.ones(2))

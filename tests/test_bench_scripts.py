@@ -11,14 +11,31 @@ from .conftest import REPO
 
 
 def gpu_busy_profile(args: list[str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "bench" / "gpu_busy_profile.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_busy_profile.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_gpu_busy_profile_warms_up_until_stable_then_times_each_side(tmp_path):
     out = tmp_path / "busy.json"
-    result = gpu_busy_profile(["pipeline=tiny", "steps=4", "batch_size=2", "--calls", "2",
-                               "--method", "accel=deepcache accel.cache_interval=2", "--out", str(out)], tmp_path)
+    result = gpu_busy_profile(
+        [
+            "pipeline=tiny",
+            "steps=4",
+            "batch_size=2",
+            "--calls",
+            "2",
+            "--method",
+            "accel=deepcache accel.cache_interval=2",
+            "--out",
+            str(out),
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["calls"] == 2
@@ -34,8 +51,9 @@ def test_gpu_busy_profile_warms_up_until_stable_then_times_each_side(tmp_path):
 
 def test_gpu_busy_profile_refuses_a_bad_override_in_one_line(tmp_path):
     out = tmp_path / "busy.json"
-    result = gpu_busy_profile(["pipeline=tiny", "--method", "accel=deepcache accel.cache_interval=0",
-                               "--out", str(out)], tmp_path)
+    result = gpu_busy_profile(
+        ["pipeline=tiny", "--method", "accel=deepcache accel.cache_interval=0", "--out", str(out)], tmp_path
+    )
     assert result.returncode == 2
     assert "cache_interval" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -25,8 +25,13 @@ from .conftest import REPO
 
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 # a task per CPU of this machine, no GPU: the tiny pipeline on the CPU
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.mem_gb=null", "hydra.launcher.poll_s=0.5"]
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=null",
+    "hydra.launcher.poll_s=0.5",
+]
 QUICK = ["steps=3", "batch_size=2", "num_prompts=2", "warmup_batches=1", "count_flops=false"]
 SLOW = ["steps=20", "batch_size=2", "num_prompts=4", "warmup_batches=1", "count_flops=false"]  # jobs of several seconds
 
@@ -53,12 +58,22 @@ def slurm():
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder`` with its size and modification time."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()} if folder.is_dir() else {}
+    return (
+        {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+        if folder.is_dir()
+        else {}
+    )
 
 
 def start_sweep(args, tmp_path, log_name="sweep.log"):
     log = (tmp_path / log_name).open("w")
-    return subprocess.Popen([sys.executable, str(REPO / "run.py"), "-m", *args], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), "-m", *args],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(process, tmp_path, log_name="sweep.log", timeout=300):
@@ -99,8 +114,15 @@ def rows(path: Path) -> pd.DataFrame:
 
 def test_packed_sweep_loads_each_pipeline_once_per_task_and_writes_every_job(slurm, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = [*SLURM, "hydra.launcher.jobs_per_task=2", "accel.cache_interval=2,3,4", "accel.cache_branch_id=0,9", *QUICK,
-            f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    args = [
+        *SLURM,
+        "hydra.launcher.jobs_per_task=2",
+        "accel.cache_interval=2,3,4",
+        "accel.cache_branch_id=0,9",
+        *QUICK,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={tmp_path / 'all.csv'}",
+    ]
     code, out = finish(start_sweep(args, tmp_path), tmp_path)
     assert code == 0, out[-3000:]
     assert "[sweep] 6 jobs: 6 in 3 slurm tasks of up to 2 jobs" in out
@@ -111,8 +133,13 @@ def test_packed_sweep_loads_each_pipeline_once_per_task_and_writes_every_job(slu
     for num in range(6):
         assert (sweep_dir / str(num) / "result.json").exists()
     ok = table[table.status == "ok"]
-    assert (ok.pipeline_load_s > 0).sum() == len({r["job_id"] for r in map(lambda p: json.loads(p.read_text()), progress_files(sweep_dir))
-                                                  if any(s == "ok" for s in r["done"].values())})  # one load per task with ok jobs
+    assert (ok.pipeline_load_s > 0).sum() == len(
+        {
+            r["job_id"]
+            for r in map(lambda p: json.loads(p.read_text()), progress_files(sweep_dir))
+            if any(s == "ok" for s in r["done"].values())
+        }
+    )  # one load per task with ok jobs
     assert (ok.baseline_cached == False).sum() == 1  # noqa: E712 -- one baseline for the sweep, shared through the sweep dir
     assert set(table.host) == {os.uname().nodename}
     logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.out"))
@@ -121,8 +148,14 @@ def test_packed_sweep_loads_each_pipeline_once_per_task_and_writes_every_job(slu
 
 def test_hard_killed_task_loses_only_its_unfinished_jobs_and_the_printed_command_runs_exactly_them(slurm, tmp_path):
     sweep_dir, summary = tmp_path / "sweep", tmp_path / "all.csv"
-    args = [*SLURM, "hydra.launcher.jobs_per_task=2", "accel.cache_interval=2,3,4,5", *SLOW,
-            f"hydra.sweep.dir={sweep_dir}", f"summary_path={summary}"]
+    args = [
+        *SLURM,
+        "hydra.launcher.jobs_per_task=2",
+        "accel.cache_interval=2,3,4,5",
+        *SLOW,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={summary}",
+    ]
     process = start_sweep(args, tmp_path)
     victim = wait_for_progress(sweep_dir, done=1)
     os.kill(victim["pid"], signal.SIGKILL)
@@ -152,20 +185,32 @@ def test_preempted_task_is_requeued_and_resumes_at_its_first_unfinished_job(slur
     calls the task's ``checkpoint`` and requeues it with ``scontrol requeue``. (An ``scontrol requeue``
     from outside does not end a running step in this container: its proctrack/linuxproc cannot.)"""
     sweep_dir, summary = tmp_path / "sweep", tmp_path / "all.csv"
-    args = [*SLURM, "hydra.launcher.jobs_per_task=3", "hydra.launcher.max_num_timeout=2", "accel.cache_interval=2,3,4", *SLOW,
-            f"hydra.sweep.dir={sweep_dir}", f"summary_path={summary}"]
+    args = [
+        *SLURM,
+        "hydra.launcher.jobs_per_task=3",
+        "hydra.launcher.max_num_timeout=2",
+        "accel.cache_interval=2,3,4",
+        *SLOW,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={summary}",
+    ]
     process = start_sweep(args, tmp_path)
     task = wait_for_progress(sweep_dir, done=1)
     subprocess.run(["scancel", "--signal=USR2", task["job_id"]], check=True)
     deadline = time.time() + 60
-    while "PENDING" not in subprocess.run(["squeue", "-h", "-o", "%T", "-j", task["job_id"]], capture_output=True, text=True).stdout:
+    while (
+        "PENDING"
+        not in subprocess.run(["squeue", "-h", "-o", "%T", "-j", task["job_id"]], capture_output=True, text=True).stdout
+    ):
         assert time.time() < deadline, "the preempted task never came back to the queue"
         time.sleep(0.2)
     while _alive(task["pid"]):  # submitit exits the preempted process itself; let it go before the restart
         assert time.time() < deadline, "the preempted task's process did not exit"
         time.sleep(0.2)
     time.sleep(2)  # and its step's teardown
-    subprocess.run(["scontrol", "update", f"JobId={task['job_id']}", "StartTime=now"], check=True)  # skip Slurm's requeue delay
+    subprocess.run(
+        ["scontrol", "update", f"JobId={task['job_id']}", "StartTime=now"], check=True
+    )  # skip Slurm's requeue delay
     code, out = finish(process, tmp_path)
     assert code == 0, out[-3000:]
     assert "[sweep] 3 jobs: 3 ok, 0 failed, 0 invalid, 0 skipped, 0 lost" in out
@@ -180,8 +225,15 @@ def test_preempted_task_is_requeued_and_resumes_at_its_first_unfinished_job(slur
 
 def test_without_accounting_a_task_gone_from_the_queue_is_lost_after_the_grace_period(slurm, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = [*SLURM, "hydra.launcher.jobs_per_task=2", "hydra.launcher.lost_after_s=3", "accel.cache_interval=2,3,4,5", *SLOW,
-            f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    args = [
+        *SLURM,
+        "hydra.launcher.jobs_per_task=2",
+        "hydra.launcher.lost_after_s=3",
+        "accel.cache_interval=2,3,4,5",
+        *SLOW,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={tmp_path / 'all.csv'}",
+    ]
     subprocess.run(["bash", str(SCRIPT), "stop-accounting"], check=True)  # our slurmdbd only
     try:
         assert subprocess.run(["sacct", "-n", "-X"], capture_output=True).returncode != 0  # no accounting now

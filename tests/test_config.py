@@ -40,7 +40,12 @@ def test_every_accel_option_composes_with_its_methods(accel):
 
 def test_defaults_are_tiny_deepcache_on_builtin_prompts():
     cfg = compose_run_config()
-    assert (cfg.pipeline.name, cfg.accel.name, cfg.scheduler.name, cfg.prompts.source) == ("tiny", "deepcache", "ddim", "builtin")
+    assert (cfg.pipeline.name, cfg.accel.name, cfg.scheduler.name, cfg.prompts.source) == (
+        "tiny",
+        "deepcache",
+        "ddim",
+        "builtin",
+    )
 
 
 def _empty_prompts(tmp_path):
@@ -106,8 +111,15 @@ def test_bad_value_one_line_exit_2_nothing_written(tmp_path, args, key):
     assert sorted(tmp_path.iterdir()) == before  # no run directory, no summary
 
 
-@pytest.mark.parametrize("overrides, key", [(["steps=abc"], "steps"), (["accel=tome", "accel.ratio=x"], "accel.ratio"),
-                                            (["top_k=3"], "top_k"), (["scheduler=euler"], "scheduler")])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["steps=abc"], "steps"),
+        (["accel=tome", "accel.ratio=x"], "accel.ratio"),
+        (["top_k=3"], "top_k"),
+        (["scheduler=euler"], "scheduler"),
+    ],
+)
 def test_composing_outside_run_py_refuses_the_same_overrides(overrides, key):
     """Bench scripts compose run configs themselves: a bad override is the same one-line ConfigError."""
     with pytest.raises(ConfigError) as refused:

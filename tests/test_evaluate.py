@@ -33,7 +33,9 @@ needs_bwrap = pytest.mark.skipif(not BWRAP, reason="bubblewrap (Debian package b
 
 def test_declared_steps_come_from_the_files_own_source(tmp_path):
     constant, literal, none = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
-    constant.write_text("NUM_INFERENCE_STEPS = 25\ndef inference(pipe, p, g):\n    return pipe(p, num_inference_steps=10).images\n")
+    constant.write_text(
+        "NUM_INFERENCE_STEPS = 25\ndef inference(pipe, p, g):\n    return pipe(p, num_inference_steps=10).images\n"
+    )
     literal.write_text("def go(pipe):\n    return pipe('x', num_inference_steps=30)\n")
     none.write_text("STEPS = 20\n")
     assert (declared_steps(constant), declared_steps(literal), declared_steps(none)) == (25, 30, None)
@@ -64,7 +66,9 @@ def test_images_of_any_type_become_the_same_8_bit_pixels():
 
 
 def _evaluate(args, cwd):
-    return subprocess.run([sys.executable, "-m", "accel_bench.evaluate", *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "accel_bench.evaluate", *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
@@ -72,19 +76,41 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
 
     write_sweep(tmp_path / "sweep", [row(speedup=1.2, clip_loss=0.0, steps=6)])  # one task: target 1.5x
     dataset = tmp_path / "dataset"
-    cfg = OmegaConf.merge(OmegaConf.structured(PostprocessConfig), {
-        "sweep_dir": str(tmp_path / "sweep"), "out_dir": str(dataset), "budgets": [0.05], "include_random": True, "start_id": 7,
-        "grid": {"pipelines": ["tiny"], "schedulers": ["ddim"], "steps": [6]}, "verify": False, "cache_dir": os.environ["ACCEL_BENCH_CACHE"],
-        "templates": {"speedup": "Take an {pipeline} pipeline ({sampler}, {steps} steps) as the baseline, and achieve a {speedup}x speedup"},
-    })
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(PostprocessConfig),
+        {
+            "sweep_dir": str(tmp_path / "sweep"),
+            "out_dir": str(dataset),
+            "budgets": [0.05],
+            "include_random": True,
+            "start_id": 7,
+            "grid": {"pipelines": ["tiny"], "schedulers": ["ddim"], "steps": [6]},
+            "verify": False,
+            "cache_dir": os.environ["ACCEL_BENCH_CACHE"],
+            "templates": {
+                "speedup": "Take an {pipeline} pipeline ({sampler}, {steps} steps) as the baseline, and achieve a {speedup}x speedup"
+            },
+        },
+    )
     postprocess(cfg)
     (entry,) = json.loads((dataset / "manifest.json").read_text())
     agent = tmp_path / "agent"
     agent.mkdir()
-    shutil.copy(dataset / entry["path_to_gt_code"], agent / entry["path_to_gen_code"])  # the candidate is the ground truth
+    shutil.copy(
+        dataset / entry["path_to_gt_code"], agent / entry["path_to_gen_code"]
+    )  # the candidate is the ground truth
 
-    result = _evaluate([f"manifest={dataset / 'manifest.json'}", f"code_dir={agent}", "num_prompts=2", "warmup_batches=0",
-                        "save_images=true", "out_dir=scores"], tmp_path)
+    result = _evaluate(
+        [
+            f"manifest={dataset / 'manifest.json'}",
+            f"code_dir={agent}",
+            "num_prompts=2",
+            "warmup_batches=0",
+            "save_images=true",
+            "out_dir=scores",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "scores" / entry["path_to_metrics"]).read_text())
     for side in (metrics, metrics["gt"]):
@@ -110,10 +136,16 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
 
 @pytest.mark.parametrize(
     "args, key",
-    [(["manifest=nowhere.json", "code_dir=."], "manifest"), (["baseline=a.py"], "baseline"), (["num_prompts=0"], "num_prompts"),
-     (["baseline=a.py", "candidate=b.py", "pipeline=sd16"], "pipeline"), (["baseline=a.py", "candidate=b.py", "steps=abc"], "steps"),
-     (["min_psnr_db=0"], "min_psnr_db"), (["max_repeats=0"], "max_repeats"),
-     (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "sandbox.memory_gb=-1"], "sandbox.memory_gb")],
+    [
+        (["manifest=nowhere.json", "code_dir=."], "manifest"),
+        (["baseline=a.py"], "baseline"),
+        (["num_prompts=0"], "num_prompts"),
+        (["baseline=a.py", "candidate=b.py", "pipeline=sd16"], "pipeline"),
+        (["baseline=a.py", "candidate=b.py", "steps=abc"], "steps"),
+        (["min_psnr_db=0"], "min_psnr_db"),
+        (["max_repeats=0"], "max_repeats"),
+        (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "sandbox.memory_gb=-1"], "sandbox.memory_gb"),
+    ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, key):
     (tmp_path / "base.py").write_text("x = 1\n")
@@ -122,18 +154,25 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, key):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-
-
 def test_without_a_sandbox_it_refuses_unless_allowed_and_says_so(tmp_path):
     (tmp_path / "base.py").write_text(LIGHT_FILE.format(sleep=0.0))
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no bwrap on it
     args = ["baseline=base.py", "candidate=base.py", "pipeline=tiny", "num_prompts=2"]
-    refused = subprocess.run([sys.executable, "-m", "accel_bench.evaluate", *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+    refused = subprocess.run(
+        [sys.executable, "-m", "accel_bench.evaluate", *args], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
-        "error: allow_unsandboxed=False is not allowed: true to run candidate code without a sandbox: bubblewrap (bwrap) is not installed"]
+        "error: allow_unsandboxed=False is not allowed: true to run candidate code without a sandbox: bubblewrap (bwrap) is not installed"
+    ]
     assert not (tmp_path / "evaluation").exists()
-    allowed = subprocess.run([sys.executable, "-m", "accel_bench.evaluate", *args, "allow_unsandboxed=true"], cwd=tmp_path,
-                             capture_output=True, text=True, env=env, timeout=300)
+    allowed = subprocess.run(
+        [sys.executable, "-m", "accel_bench.evaluate", *args, "allow_unsandboxed=true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     assert "candidate code runs unconfined" in allowed.stdout
     assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["sandbox"]["kind"] == "none"
@@ -163,22 +202,43 @@ def test_fresh_inputs_are_never_seen_twice_and_the_sides_stay_paired():
     def side(name):
         @contextmanager
         def opener():
-            yield (lambda prompts, gens: seen[name].append([(p, g.initial_seed()) for p, g in zip(prompts, gens)]) or np.zeros((len(prompts), 1, 1, 3))), None
+            yield (
+                (
+                    lambda prompts, gens: (
+                        seen[name].append([(p, g.initial_seed()) for p, g in zip(prompts, gens)])
+                        or np.zeros((len(prompts), 1, 1, 3))
+                    )
+                ),
+                None,
+            )
+
         return opener
 
     def run(first_pass, warmup):
         before = {k: len(v) for k, v in seen.items()}
-        measure_sides([side("A"), side("B")], list("abcd"), batch_size=2, seed=0, warmup=warmup, device=torch.device("cpu"),
-                      repeats=3, interleave=True, count_flops=False, fresh=FreshInputs(11, first_pass))
-        return {k: v[before[k]:] for k, v in seen.items()}
+        measure_sides(
+            [side("A"), side("B")],
+            list("abcd"),
+            batch_size=2,
+            seed=0,
+            warmup=warmup,
+            device=torch.device("cpu"),
+            repeats=3,
+            interleave=True,
+            count_flops=False,
+            fresh=FreshInputs(11, first_pass),
+        )
+        return {k: v[before[k] :] for k, v in seen.items()}
 
     first, again = run(0, WarmupPolicy(2)), run(3, WarmupPolicy(0))
     for calls in (first, again):
         assert calls["A"] == calls["B"]  # the same inputs on both sides, batch for batch
     inputs = [key for batch in first["A"] + again["A"] for key in batch]
     assert len(inputs) == len(set(inputs)) == 2 * 2 + 3 * 4 + 3 * 4  # warm-up batches, passes, re-measured passes
-    orders = {tuple(p for batch in first["A"][2 + 2 * r: 4 + 2 * r] for p, _ in batch) for r in range(3)}
-    assert len(orders) > 1 and all(sorted(o) == list("abcd") for o in orders)  # every pass has every prompt, not in one order
+    orders = {tuple(p for batch in first["A"][2 + 2 * r : 4 + 2 * r] for p, _ in batch) for r in range(3)}
+    assert len(orders) > 1 and all(
+        sorted(o) == list("abcd") for o in orders
+    )  # every pass has every prompt, not in one order
     assert run(0, WarmupPolicy(2))["A"] == first["A"]  # the same secret draws the same inputs
 
 
@@ -186,8 +246,11 @@ def test_the_verdict_interval_is_the_range_for_few_passes_and_narrows_with_more(
     assert median_interval([1.2, 1.0, 1.1]) == (1.0, 1.2)
     assert median_interval([1, 2, 3, 4, 5, 6, 7, 8]) == (2, 7)
     assert median_interval(list(range(12))) == (2, 9)
-    assert [speed_verdict([1.6, 1.7, 1.8], 1.5), speed_verdict([1.2, 1.3, 1.4], 1.5), speed_verdict([1.4, 1.5, 1.6], 1.5)] == [
-        "passed", "failed", "inconclusive"]
+    assert [
+        speed_verdict([1.6, 1.7, 1.8], 1.5),
+        speed_verdict([1.2, 1.3, 1.4], 1.5),
+        speed_verdict([1.4, 1.5, 1.6], 1.5),
+    ] == ["passed", "failed", "inconclusive"]
 
 
 class _Scorer:
@@ -200,26 +263,36 @@ class _Scorer:
 
 def _side(label, images, seconds, failure=None):
     exchanges = [Exchange(["a", "b"], [1, 2], images[:2]), Exchange(["c", "d"], [3, 4], images[2:])]
-    return SideResult(SideSpec(label, Path(f"{label}.py"), 6), failure, list(seconds), 0, exchanges if failure is None else [])
+    return SideResult(
+        SideSpec(label, Path(f"{label}.py"), 6), failure, list(seconds), 0, exchanges if failure is None else []
+    )
 
 
-@pytest.mark.parametrize("make, seconds, target, budget, reasons", [
-    (lambda base: base.copy(), [0.5, 0.5], 1.5, 0.1, []),
-    (lambda base: base.copy(), [0.9, 0.9], 1.5, 0.1, ["too_slow"]),
-    (lambda base: base.copy(), [0.5, 0.9], 1.5, 0.1, ["inconclusive"]),
-    (lambda base: np.full_like(base, 200), [0.1, 0.1], 1.5, 0.1, ["wrong_images", "unfaithful"]),
-    (lambda base: base[[1, 0, 3, 2]], [0.1, 0.1], 1.5, 1.0, ["unfaithful"]),
-    (lambda base: base.clip(0, 100), [0.5, 0.5], 1.5, 0.0, ["unfaithful", "over_budget"]),
-], ids=["faithful-fast", "faithful-slow", "straddling", "constant", "swapped", "darker"])
+@pytest.mark.parametrize(
+    "make, seconds, target, budget, reasons",
+    [
+        (lambda base: base.copy(), [0.5, 0.5], 1.5, 0.1, []),
+        (lambda base: base.copy(), [0.9, 0.9], 1.5, 0.1, ["too_slow"]),
+        (lambda base: base.copy(), [0.5, 0.9], 1.5, 0.1, ["inconclusive"]),
+        (lambda base: np.full_like(base, 200), [0.1, 0.1], 1.5, 0.1, ["wrong_images", "unfaithful"]),
+        (lambda base: base[[1, 0, 3, 2]], [0.1, 0.1], 1.5, 1.0, ["unfaithful"]),
+        (lambda base: base.clip(0, 100), [0.5, 0.5], 1.5, 0.0, ["unfaithful", "over_budget"]),
+    ],
+    ids=["faithful-fast", "faithful-slow", "straddling", "constant", "swapped", "darker"],
+)
 def test_records_name_every_reason_that_applies(make, seconds, target, budget, reasons):
     base_images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     base = _side("baseline", base_images, [1.0, 1.0])
     side = _side("candidate", make(base_images), seconds)
     scorer = _Scorer()
-    record = compare(base, side, scorer.scores(base_images.astype(np.float32) / 255, list("abcd")), scorer, target, budget, 25.0)
+    record = compare(
+        base, side, scorer.scores(base_images.astype(np.float32) / 255, list("abcd")), scorer, target, budget, 25.0
+    )
     assert record["reasons"] == reasons and record["reason"] == (reasons[0] if reasons else None)
     assert record["passed"] is (not reasons) and record["images_checked"] == 4
-    failed = compare(_side("baseline", base_images, [], Failure("crashed", "boom")), side, None, scorer, target, budget, 25.0)
+    failed = compare(
+        _side("baseline", base_images, [], Failure("crashed", "boom")), side, None, scorer, target, budget, 25.0
+    )
     assert failed["reason"] == "baseline_failed" and failed["passed"] is False
 
 
@@ -267,7 +340,11 @@ while True:
     members = sandbox.members()
     sandbox.kill()
     time.sleep(0.2)
-    assert not [pid for pid in members if os.path.exists(f"/proc/{pid}") and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]]
+    assert not [
+        pid
+        for pid in members
+        if os.path.exists(f"/proc/{pid}") and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    ]
 
 
 @needs_bwrap
@@ -288,9 +365,21 @@ def test_an_open_verdict_is_re_measured_and_stays_open_if_the_passes_disagree(tm
     sides = [SideSpec("baseline", tmp_path / "base.py", 6), SideSpec("erratic", tmp_path / "erratic.py", 6, (1.0,))]
     results, _ = session.run(sides, settings, info, list("abcd"), input_seed=3)
     scorer = _Scorer()
-    record = compare(results["baseline"], results["erratic"], scorer.scores(np.zeros((8, 1, 1, 3)), list("abcdefgh")), scorer, 1.0, None, 25.0)
+    record = compare(
+        results["baseline"],
+        results["erratic"],
+        scorer.scores(np.zeros((8, 1, 1, 3)), list("abcdefgh")),
+        scorer,
+        1.0,
+        None,
+        25.0,
+    )
     assert record["repeats"] == 6 and record["verdict"] == "inconclusive" and record["reason"] == "inconclusive"
-    assert record["speedup_min"] < 1.0 < record["speedup_max"] and record["psnr_min_db"] == 99 and record["images_checked"] == 24
+    assert (
+        record["speedup_min"] < 1.0 < record["speedup_max"]
+        and record["psnr_min_db"] == 99
+        and record["images_checked"] == 24
+    )
 
 
 @needs_bwrap
@@ -299,20 +388,36 @@ def test_a_sandbox_that_cannot_be_made_is_the_reason(tmp_path, monkeypatch):
     from accel_bench.evaluate import session
 
     made = sandbox_module.command
-    monkeypatch.setattr(sandbox_module, "command", lambda *a: made(*a)[:1] + ["--bind", "/nonexistent", "/x"] + made(*a)[1:])
+    monkeypatch.setattr(
+        sandbox_module, "command", lambda *a: made(*a)[:1] + ["--bind", "/nonexistent", "/x"] + made(*a)[1:]
+    )
     (tmp_path / "base.py").write_text(LIGHT_FILE.format(sleep=0.0))
     settings = session.Settings("unused", 64, 2, "cpu", "auto", 0, WarmupPolicy(0), 1, 1, 60)
-    results, _ = session.run([SideSpec("baseline", tmp_path / "base.py", 6)], settings, probe(SandboxConfig(), False), list("ab"))
+    results, _ = session.run(
+        [SideSpec("baseline", tmp_path / "base.py", 6)], settings, probe(SandboxConfig(), False), list("ab")
+    )
     failure = results["baseline"].failure
-    assert failure.reason == "sandbox" and "bwrap could not make the sandbox" in failure.message and "/nonexistent" in failure.message
+    assert (
+        failure.reason == "sandbox"
+        and "bwrap could not make the sandbox" in failure.message
+        and "/nonexistent" in failure.message
+    )
 
 
 def test_the_candidate_side_imports_nothing_of_the_run_path():
     """serve.py runs beside candidate code: it loads the wire format, seeding and pixels, not the config,
     accelerators, timing, metrics or records (which a candidate could patch, and which cost start-up)."""
     script = "import sys, accel_bench.evaluate.serve; print(' '.join(sorted(sys.modules)))"
-    loaded = set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+    loaded = set(
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    )
     ours = {m for m in loaded if m.startswith("accel_bench")}
-    assert ours == {"accel_bench", "accel_bench.environment", "accel_bench.evaluate", "accel_bench.evaluate.serve",
-                    "accel_bench.evaluate.wire", "accel_bench.images"}, ours
+    assert ours == {
+        "accel_bench",
+        "accel_bench.environment",
+        "accel_bench.evaluate",
+        "accel_bench.evaluate.serve",
+        "accel_bench.evaluate.wire",
+        "accel_bench.images",
+    }, ours
     assert not {m for m in loaded if m.split(".")[0] in ("hydra", "omegaconf", "diffusers", "open_clip")}

@@ -32,7 +32,16 @@ def test_batches_warmup_and_reseeding():
     fake = RecordingGenerate()
     seeds_before = []
     prompts = [f"p{i}" for i in range(5)]
-    result = measure(fake, prompts, batch_size=2, seed=11, warmup_batches=2, device=CPU, before_batch=seeds_before.append, count_flops=False)
+    result = measure(
+        fake,
+        prompts,
+        batch_size=2,
+        seed=11,
+        warmup_batches=2,
+        device=CPU,
+        before_batch=seeds_before.append,
+        count_flops=False,
+    )
 
     assert [c[0] for c in fake.calls] == [["p0", "p1"], ["p2", "p3"], ["p0", "p1"], ["p2", "p3"], ["p4"]]
     assert result.warmup_batches == 2 and result.batch_sizes == [2, 2, 1] and result.num_images == 5
@@ -42,7 +51,13 @@ def test_batches_warmup_and_reseeding():
     assert warmup_first[2] == measured_first[2]
     assert fake.calls[4][1] == [prompt_seed(11, 4)]
     # stateful accelerators are reset before every call, with a seed fixed by the batch's first prompt
-    assert seeds_before == [prompt_seed(11, 0), prompt_seed(11, 2), prompt_seed(11, 0), prompt_seed(11, 2), prompt_seed(11, 4)]
+    assert seeds_before == [
+        prompt_seed(11, 0),
+        prompt_seed(11, 2),
+        prompt_seed(11, 0),
+        prompt_seed(11, 2),
+        prompt_seed(11, 4),
+    ]
     assert result.images.shape == (5, 2, 2, 3)
     assert result.peak_mem_gb is None  # CPU
 
@@ -57,7 +72,9 @@ def test_timing_arithmetic_names_its_denominators(monkeypatch):
     # perf_counter is read twice per batch: one warm-up batch of 5 s, then batches of 1 s, 2 s, 3 s
     clock = iter([0.0, 5.0, 10.0, 11.0, 20.0, 22.0, 30.0, 33.0])
     monkeypatch.setattr(measure_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-    result = measure(RecordingGenerate(), list("abcde"), batch_size=2, seed=0, warmup_batches=1, device=CPU, count_flops=False)
+    result = measure(
+        RecordingGenerate(), list("abcde"), batch_size=2, seed=0, warmup_batches=1, device=CPU, count_flops=False
+    )
     assert result.warmup_times_s == [5.0]
     assert result.batch_times_s == [1.0, 2.0, 3.0]
     assert result.latency_s == pytest.approx(6.0 / 5)  # seconds per image: total / images
@@ -80,7 +97,10 @@ def test_images_do_not_depend_on_batch_size(pipes, pipeline):
         return pipe(prompt=prompts, generator=generators, num_inference_steps=4, output_type="np").images
 
     prompts = ["a cat", "a dog on a skateboard", "a red car"]
-    images = [measure(generate, prompts, batch_size=b, seed=5, warmup_batches=0, device=CPU, count_flops=False).images for b in (1, 2, 3)]
+    images = [
+        measure(generate, prompts, batch_size=b, seed=5, warmup_batches=0, device=CPU, count_flops=False).images
+        for b in (1, 2, 3)
+    ]
     for other in images[1:]:
         np.testing.assert_allclose(other, images[0], atol=1e-5)  # float rounding of batched kernels only
     assert not np.allclose(images[0][0], images[0][1], atol=1e-3)  # and the prompts do give different images

@@ -18,7 +18,9 @@ def _pair(seed=0, noise=0.1):
 def test_ssim_matches_scikit_image_gaussian_ssim():
     a, b = _pair()
     expected = [
-        structural_similarity(a[i], b[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1)
+        structural_similarity(
+            a[i], b[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1
+        )
         for i in range(len(a))
     ]
     np.testing.assert_allclose(ssim(a, b), expected, rtol=1e-10)

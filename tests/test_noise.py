@@ -40,14 +40,25 @@ def scripted_clock(monkeypatch, durations):
 def test_auto_warmup_stops_once_two_batches_agree(monkeypatch):
     # warm-up: 5.0, 3.0, 2.00, 2.03 (within 2% of 2.00: stop); then the 2 measured batches
     scripted_clock(monkeypatch, [5.0, 3.0, 2.0, 2.03, 1.0, 1.0])
-    result = measure(fake_generate, list("abcd"), batch_size=2, seed=0, warmup_batches="auto", device=CPU, count_flops=False)
+    result = measure(
+        fake_generate, list("abcd"), batch_size=2, seed=0, warmup_batches="auto", device=CPU, count_flops=False
+    )
     assert result.warmup_times_s == pytest.approx([5.0, 3.0, 2.0, 2.03]) and result.warmup_batches == 4
     assert result.batch_times_s == [1.0, 1.0]
 
 
 def test_auto_warmup_stops_at_its_bound_when_never_stable(monkeypatch):
     scripted_clock(monkeypatch, [8.0, 7.0, 6.0, 5.0, 4.0, 1.0, 1.0])
-    result = measure(fake_generate, list("abcd"), batch_size=2, seed=0, warmup_batches="auto", warmup_max_batches=5, device=CPU, count_flops=False)
+    result = measure(
+        fake_generate,
+        list("abcd"),
+        batch_size=2,
+        seed=0,
+        warmup_batches="auto",
+        warmup_max_batches=5,
+        device=CPU,
+        count_flops=False,
+    )
     assert result.warmup_batches == 5
 
 
@@ -58,7 +69,16 @@ def test_auto_warmup_compares_full_batches_only():
         calls.append(len(prompts))
         return fake_generate(prompts, generators)
 
-    measure(generate, list("abcde"), batch_size=2, seed=0, warmup_batches="auto", warmup_max_batches=4, device=CPU, count_flops=False)
+    measure(
+        generate,
+        list("abcde"),
+        batch_size=2,
+        seed=0,
+        warmup_batches="auto",
+        warmup_max_batches=4,
+        device=CPU,
+        count_flops=False,
+    )
     warmup_calls = calls[: len(calls) - 3]
     assert set(warmup_calls) == {2}  # the short last batch never enters the stability test
 
@@ -66,7 +86,9 @@ def test_auto_warmup_compares_full_batches_only():
 def test_repeats_give_median_and_spread(monkeypatch):
     # 3 repeats x 2 batches of 2 images: per-image latencies (1+1)/4, (2+2)/4, (1.5+1.5)/4
     scripted_clock(monkeypatch, [1.0, 1.0, 2.0, 2.0, 1.5, 1.5])
-    result = measure(fake_generate, list("abcd"), batch_size=2, seed=0, warmup_batches=0, repeats=3, device=CPU, count_flops=False)
+    result = measure(
+        fake_generate, list("abcd"), batch_size=2, seed=0, warmup_batches=0, repeats=3, device=CPU, count_flops=False
+    )
     assert result.repeat_latencies_s == [0.5, 1.0, 0.75]
     assert (result.latency_s, result.latency_min_s, result.latency_max_s) == (0.75, 0.5, 1.0)
     assert result.latency_spread == pytest.approx(0.5 / 0.75)
@@ -76,7 +98,9 @@ def test_repeats_give_median_and_spread(monkeypatch):
 
 def test_speedup_is_the_median_of_paired_ratios():
     def side(latencies):
-        return Measurement([x * 2 for x in latencies], [2] * len(latencies), len(latencies), [], None, None, np.zeros((2, 1, 1, 3)))
+        return Measurement(
+            [x * 2 for x in latencies], [2] * len(latencies), len(latencies), [], None, None, np.zeros((2, 1, 1, 3))
+        )
 
     base, accel = side([1.0, 1.2, 0.9]), side([0.5, 0.4, 0.45])
     ratios = speedup_ratios(base, accel)
@@ -100,8 +124,17 @@ def test_interleaved_passes_alternate():
 
         return opened
 
-    sides = measure_sides([side("A"), side("B")], list("abcd"), batch_size=4, seed=0, warmup=WarmupPolicy(1), device=CPU,
-                          repeats=2, interleave=True, count_flops=False)
+    sides = measure_sides(
+        [side("A"), side("B")],
+        list("abcd"),
+        batch_size=4,
+        seed=0,
+        warmup=WarmupPolicy(1),
+        device=CPU,
+        repeats=2,
+        interleave=True,
+        count_flops=False,
+    )
     # first pass of each side starts with its warm-up batch; then A B A B
     assert order == ["open A", "A", "A", "open B", "B", "B", "open A", "A", "open B", "B"]
     assert [s.repeats for s in sides] == [2, 2] and all(len(s.batch_times_s) == 2 for s in sides)
@@ -116,7 +149,9 @@ def test_auto_settings_follow_the_device():
 
 def test_interleaved_run_says_it_remeasured_the_baseline(tmp_path, monkeypatch):
     monkeypatch.setattr(baselines, "_IN_PROCESS", {})
-    cfg = compose_run_config([*FAST, "repeats=2", "interleave=true", "count_flops=false", f"summary_path={tmp_path / 's.csv'}"])
+    cfg = compose_run_config(
+        [*FAST, "repeats=2", "interleave=true", "count_flops=false", f"summary_path={tmp_path / 's.csv'}"]
+    )
     row_ = experiment.run(cfg, tmp_path / "run")
     assert row_.status == "ok", row_.error
     assert (row_.interleaved, row_.baseline_cached, row_.repeats) == (True, False, 2)
@@ -125,11 +160,14 @@ def test_interleaved_run_says_it_remeasured_the_baseline(tmp_path, monkeypatch):
 
 
 def test_confirm_step_reranks_when_a_confirmed_speedup_drops(tmp_path):
-    measured, _ = measured_of(tmp_path, [
-        row(accel="deepcache", speedup=3.0, clip_loss=0.01),
-        row(accel="tgate", speedup=2.5, clip_loss=0.01),
-        row(accel="tome", speedup=2.0, clip_loss=0.01),
-    ])
+    measured, _ = measured_of(
+        tmp_path,
+        [
+            row(accel="deepcache", speedup=3.0, clip_loss=0.01),
+            row(accel="tgate", speedup=2.5, clip_loss=0.01),
+            row(accel="tome", speedup=2.0, clip_loss=0.01),
+        ],
+    )
     by_accel = {m.accel: m for m in measured}
     scripted = {"deepcache": 2.2, "tgate": 2.4, "tome": 9.9}
     asked = []
@@ -141,7 +179,12 @@ def test_confirm_step_reranks_when_a_confirmed_speedup_drops(tmp_path):
     (entry,), notes = select_confirmed(measured, [0.02], True, confirm)
     # deepcache confirmed 2.2 < tgate's swept 2.5: tgate confirmed 2.4 >= tome's swept 2.0, so stop
     assert asked == ["deepcache", "tgate"]
-    assert (entry.accel, entry.confirmed_speedup, entry.reranked, entry.speedup) == ("tgate", 2.4, True, by_accel["tgate"].speedup)
+    assert (entry.accel, entry.confirmed_speedup, entry.reranked, entry.speedup) == (
+        "tgate",
+        2.4,
+        True,
+        by_accel["tgate"].speedup,
+    )
     assert len(notes) == 1 and "re-ranked" in notes[0] and "confirmed 2.20x" in notes[0]
 
     scripted["deepcache"] = 2.8  # holds up: no re-ranking, one confirmation

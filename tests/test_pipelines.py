@@ -39,7 +39,9 @@ def test_bundled_architectures_match_the_published_models(architecture):
 
     counts = {}
     with torch.device("meta"):  # shapes only: no memory, no time
-        counts["unet"] = _parameters(diffusers.UNet2DConditionModel.from_config(architecture_config(architecture, "unet")))
+        counts["unet"] = _parameters(
+            diffusers.UNet2DConditionModel.from_config(architecture_config(architecture, "unet"))
+        )
         counts["vae"] = _parameters(diffusers.AutoencoderKL.from_config(architecture_config(architecture, "vae")))
         for name in ("text_encoder", "text_encoder_2"):
             if name in PUBLISHED[architecture]:
@@ -85,7 +87,9 @@ def test_every_scheduler_runs(pipes, pipeline, scheduler, class_name):
     assert type(pipe.scheduler).__name__ == class_name
     if scheduler == "dpmsolver":
         assert pipe.scheduler.config.algorithm_type == "dpmsolver++"
-    images = pipe(prompt=["a cat"], generator=[torch.Generator().manual_seed(0)], num_inference_steps=3, output_type="np").images
+    images = pipe(
+        prompt=["a cat"], generator=[torch.Generator().manual_seed(0)], num_inference_steps=3, output_type="np"
+    ).images
     assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
     assert len(pipe.scheduler.timesteps) == 3
 
@@ -96,7 +100,14 @@ def test_local_folder_goes_through_from_pretrained(tmp_path, tiny_pipe):
     tiny_pipe.save_pretrained(folder)
     summary = tmp_path / "summary.csv"
     result = run_cli(
-        ["pipeline=sd15", f"pipeline.model_id={folder}", "resolution=64", "clip.model=tiny", *FAST, f"summary_path={summary}"],
+        [
+            "pipeline=sd15",
+            f"pipeline.model_id={folder}",
+            "resolution=64",
+            "clip.model=tiny",
+            *FAST,
+            f"summary_path={summary}",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -66,8 +66,15 @@ def test_a_method_added_as_one_module_and_one_config_file_runs_end_to_end(tmp_pa
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
 
     def cli(*args):
-        command = [sys.executable, "-c", "from accel_bench.cli import main; main()", *FAST, "count_flops=false", *args,
-                   f"summary_path={tmp_path / 'summary.csv'}"]
+        command = [
+            sys.executable,
+            "-c",
+            "from accel_bench.cli import main; main()",
+            *FAST,
+            "count_flops=false",
+            *args,
+            f"summary_path={tmp_path / 'summary.csv'}",
+        ]
         return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
     ran = cli("accel=sliced", "accel.slice_size=1")
@@ -79,7 +86,8 @@ def test_a_method_added_as_one_module_and_one_config_file_runs_end_to_end(tmp_pa
 
     refused = cli("accel=sliced", "accel.slice_size=0")
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
-        "error: accel.slice_size=0 is not allowed: an integer >= 1"], refused.stderr
+        "error: accel.slice_size=0 is not allowed: an integer >= 1"
+    ], refused.stderr
     stranger = cli("accel=deepcache", "accel.slice_size=3")  # the schema knows whose parameter it is
     assert stranger.returncode == 2 and "not a parameter of accel=deepcache" in stranger.stderr, stranger.stderr
 

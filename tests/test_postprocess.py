@@ -28,7 +28,11 @@ PARAMS = {
     "deepcache": {"cache_interval": 3, "cache_branch_id": 1},
     "tome": {"ratio": 0.4, "max_downsample": 2, "sx": 2, "sy": 2, "use_rand": True},
     "tgate": {"gate_step": 10, "sp_interval": 3, "fi_interval": 1, "warm_up": 0},
-    "compile": {"mode": "default", "fullgraph": False, "compile_targets": ["vae_decoder"]},  # the tiny decoder compiles in seconds
+    "compile": {
+        "mode": "default",
+        "fullgraph": False,
+        "compile_targets": ["vae_decoder"],
+    },  # the tiny decoder compiles in seconds
 }
 PIPELINES = {
     "tiny": dict(pipeline_label="tiny", family="sd"),
@@ -36,22 +40,60 @@ PIPELINES = {
 }
 SCHEDULERS = {
     "ddim": dict(scheduler_class="DDIMScheduler", scheduler_label="DDIM", scheduler_kwargs={}),
-    "dpmsolver": dict(scheduler_class="DPMSolverMultistepScheduler", scheduler_label="DPM-Solver++", scheduler_kwargs={"algorithm_type": "dpmsolver++"}),
+    "dpmsolver": dict(
+        scheduler_class="DPMSolverMultistepScheduler",
+        scheduler_label="DPM-Solver++",
+        scheduler_kwargs={"algorithm_type": "dpmsolver++"},
+    ),
     "unipc": dict(scheduler_class="UniPCMultistepScheduler", scheduler_label="UniPC", scheduler_kwargs={}),
 }
 _counter = iter(range(10**6))
 
 
-def row(accel="deepcache", pipeline="tiny", scheduler="ddim", steps=25, speedup=2.0, clip_loss=0.01, weights="random", status="ok", **extra):
+def row(
+    accel="deepcache",
+    pipeline="tiny",
+    scheduler="ddim",
+    steps=25,
+    speedup=2.0,
+    clip_loss=0.01,
+    weights="random",
+    status="ok",
+    **extra,
+):
     methods = [m for m in METHODS if m in compose_run_config([f"accel={accel}"]).accel.methods]
     params = {k: v for m in methods for k, v in PARAMS[m].items()}
     number = next(_counter)
     fields = dict(
-        run_id=f"run{number:04d}", timestamp="2026-11-23T00:00:00+00:00", status=status, pipeline=pipeline, weights=weights,
-        scheduler=scheduler, steps=steps, batch_size=2, num_images=4, resolution=64, accel=accel, accel_params=params,
-        seed=0, device="cpu", dtype="fp32", latency_s=1.0 / speedup, base_latency_s=1.0, speedup=speedup, clip_loss=clip_loss,
-        psnr_db=30.0, ssim=0.9, clip_weights=weights, accel_methods=methods, guidance_scale=7.5, model_id=None,
-        device_name="test CPU", run_dir=f"sweep/{number}", **PIPELINES[pipeline], **SCHEDULERS[scheduler],
+        run_id=f"run{number:04d}",
+        timestamp="2026-11-23T00:00:00+00:00",
+        status=status,
+        pipeline=pipeline,
+        weights=weights,
+        scheduler=scheduler,
+        steps=steps,
+        batch_size=2,
+        num_images=4,
+        resolution=64,
+        accel=accel,
+        accel_params=params,
+        seed=0,
+        device="cpu",
+        dtype="fp32",
+        latency_s=1.0 / speedup,
+        base_latency_s=1.0,
+        speedup=speedup,
+        clip_loss=clip_loss,
+        psnr_db=30.0,
+        ssim=0.9,
+        clip_weights=weights,
+        accel_methods=methods,
+        guidance_scale=7.5,
+        model_id=None,
+        device_name="test CPU",
+        run_dir=f"sweep/{number}",
+        **PIPELINES[pipeline],
+        **SCHEDULERS[scheduler],
     )
     fields.update(extra)
     if status != "ok":
@@ -72,34 +114,53 @@ def measured_of(tmp_path, rows):
 
 
 def test_selection_takes_the_fastest_within_each_budget(tmp_path):
-    measured, _ = measured_of(tmp_path, [
-        row(speedup=3.0, clip_loss=0.04),
-        row(accel="tome", speedup=1.8, clip_loss=0.005),
-        row(accel="tgate", speedup=2.2, clip_loss=0.015),
-        row(accel="none", speedup=1.02, clip_loss=0.0),  # a control, never a result
-        row(accel="tgate_tome", speedup=0.9, clip_loss=-0.01),  # slower than the baseline
-    ])
+    measured, _ = measured_of(
+        tmp_path,
+        [
+            row(speedup=3.0, clip_loss=0.04),
+            row(accel="tome", speedup=1.8, clip_loss=0.005),
+            row(accel="tgate", speedup=2.2, clip_loss=0.015),
+            row(accel="none", speedup=1.02, clip_loss=0.0),  # a control, never a result
+            row(accel="tgate_tome", speedup=0.9, clip_loss=-0.01),  # slower than the baseline
+        ],
+    )
     entries = select(measured, [0.01, 0.02, 0.05], include_random=True)
-    assert [(e.quality_budget, e.accel, e.speedup) for e in entries] == [(0.01, "tome", 1.8), (0.02, "tgate", 2.2), (0.05, "deepcache", 3.0)]
+    assert [(e.quality_budget, e.accel, e.speedup) for e in entries] == [
+        (0.01, "tome", 1.8),
+        (0.02, "tgate", 2.2),
+        (0.05, "deepcache", 3.0),
+    ]
     assert select(measured, [0.05], include_random=False) == []  # random weights are admitted only on request
 
 
 def test_rows_over_a_compiled_baseline_make_no_tasks(tmp_path):
     """A task's baseline code is the eager pipeline: a speedup over a compiled one is no target for it."""
-    measured, statuses = measured_of(tmp_path, [row(speedup=2.0, baseline="eager"), row(speedup=9.0, baseline="compile:reduce-overhead"),
-                                                row(speedup=1.5)])  # a row of an accel_bench before compiled baselines
+    measured, statuses = measured_of(
+        tmp_path,
+        [row(speedup=2.0, baseline="eager"), row(speedup=9.0, baseline="compile:reduce-overhead"), row(speedup=1.5)],
+    )  # a row of an accel_bench before compiled baselines
     assert sorted(m.speedup for m in measured) == [1.5, 2.0] and len(statuses) == 2
 
 
 def test_deepcache_on_a_compiled_unet_makes_no_task(tmp_path):
     """Its speed is cached_steps' two graphs, which a generated file does not carry: no ground truth for it."""
-    on_unet = row(accel="deepcache_compile", speedup=3.0, accel_params={**PARAMS["deepcache"], **PARAMS["compile"], "compile_targets": ["unet"]})
-    measured, _ = measured_of(tmp_path, [on_unet, row(accel="deepcache_compile", speedup=2.5)])  # the decoder compiled: a task
+    on_unet = row(
+        accel="deepcache_compile",
+        speedup=3.0,
+        accel_params={**PARAMS["deepcache"], **PARAMS["compile"], "compile_targets": ["unet"]},
+    )
+    measured, _ = measured_of(
+        tmp_path, [on_unet, row(accel="deepcache_compile", speedup=2.5)]
+    )  # the decoder compiled: a task
     assert [m.speedup for m in measured] == [2.5]
 
 
 def test_ties_are_broken_deterministically(tmp_path):
-    rows = [row(accel="tome", speedup=2.0, clip_loss=0.01), row(accel="deepcache", speedup=2.0, clip_loss=0.01), row(accel="tgate", speedup=2.0, clip_loss=0.005)]
+    rows = [
+        row(accel="tome", speedup=2.0, clip_loss=0.01),
+        row(accel="deepcache", speedup=2.0, clip_loss=0.01),
+        row(accel="tgate", speedup=2.0, clip_loss=0.005),
+    ]
     measured, _ = measured_of(tmp_path, rows)
     (entry,) = select(measured, [0.02], include_random=True)
     assert entry.accel == "tgate"  # equal speedup: the lower loss wins
@@ -110,28 +171,50 @@ def test_ties_are_broken_deterministically(tmp_path):
 
 
 def test_gaps_say_why(tmp_path):
-    measured, statuses = measured_of(tmp_path, [
-        row(scheduler="ddim", speedup=2.0, clip_loss=0.2),
-        row(scheduler="unipc", status="failed", error="OOM"),
-        row(scheduler="dpmsolver", accel="none", speedup=1.0, clip_loss=0.0),
-        row(scheduler="ddim", pipeline="tiny_xl", speedup=2.0, clip_loss=0.0, weights="random"),
-    ])
-    grid = [("tiny", "ddim", 25), ("tiny", "unipc", 25), ("tiny", "dpmsolver", 25), ("tiny", "ddim", 50), ("tiny_xl", "ddim", 25)]
-    reasons = {(g.pipeline, g.scheduler, g.steps): g.reason for g in gaps(grid, [0.02], measured, statuses, [], include_random=False)}
+    measured, statuses = measured_of(
+        tmp_path,
+        [
+            row(scheduler="ddim", speedup=2.0, clip_loss=0.2),
+            row(scheduler="unipc", status="failed", error="OOM"),
+            row(scheduler="dpmsolver", accel="none", speedup=1.0, clip_loss=0.0),
+            row(scheduler="ddim", pipeline="tiny_xl", speedup=2.0, clip_loss=0.0, weights="random"),
+        ],
+    )
+    grid = [
+        ("tiny", "ddim", 25),
+        ("tiny", "unipc", 25),
+        ("tiny", "dpmsolver", 25),
+        ("tiny", "ddim", 50),
+        ("tiny_xl", "ddim", 25),
+    ]
+    reasons = {
+        (g.pipeline, g.scheduler, g.steps): g.reason
+        for g in gaps(grid, [0.02], measured, statuses, [], include_random=False)
+    }
     assert reasons[("tiny", "ddim", 50)] == "no rows in the sweeps"
     assert reasons[("tiny", "unipc", 25)] == "no ok rows (1 failed)"
     assert "include_random=true" in reasons[("tiny_xl", "ddim", 25)]
     entries = select(measured, [0.02], include_random=True)
-    reasons = {(g.pipeline, g.scheduler, g.steps): g.reason for g in gaps(grid, [0.02], measured, statuses, entries, include_random=True)}
+    reasons = {
+        (g.pipeline, g.scheduler, g.steps): g.reason
+        for g in gaps(grid, [0.02], measured, statuses, entries, include_random=True)
+    }
     assert reasons[("tiny", "dpmsolver", 25)] == "no accelerated row faster than its baseline"
-    assert reasons[("tiny", "ddim", 25)].startswith("no accelerated row within the budget (lowest CLIP loss among faster rows: 0.2000")
+    assert reasons[("tiny", "ddim", 25)].startswith(
+        "no accelerated row within the budget (lowest CLIP loss among faster rows: 0.2000"
+    )
     assert ("tiny_xl", "ddim", 25) not in reasons
 
 
 @pytest.mark.parametrize(
     "speedup, expected",
-    [(2.0, {"easy": 1.5, "medium": 2.0, "hard": 2.5}), (3.3, {"easy": 3.0, "medium": 3.5, "hard": 4.0}),
-     (5.0, {"easy": 4.5, "medium": 5.0, "hard": 5.5}), (1.3, {"medium": 1.5, "hard": 2.0}), (1.2, {"hard": 1.5})],
+    [
+        (2.0, {"easy": 1.5, "medium": 2.0, "hard": 2.5}),
+        (3.3, {"easy": 3.0, "medium": 3.5, "hard": 4.0}),
+        (5.0, {"easy": 4.5, "medium": 5.0, "hard": 5.5}),
+        (1.3, {"medium": 1.5, "hard": 2.0}),
+        (1.2, {"hard": 1.5}),
+    ],
 )
 def test_three_distinct_targets_rounded_to_halves(speedup, expected):
     assert target_speedups(speedup) == expected
@@ -149,13 +232,27 @@ def test_existing_ids_are_kept_and_new_ones_go_above():
 
     ids = assign_ids([T("a"), T("b")], 192)
     assert ids == {"a": 192, "b": 193}
-    assert assign_ids([T("0"), T("a"), T("c"), T("b")], 192, {"a": 192, "b": 193}) == {"a": 192, "b": 193, "0": 194, "c": 195}
+    assert assign_ids([T("0"), T("a"), T("c"), T("b")], 192, {"a": 192, "b": 193}) == {
+        "a": 192,
+        "b": 193,
+        "0": 194,
+        "c": 195,
+    }
 
 
 def _spec(accel, pipeline, scheduler="dpmsolver", steps=25):
     r = row(accel=accel, pipeline=pipeline, scheduler=scheduler, steps=steps)
-    return CodeSpec(model_id=None, family=r.family, scheduler_class=r.scheduler_class, scheduler_kwargs=r.scheduler_kwargs,
-                    steps=steps, resolution=64, guidance_scale=7.5, methods=r.accel_methods, params=r.accel_params)
+    return CodeSpec(
+        model_id=None,
+        family=r.family,
+        scheduler_class=r.scheduler_class,
+        scheduler_kwargs=r.scheduler_kwargs,
+        steps=steps,
+        resolution=64,
+        guidance_scale=7.5,
+        methods=r.accel_methods,
+        params=r.accel_params,
+    )
 
 
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
@@ -177,7 +274,10 @@ def test_generated_code_runs_with_its_steps_sampler_and_parameters(tmp_path, pip
     assert pipe.scheduler.config.algorithm_type == "dpmsolver++"
     params = spec.params
     if "deepcache" in spec.methods:
-        assert (pipe.deepcache.params["cache_interval"], pipe.deepcache.params["cache_block_id"]) == (3, params["cache_branch_id"] // 3)
+        assert (pipe.deepcache.params["cache_interval"], pipe.deepcache.params["cache_block_id"]) == (
+            3,
+            params["cache_branch_id"] // 3,
+        )
     if "compile" in spec.methods:
         assert "_compiled_call_impl" in pipe.vae.decoder.__dict__ and "_compiled_call_impl" not in pipe.unet.__dict__
     if "tome" in spec.methods:
@@ -195,7 +295,9 @@ def test_generated_code_runs_with_its_steps_sampler_and_parameters(tmp_path, pip
         namespace["inference"].__globals__["RESOLUTION"] = None
         namespace["inference"](pipe, ["a cat"], torch.Generator().manual_seed(0))
         assert {k: seen[k] for k in ("gate_step", "sp_interval", "fi_interval", "warm_up", "num_inference_steps")} == {
-            **{k: params[k] for k in ("gate_step", "sp_interval", "fi_interval", "warm_up")}, "num_inference_steps": 25}
+            **{k: params[k] for k in ("gate_step", "sp_interval", "fi_interval", "warm_up")},
+            "num_inference_steps": 25,
+        }
 
 
 def test_verification_catches_a_file_that_disagrees_with_its_entry(tmp_path):
@@ -204,24 +306,32 @@ def test_verification_catches_a_file_that_disagrees_with_its_entry(tmp_path):
     path.write_text(generate_code(spec, "a task").replace("NUM_INFERENCE_STEPS = 25", "NUM_INFERENCE_STEPS = 20"))
     with pytest.raises(VerificationError, match="NUM_INFERENCE_STEPS=20, expected 25"):
         verify_file(path, spec, cache_dir=os.environ["ACCEL_BENCH_CACHE"])
-    path.write_text(generate_code(spec, "a task").replace("num_inference_steps=NUM_INFERENCE_STEPS", "num_inference_steps=20"))
+    path.write_text(
+        generate_code(spec, "a task").replace("num_inference_steps=NUM_INFERENCE_STEPS", "num_inference_steps=20")
+    )
     with pytest.raises(VerificationError, match="ran 20 steps, expected 25"):
         verify_file(path, spec, cache_dir=os.environ["ACCEL_BENCH_CACHE"])
 
 
 def _postprocess(args, cwd):
-    return subprocess.run([sys.executable, "-m", "accel_bench.postprocess", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "accel_bench.postprocess", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 GRID = ["grid.pipelines=[tiny,tiny_xl]", "grid.schedulers=[ddim,unipc]", "grid.steps=[25]"]
 
 
 def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
-    write_sweep(tmp_path / "a", [
-        row(speedup=2.1, clip_loss=0.01), row(accel="tgate", speedup=2.6, clip_loss=0.04),
-        row(pipeline="tiny_xl", accel="tgate_deepcache_tome", scheduler="unipc", speedup=3.2, clip_loss=0.015),
-        row(pipeline="tiny_xl", scheduler="ddim", status="invalid", error="accel.cache_branch_id=9 ..."),
-    ])
+    write_sweep(
+        tmp_path / "a",
+        [
+            row(speedup=2.1, clip_loss=0.01),
+            row(accel="tgate", speedup=2.6, clip_loss=0.04),
+            row(pipeline="tiny_xl", accel="tgate_deepcache_tome", scheduler="unipc", speedup=3.2, clip_loss=0.015),
+            row(pipeline="tiny_xl", scheduler="ddim", status="invalid", error="accel.cache_branch_id=9 ..."),
+        ],
+    )
     common = ["sweep_dir=a", "include_random=true", "budgets=[0.02,0.05]", *GRID]
     first = _postprocess([*common, "out_dir=first"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -236,8 +346,11 @@ def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
 
     search = json.loads((out / "search_params.json").read_text())
     assert [(e["pipeline"], e["scheduler"], e["quality_budget"], e["accel"]) for e in search["entries"]] == [
-        ("tiny", "ddim", 0.02, "deepcache"), ("tiny", "ddim", 0.05, "tgate"), ("tiny_xl", "unipc", 0.02, "tgate_deepcache_tome"),
-        ("tiny_xl", "unipc", 0.05, "tgate_deepcache_tome")]
+        ("tiny", "ddim", 0.02, "deepcache"),
+        ("tiny", "ddim", 0.05, "tgate"),
+        ("tiny_xl", "unipc", 0.02, "tgate_deepcache_tome"),
+        ("tiny_xl", "unipc", 0.05, "tgate_deepcache_tome"),
+    ]
     assert all(e["weights"] == "random" and "random weights" in e["note"] for e in search["entries"])
     assert {(m["pipeline"], m["scheduler"]) for m in search["missing"]} == {("tiny", "unipc"), ("tiny_xl", "ddim")}
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["tiny_ddim_25_bs2.png", "tiny_xl_unipc_25_bs2.png"]
@@ -251,8 +364,14 @@ def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
     assert [m["speedup"] for m in first_key] == sorted(m["speedup"] for m in first_key)
     for m in manifest:
         assert m["path_to_gt_code"] == f"gt_code/{m['prompt_id']}.py" and (out / m["path_to_gt_code"]).exists()
-        assert (m["path_to_gen_code"], m["path_to_metrics"]) == (f"{m['prompt_id']}_experiment.py", f"{m['prompt_id']}_metrics.json")
-        assert m["prompt_context"].startswith(m["prompt_context"].split(" by applying")[0]) and "by applying the following optimizations: " in m["prompt_context"]
+        assert (m["path_to_gen_code"], m["path_to_metrics"]) == (
+            f"{m['prompt_id']}_experiment.py",
+            f"{m['prompt_id']}_metrics.json",
+        )
+        assert (
+            m["prompt_context"].startswith(m["prompt_context"].split(" by applying")[0])
+            and "by applying the following optimizations: " in m["prompt_context"]
+        )
         assert (out / m["path_to_reference_baseline"]).exists()
         code = (out / m["path_to_gt_code"]).read_text()
         assert f"NUM_INFERENCE_STEPS = {m['steps']}" in code
@@ -263,7 +382,10 @@ def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
 
     # a new sweep adds a task: earlier ids stay, the new ones go above the highest
     write_sweep(tmp_path / "b", [row(scheduler="unipc", accel="tome", speedup=1.9, clip_loss=0.0)])
-    third = _postprocess(["sweep_dir=[a,b]", "include_random=true", "budgets=[0.02,0.05]", *GRID, "out_dir=first", "verify=false"], tmp_path)
+    third = _postprocess(
+        ["sweep_dir=[a,b]", "include_random=true", "budgets=[0.02,0.05]", *GRID, "out_dir=first", "verify=false"],
+        tmp_path,
+    )
     assert third.returncode == 0, third.stderr[-3000:]
     grown = json.loads((out / "file_id_mapping.json").read_text())
     assert {k: grown[k] for k in mapping} == mapping
@@ -272,13 +394,15 @@ def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
 
 def test_console_counts_are_singular_for_one():
     from accel_bench.postprocess.__main__ import counted
+
     assert [counted(n, "entry", "entries") for n in (0, 1, 2)] == ["0 entries", "1 entry", "2 entries"]
 
 
 def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     result = _postprocess(["sweep_dir=nowhere"], tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        "error: sweep_dir='nowhere' is not allowed: a sweep folder written by run.py -m (with a summary.csv)"]
+        "error: sweep_dir='nowhere' is not allowed: a sweep folder written by run.py -m (with a summary.csv)"
+    ]
     write_sweep(tmp_path / "a", [row()])
     result = _postprocess(["sweep_dir=a", "templates.speedup='achieve {speed}x'"], tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: templates.speedup=")

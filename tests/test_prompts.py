@@ -20,7 +20,10 @@ def test_builtin_set_is_large_and_varied():
     [
         ("p.txt", "a cat\n\n  a dog  \na car\n"),
         ("p.csv", 'id,prompt\n1,a cat\n2,"a dog"\n3,a car\n'),
-        ("p.jsonl", "\n".join(json.dumps({"prompt": p, "id": i}) for i, p in enumerate(["a cat", "a dog", "a car"])) + "\n"),
+        (
+            "p.jsonl",
+            "\n".join(json.dumps({"prompt": p, "id": i}) for i, p in enumerate(["a cat", "a dog", "a car"])) + "\n",
+        ),
     ],
 )
 def test_each_file_format(tmp_path, name, content):

@@ -31,7 +31,7 @@ STEPS = 6
 BWRAP = subprocess.run(["sh", "-c", "command -v bwrap"], capture_output=True).returncode == 0
 pytestmark = pytest.mark.skipif(not BWRAP, reason="bubblewrap (Debian package bubblewrap) is not installed")
 
-HONEST_CORE = f'''
+HONEST_CORE = f"""
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -46,9 +46,9 @@ def load_pipeline(model_id, device="cpu", dtype=torch.float32):
 
 def honest(pipe, prompts, generator):
     return pipe(prompt=list(prompts), generator=generator, num_inference_steps=STEPS, height=64, width=64, output_type="np").images
-'''
+"""
 
-LIGHT_CORE = '''
+LIGHT_CORE = """
 import zlib
 import numpy as np
 import torch
@@ -62,13 +62,17 @@ def honest(pipe, prompts, generator):
         work = np.tanh(work @ work / 256)
     return np.stack([np.random.default_rng([zlib.crc32(p.encode()), g.initial_seed()]).integers(0, 256, (64, 64, 3), dtype=np.uint8)
                      for p, g in zip(prompts, generator)])
-'''
-LIGHT_BASELINE = LIGHT_CORE + "\ndef inference(pipe, prompts, generator):\n    return honest(pipe, prompts, generator)\n"
+"""
+LIGHT_BASELINE = (
+    LIGHT_CORE + "\ndef inference(pipe, prompts, generator):\n    return honest(pipe, prompts, generator)\n"
+)
 
 CHEATS = {
     # output replay keyed by prompt (flashinfer #21's fingerprint cache): fresh seeds make the replay another seed's image
     # (the replayed image is another input's: the same image for two inputs, and unfaithful to both)
-    "replay_by_prompt": ("wrong_images", '''
+    "replay_by_prompt": (
+        "wrong_images",
+        """
 CACHE = {}
 def inference(pipe, prompts, generator):
     todo = [i for i, p in enumerate(prompts) if p not in CACHE]
@@ -76,9 +80,12 @@ def inference(pipe, prompts, generator):
         images = honest(pipe, [prompts[i] for i in todo], [generator[i] for i in todo])
         CACHE.update({prompts[i]: image for i, image in zip(todo, images)})
     return np.stack([CACHE[p] for p in prompts])
-'''),
+""",
+    ),
     # replay keyed by the whole input, precomputed at load for the seeds run.py would use: never hit
-    "replay_by_input": ("too_slow", '''
+    "replay_by_input": (
+        "too_slow",
+        """
 from accel_bench.measure import prompt_seed
 from accel_bench.prompts import load_prompts
 CACHE = {}
@@ -94,9 +101,12 @@ def inference(pipe, prompts, generator):
     if all(k in CACHE for k in keys):
         return np.stack([CACHE[k] for k in keys])
     return honest(pipe, prompts, generator)
-'''),
+""",
+    ),
     # reference-kernels #162: the process's clocks run ten times slow
-    "clock_patch": ("too_slow", '''
+    "clock_patch": (
+        "too_slow",
+        """
 import time
 for name in ("perf_counter", "monotonic", "time", "process_time"):
     real = getattr(time, name)
@@ -106,10 +116,13 @@ for name in ("perf_counter_ns", "monotonic_ns", "time_ns"):
     setattr(time, name, (lambda real: (lambda: real() // 10))(real))
 def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)
-'''),
+""",
+    ),
     # forged records: writes beside the code files, into the baseline it is compared against, into
     # the home folder and the metrics file the evaluator will write, and prints a fake result
-    "forged_records": ("too_slow", '''
+    "forged_records": (
+        "too_slow",
+        """
 import json, os, pathlib
 here = pathlib.Path(__file__).parent
 for path, text in ((here / "forged.txt", "x"), (here / "0_baseline.py", "\\nSPEEDUP = 100\\n"), (pathlib.Path("/root/forged.txt"), "x"),
@@ -122,9 +135,12 @@ for path, text in ((here / "forged.txt", "x"), (here / "0_baseline.py", "\\nSPEE
 print("candidate: ok; passed\\n  speedup 100.00x")
 def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)
-'''),
+""",
+    ),
     # slows the other sides: four spinning processes, paused only while it generates itself
-    "saboteur": ("too_slow", '''
+    "saboteur": (
+        "too_slow",
+        """
 import multiprocessing as mp
 def _spin(flag):
     while True:
@@ -142,9 +158,12 @@ def inference(pipe, prompts, generator):
         return honest(pipe, prompts, generator)
     finally:
         _flag.value = 1
-'''),
+""",
+    ),
     # goes for the evaluator: signals every process it can see, reads their memory and environment
-    "escape": ("too_slow", '''
+    "escape": (
+        "too_slow",
+        """
 import os, signal
 for entry in os.listdir("/proc"):
     if entry.isdigit() and int(entry) not in (1, os.getpid()):
@@ -159,56 +178,83 @@ except OSError:
     pass
 def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)
-'''),
+""",
+    ),
     # leaves a detached process behind (double fork, new session)
-    "daemon": ("too_slow", '''
+    "daemon": (
+        "too_slow",
+        """
 import os, subprocess, sys
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)  # accel-bench-red-team-daemon"], start_new_session=True)
 def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)
-'''),
-    "grey": ("wrong_images", '''
+""",
+    ),
+    "grey": (
+        "wrong_images",
+        """
 def load_pipeline(model_id):
     return None
 def inference(pipe, prompts, generator):
     return np.full((len(prompts), 64, 64, 3), 0.5, dtype=np.float32)
-'''),
-    "noise": ("unfaithful", '''
+""",
+    ),
+    "noise": (
+        "unfaithful",
+        """
 def load_pipeline(model_id):
     return None
 def inference(pipe, prompts, generator):
     return np.stack([np.random.default_rng(g.initial_seed()).integers(0, 256, (64, 64, 3), dtype=np.uint8) for g in generator])
-'''),
-    "shuffled": ("unfaithful", '''
+""",
+    ),
+    "shuffled": (
+        "unfaithful",
+        """
 def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)[::-1]
-'''),
-    "other_seed": ("unfaithful", '''
+""",
+    ),
+    "other_seed": (
+        "unfaithful",
+        """
 def inference(pipe, prompts, generator):
     return honest(pipe, prompts, [torch.Generator("cpu").manual_seed(g.initial_seed() + 1) for g in generator])
-'''),
-    "low_detail": ("unfaithful", '''
+""",
+    ),
+    "low_detail": (
+        "unfaithful",
+        """
 def inference(pipe, prompts, generator):
     images = np.asarray(honest(pipe, prompts, generator))
     images = torch.from_numpy(images.astype(np.float32) / (255 if images.dtype == np.uint8 else 1)).permute(0, 3, 1, 2)
     small = torch.nn.functional.interpolate(images, scale_factor=0.25, mode="area")
     return torch.nn.functional.interpolate(small, size=(64, 64), mode="bilinear")
-'''),
-    "wrong_size": ("wrong_images", '''
+""",
+    ),
+    "wrong_size": (
+        "wrong_images",
+        """
 def load_pipeline(model_id):
     return None
 def inference(pipe, prompts, generator):
     return np.random.default_rng(0).random((len(prompts), 32, 32, 3))
-'''),
+""",
+    ),
     # writes its own bytes where the replies go
-    "protocol_garbage": ("crashed", '''
+    "protocol_garbage": (
+        "crashed",
+        """
 import os, sys
 os.write(int(sys.argv[2]), b"\\xff" * 64)
 def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)
-'''),
+""",
+    ),
     # answers the trusted side's transfer probe (an echo of zero bytes) with one byte
-    "echo_liar": ("wrong_images", '''
+    "echo_liar": (
+        "wrong_images",
+        """
 import sys
 _main = sys.modules["__main__"]  # accel_bench.evaluate.serve, the loop that answers
 _send = _main.send
@@ -219,33 +265,56 @@ def _lying_send(fd, header, payload=b""):
 _main.send = _lying_send
 def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)
-'''),
-    "crash": ("crashed", '''
+""",
+    ),
+    "crash": (
+        "crashed",
+        """
 def inference(pipe, prompts, generator):
     raise RuntimeError("agent code is broken")
-'''),
-
+""",
+    ),
 }
 LIMITS = {  # in a session of their own: the machine is slow for a while after a hog's memory is freed
     # takes all the memory it can (the session's limit: 2.5 GB)
-    "memory_hog": ("out_of_memory", '''
+    "memory_hog": (
+        "out_of_memory",
+        """
 def load_pipeline(model_id):
     return None
 def inference(pipe, prompts, generator):
     hog = np.ones(3_000_000_000 // 8)
     return hog[:1]
-'''),
-    "hang": ("timed_out", '''
+""",
+    ),
+    "hang": (
+        "timed_out",
+        """
 import time
 def inference(pipe, prompts, generator):
     time.sleep(600)
-'''),
-
+""",
+    ),
 }
 
 
-PROCESS_CHEATS = ["replay_by_prompt", "replay_by_input", "clock_patch", "forged_records", "saboteur", "escape", "daemon", "shuffled",
-                  "low_detail", "protocol_garbage", "echo_liar", "crash", "grey", "noise", "wrong_size"]
+PROCESS_CHEATS = [
+    "replay_by_prompt",
+    "replay_by_input",
+    "clock_patch",
+    "forged_records",
+    "saboteur",
+    "escape",
+    "daemon",
+    "shuffled",
+    "low_detail",
+    "protocol_garbage",
+    "echo_liar",
+    "crash",
+    "grey",
+    "noise",
+    "wrong_size",
+]
 PIPELINE_CHEATS = ["other_seed"]  # what a prompt-keyed replay returns, on real images
 
 
@@ -266,15 +335,27 @@ def _gt_spec(methods: list[str]) -> CodeSpec:
 
 
 HONEST = {  # every ground-truth shape post-process writes, a file without inference(), a module-level pipe
-    **{f"gt_{'_'.join(m) or 'none'}": generate_code(_gt_spec(m), "honest") for m in
-       (["deepcache"], ["tome"], ["tgate"], ["deepcache", "tome"], ["deepcache", "tgate"], ["deepcache", "tome", "tgate"])},
+    **{
+        f"gt_{'_'.join(m) or 'none'}": generate_code(_gt_spec(m), "honest")
+        for m in (
+            ["deepcache"],
+            ["tome"],
+            ["tgate"],
+            ["deepcache", "tome"],
+            ["deepcache", "tgate"],
+            ["deepcache", "tome", "tgate"],
+        )
+    },
     "no_inference": HONEST_CORE.replace("STEPS = 6", f"NUM_INFERENCE_STEPS = {STEPS}"),
-    "module_pipe": "import os\n" + HONEST_CORE + f'\npipe = load_pipeline(os.environ["ACCEL_BENCH_MODEL_ID"])\nNUM_INFERENCE_STEPS = {STEPS}\n',
+    "module_pipe": "import os\n"
+    + HONEST_CORE
+    + f'\npipe = load_pipeline(os.environ["ACCEL_BENCH_MODEL_ID"])\nNUM_INFERENCE_STEPS = {STEPS}\n',
 }
 
 
-def _session(tmp_path: Path, candidates: dict[str, str], targets: dict[str, float], baseline: str, gt: str,
-             *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+def _session(
+    tmp_path: Path, candidates: dict[str, str], targets: dict[str, float], baseline: str, gt: str, *args: str
+) -> tuple[subprocess.CompletedProcess, dict]:
     """Write the files and a manifest of one task per candidate, all sharing baseline and ground truth; evaluate."""
     dataset, agent = tmp_path / "dataset", tmp_path / "agent"
     (dataset / "gt_code" / "baselines").mkdir(parents=True)
@@ -284,15 +365,43 @@ def _session(tmp_path: Path, candidates: dict[str, str], targets: dict[str, floa
     entries = []
     for number, (name, source) in enumerate(sorted(candidates.items())):
         (agent / f"{name}.py").write_text(source)
-        entries.append({"prompt_id": str(number), "task_key": "tiny_DDIM_6", "difficulty": "medium", "pipeline": "tiny", "steps": STEPS,
-                        "resolution": 64, "batch_size": 2, "path_to_gt_code": "gt_code/gt.py",
-                        "path_to_reference_baseline": "gt_code/baselines/base.py", "path_to_gen_code_baseline": "0_baseline.py",
-                        "path_to_gen_code": f"{name}.py", "path_to_metrics": f"{name}_metrics.json",
-                        "target_speedup": targets[name], "quality_budget": 0.5})
+        entries.append(
+            {
+                "prompt_id": str(number),
+                "task_key": "tiny_DDIM_6",
+                "difficulty": "medium",
+                "pipeline": "tiny",
+                "steps": STEPS,
+                "resolution": 64,
+                "batch_size": 2,
+                "path_to_gt_code": "gt_code/gt.py",
+                "path_to_reference_baseline": "gt_code/baselines/base.py",
+                "path_to_gen_code_baseline": "0_baseline.py",
+                "path_to_gen_code": f"{name}.py",
+                "path_to_metrics": f"{name}_metrics.json",
+                "target_speedup": targets[name],
+                "quality_budget": 0.5,
+            }
+        )
     (dataset / "manifest.json").write_text(json.dumps(entries))
-    result = subprocess.run([sys.executable, "-m", "accel_bench.evaluate", f"manifest={dataset / 'manifest.json'}", f"code_dir={agent}",
-                             "num_prompts=4", "warmup_batches=1", "repeats=2", "max_repeats=2", *args],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accel_bench.evaluate",
+            f"manifest={dataset / 'manifest.json'}",
+            f"code_dir={agent}",
+            "num_prompts=4",
+            "warmup_batches=1",
+            "repeats=2",
+            "max_repeats=2",
+            *args,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result, {name: json.loads((agent / f"{name}_metrics.json").read_text()) for name in candidates}
 
@@ -310,14 +419,26 @@ def _daemons() -> list[int]:
 
 def test_cheats_on_the_process_fail_with_their_reason(tmp_path):
     candidates = {**{n: _source(CHEATS[n][1], LIGHT_CORE) for n in PROCESS_CHEATS}, "honest": LIGHT_BASELINE}
-    targets = {**{n: 2.0 for n in PROCESS_CHEATS}, "honest": 0.5}  # honest work measures 1x, give or take this machine's noise
+    targets = {
+        **{n: 2.0 for n in PROCESS_CHEATS},
+        "honest": 0.5,
+    }  # honest work measures 1x, give or take this machine's noise
     result, records = _session(tmp_path, candidates, targets, LIGHT_BASELINE, LIGHT_BASELINE)
     assert {n: records[n]["reason"] for n in PROCESS_CHEATS} == {n: CHEATS[n][0] for n in PROCESS_CHEATS}, {
-        n: records[n]["error"] for n in PROCESS_CHEATS}
+        n: records[n]["error"] for n in PROCESS_CHEATS
+    }
     assert "unfaithful" in records["replay_by_prompt"]["reasons"]
-    assert records["honest"]["passed"] is True and records["honest"]["psnr_min_db"] == 99 and records["honest"]["images_checked"] == 8
+    assert (
+        records["honest"]["passed"] is True
+        and records["honest"]["psnr_min_db"] == 99
+        and records["honest"]["images_checked"] == 8
+    )
     agent = tmp_path / "agent"
-    assert not (agent / "forged.txt").exists() and not (agent / "0_baseline.py").exists() and not Path("/root/forged.txt").exists()
+    assert (
+        not (agent / "forged.txt").exists()
+        and not (agent / "0_baseline.py").exists()
+        and not Path("/root/forged.txt").exists()
+    )
     assert records["forged_records"]["passed"] is False and records["forged_records"]["speedup"] < 2
     assert "speedup 100.00x" not in result.stdout
     assert _daemons() == []  # the detached process ended with its sandbox
@@ -328,8 +449,13 @@ def test_cheats_on_the_process_fail_with_their_reason(tmp_path):
 def test_honest_files_pass_on_the_pipeline_and_other_seeds_do_not(tmp_path):
     candidates = {**{n: _source(CHEATS[n][1], HONEST_CORE) for n in PIPELINE_CHEATS}, **HONEST}
     targets = {**{n: 1.5 for n in PIPELINE_CHEATS}, **{n: 0.5 for n in HONEST}}
-    _, records = _session(tmp_path, candidates, targets, generate_code(_gt_spec([]), "baseline"),
-                          generate_code(_gt_spec(["deepcache"]), "ground truth"))
+    _, records = _session(
+        tmp_path,
+        candidates,
+        targets,
+        generate_code(_gt_spec([]), "baseline"),
+        generate_code(_gt_spec(["deepcache"]), "ground truth"),
+    )
     assert {n: records[n]["reason"] for n in PIPELINE_CHEATS} == {n: CHEATS[n][0] for n in PIPELINE_CHEATS}
     for name in HONEST:  # every ground-truth shape, a file without inference(), a module-level pipe
         assert records[name]["passed"] is True and records[name]["reasons"] == [], (name, records[name]["error"])
@@ -339,6 +465,14 @@ def test_honest_files_pass_on_the_pipeline_and_other_seeds_do_not(tmp_path):
 
 def test_limits_end_a_file_with_their_reason(tmp_path):
     candidates = {n: _source(source, LIGHT_CORE) for n, (_, source) in LIMITS.items()}
-    _, records = _session(tmp_path, candidates, {n: 2.0 for n in LIMITS}, LIGHT_BASELINE, LIGHT_BASELINE, "timeout_s=10", "sandbox.memory_gb=2.5")
+    _, records = _session(
+        tmp_path,
+        candidates,
+        {n: 2.0 for n in LIMITS},
+        LIGHT_BASELINE,
+        LIGHT_BASELINE,
+        "timeout_s=10",
+        "sandbox.memory_gb=2.5",
+    )
     assert {n: records[n]["reason"] for n in LIMITS} == {n: reason for n, (reason, _) in LIMITS.items()}
     assert records["hang"]["error"] == "timed out after 10 s while generating a batch"

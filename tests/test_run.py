@@ -21,15 +21,50 @@ CONTRACT = (
     "images_per_s flops_per_image base_flops_per_image flops_ratio peak_mem_gb clip_score base_clip_score clip_loss "
     "clip_model clip_weights psnr_db ssim versions"
 ).split()
-TIMING = {"timestamp", "latency_s", "base_latency_s", "speedup", "batch_time_median_s", "base_batch_time_median_s",
-          "images_per_s", "base_images_per_s", "batch_time_min_s", "batch_time_max_s", "base_batch_time_min_s",
-          "base_batch_time_max_s", "pipeline_load_s", "run_dir", "warmup_s", "base_warmup_s", "measured_s", "base_measured_s", "job_s", "speedup_min", "speedup_max",
-          "latency_min_s", "latency_max_s", "latency_spread", "base_latency_min_s", "base_latency_max_s", "base_latency_spread", "flops_s", "base_flops_s", "scoring_s"}
+TIMING = {
+    "timestamp",
+    "latency_s",
+    "base_latency_s",
+    "speedup",
+    "batch_time_median_s",
+    "base_batch_time_median_s",
+    "images_per_s",
+    "base_images_per_s",
+    "batch_time_min_s",
+    "batch_time_max_s",
+    "base_batch_time_min_s",
+    "base_batch_time_max_s",
+    "pipeline_load_s",
+    "run_dir",
+    "warmup_s",
+    "base_warmup_s",
+    "measured_s",
+    "base_measured_s",
+    "job_s",
+    "speedup_min",
+    "speedup_max",
+    "latency_min_s",
+    "latency_max_s",
+    "latency_spread",
+    "base_latency_min_s",
+    "base_latency_max_s",
+    "base_latency_spread",
+    "flops_s",
+    "base_flops_s",
+    "scoring_s",
+}
 
 
 def test_cli_run_writes_row_result_and_images(tmp_path):
     summary = tmp_path / "out" / "summary.csv"
-    args = [*FAST, "accel=deepcache", "accel.cache_interval=2", "scheduler=unipc", "save_images=true", f"summary_path={summary}"]
+    args = [
+        *FAST,
+        "accel=deepcache",
+        "accel.cache_interval=2",
+        "scheduler=unipc",
+        "save_images=true",
+        f"summary_path={summary}",
+    ]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "speedup" in result.stdout and "random weights" in result.stdout
@@ -40,7 +75,13 @@ def test_cli_run_writes_row_result_and_images(tmp_path):
     frame = pd.read_csv(summary)
     assert len(frame) == 1
     row = frame.iloc[0]
-    assert (row.status, row.pipeline, row.scheduler, row.accel, row.weights) == ("ok", "tiny", "unipc", "deepcache", "random")
+    assert (row.status, row.pipeline, row.scheduler, row.accel, row.weights) == (
+        "ok",
+        "tiny",
+        "unipc",
+        "deepcache",
+        "random",
+    )
     assert (row.steps, row.batch_size, row.num_images, row.resolution) == (4, 2, 3, 64)
     assert json.loads(row.accel_params) == {"cache_branch_id": 0, "cache_interval": 2}
     assert {"torch", "diffusers", "DeepCache", "tomesd", "tgate"} <= set(json.loads(row.versions))
@@ -67,10 +108,20 @@ def test_same_config_same_images_and_files(tmp_path, monkeypatch):
     rows = []
     for attempt in ("a", "b"):
         monkeypatch.setattr(baselines, "_IN_PROCESS", {})  # two independent runs: no baseline reuse
-        cfg = compose_run_config([*FAST, "accel=tgate_tome", "accel.gate_step=2", "save_images=true", f"summary_path={tmp_path / 'summary.csv'}"])
+        cfg = compose_run_config(
+            [
+                *FAST,
+                "accel=tgate_tome",
+                "accel.gate_step=2",
+                "save_images=true",
+                f"summary_path={tmp_path / 'summary.csv'}",
+            ]
+        )
         rows.append(experiment.run(cfg, tmp_path / attempt))
     first, second = (row.to_csv() for row in rows)
-    assert first["status"] == "ok" and rows[0].to_json()["base"]["latency_s"] == rows[0].base.latency_s  # nested in JSON
+    assert (
+        first["status"] == "ok" and rows[0].to_json()["base"]["latency_s"] == rows[0].base.latency_s
+    )  # nested in JSON
     assert {k: v for k, v in first.items() if k not in TIMING} == {k: v for k, v in second.items() if k not in TIMING}
     for side in ("baseline", "accel"):
         for image in sorted((tmp_path / "a" / "images" / side).iterdir()):
@@ -138,18 +189,34 @@ def test_a_row_on_a_compiled_baseline_names_it_and_keeps_its_own_baseline(tmp_pa
     strong = experiment.run(compose_run_config([*common, "baseline.compile=default"]), tmp_path / "strong")
     assert (eager.status, strong.status) == ("ok", "ok"), strong.error
     assert (eager.baseline, strong.baseline) == ("eager", "compile:default")
-    assert eager.base.compile_s is None and strong.base.compile_s is not None and strong.accelerated.compile_s is not None
+    assert (
+        eager.base.compile_s is None and strong.base.compile_s is not None and strong.accelerated.compile_s is not None
+    )
     assert strong.baseline_cached is False and eager.run_id != strong.run_id
-    assert strong.accelerated.flops_per_image is None and strong.base.flops_per_image is None  # compiled sides are not counted
+    assert (
+        strong.accelerated.flops_per_image is None and strong.base.flops_per_image is None
+    )  # compiled sides are not counted
     assert eager.base.flops_per_image is not None
     assert strong.psnr_db > 30  # DeepCache against the same baseline computation, compiled
 
 
 def test_a_row_reads_back_as_it_was_written(tmp_path):
     """The CSV (flat) and result.json (nested) are read back by the row's own code into the same record."""
-    row = Row(run_id="r", timestamp="t", status="ok", steps=4, accel_params={"ratio": 0.5}, accel_methods=["tome"], interleaved=True,
-              baseline_cached=False, speedup=float("inf"), model_id=None, versions={"torch": "2"},
-              accelerated=Side(latency_s=0.5, warmup_batches=2, flops_per_image=None), base=Side(latency_s=1.0, compile_s=3.0))
+    row = Row(
+        run_id="r",
+        timestamp="t",
+        status="ok",
+        steps=4,
+        accel_params={"ratio": 0.5},
+        accel_methods=["tome"],
+        interleaved=True,
+        baseline_cached=False,
+        speedup=float("inf"),
+        model_id=None,
+        versions={"torch": "2"},
+        accelerated=Side(latency_s=0.5, warmup_batches=2, flops_per_image=None),
+        base=Side(latency_s=1.0, compile_s=3.0),
+    )
     append_summary(tmp_path / "summary.csv", row)
     (back,) = read_rows(tmp_path / "summary.csv")
     assert back == row

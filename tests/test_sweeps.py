@@ -23,7 +23,15 @@ from accel_bench.sweep.packing import Job, pack_jobs
 from .conftest import REPO, run_cli
 
 FAST_SWEEP = ["steps=3", "batch_size=2", "num_prompts=2", "warmup_batches=1", "count_flops=false"]
-GRID_SIZES = {"deepcache": 60, "tome": 21, "tgate": 48, "deepcache_tome": 30, "tgate_deepcache": 20, "tgate_tome": 24, "tgate_deepcache_tome": 16}
+GRID_SIZES = {
+    "deepcache": 60,
+    "tome": 21,
+    "tgate": 48,
+    "deepcache_tome": 30,
+    "tgate_deepcache": 20,
+    "tgate_tome": 24,
+    "tgate_deepcache_tome": 16,
+}
 
 
 def grid_sweeper_class():
@@ -35,7 +43,9 @@ def grid_sweeper_class():
 def expand(overrides):
     """The jobs a named sweep launches, from its composed hydra.sweeper config."""
     hydra_cfg = compose_run_config_with_hydra(overrides).hydra.sweeper
-    params, grids = (OmegaConf.to_container(node) if node is not None else None for node in (hydra_cfg.params, hydra_cfg.grids))
+    params, grids = (
+        OmegaConf.to_container(node) if node is not None else None for node in (hydra_cfg.params, hydra_cfg.grids)
+    )
     sweeper = grid_sweeper_class()(max_batch_size=None, params=params, grids=grids)
     sweeper.hydra_context = SimpleNamespace(config_loader=None)
     return sweeper.job_overrides([])
@@ -76,7 +86,9 @@ def test_published_sweep_matches_the_papers_settings():
     assert len(jobs) == 3 * 2 * (2 + 1 + 2 + 1 + 1)
     assert {(j["accel"], j["steps"]) for j in jobs if j["accel"] == "tgate"} == {("tgate", "25"), ("tgate", "50")}
     for job in jobs:
-        check(compose_run_config([f"{k}={v}" for k, v in job.items()] + ["dtype=fp32"]))  # every job valid (fp16 is for the GPU)
+        check(
+            compose_run_config([f"{k}={v}" for k, v in job.items()] + ["dtype=fp32"])
+        )  # every job valid (fp16 is for the GPU)
 
 
 @pytest.mark.parametrize("steps", [20, 25, 50])
@@ -97,21 +109,33 @@ def test_command_line_sweeps_still_cross_multiply():
 
 
 def test_slurm_launcher_config():
-    cfg = compose_run_config_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lab"])
+    cfg = compose_run_config_with_hydra(
+        ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lab"]
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("PackedSlurmLauncher")
-    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.account) == (1, 1, "gpu", "lab")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition, launcher.account) == (
+        1,
+        1,
+        "gpu",
+        "lab",
+    )
     assert launcher.timeout_min > 0 and launcher.jobs_per_task == 6 and launcher.max_num_timeout == 0
 
 
 def test_jobs_sharing_a_pipeline_are_packed_deterministically():
-    jobs = [Job(n, tuple(o)) for n, o in enumerate([
-        ["pipeline=sd15", "steps=20", "accel.cache_interval=2"],
-        ["pipeline=sdxl", "steps=20", "accel.cache_interval=2"],
-        ["pipeline=sd15", "steps=50", "accel.cache_interval=2"],
-        ["pipeline=sd15", "steps=20", "accel.cache_interval=3"],
-        ["pipeline=sd15", "pipeline.weights=random", "steps=20", "accel.cache_interval=2"],
-    ])]
+    jobs = [
+        Job(n, tuple(o))
+        for n, o in enumerate(
+            [
+                ["pipeline=sd15", "steps=20", "accel.cache_interval=2"],
+                ["pipeline=sdxl", "steps=20", "accel.cache_interval=2"],
+                ["pipeline=sd15", "steps=50", "accel.cache_interval=2"],
+                ["pipeline=sd15", "steps=20", "accel.cache_interval=3"],
+                ["pipeline=sd15", "pipeline.weights=random", "steps=20", "accel.cache_interval=2"],
+            ]
+        )
+    ]
     packs = pack_jobs(jobs, jobs_per_task=2)
     assert [[job.num for job in pack.jobs] for pack in packs] == [[0, 3], [2], [1], [4]]  # same baseline side by side
     assert [pack.index for pack in packs] == [0, 1, 2, 3]
@@ -123,12 +147,22 @@ def test_jobs_sharing_a_pipeline_are_packed_deterministically():
 @pytest.mark.parametrize("value,allowed", [("0", "an integer >= 1"), ("abc", "an integer")])
 def test_bad_jobs_per_task_is_one_line_and_exit_2_with_nothing_submitted(tmp_path, value, allowed):
     sweep_dir = tmp_path / "sweep"
-    result = run_cli(["-m", "hydra/launcher=slurm", f"hydra.launcher.jobs_per_task={value}", "accel.cache_interval=2,3",
-                      f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=120)
+    result = run_cli(
+        [
+            "-m",
+            "hydra/launcher=slurm",
+            f"hydra.launcher.jobs_per_task={value}",
+            "accel.cache_interval=2,3",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: hydra.launcher.jobs_per_task='{value}' is not allowed: {allowed}") or \
-        line.startswith(f"error: hydra.launcher.jobs_per_task={value} is not allowed: {allowed}")
+    assert line.startswith(
+        f"error: hydra.launcher.jobs_per_task='{value}' is not allowed: {allowed}"
+    ) or line.startswith(f"error: hydra.launcher.jobs_per_task={value} is not allowed: {allowed}")
     assert not sweep_dir.exists() and not (tmp_path / "multirun").exists()
 
 
@@ -136,8 +170,17 @@ def test_local_gpus_launcher_gives_each_task_its_own_gpu_and_a_job_that_sees_non
     """On this CPU-only machine: the launcher hands tasks CUDA_VISIBLE_DEVICES=0 and =1, in parallel;
     their jobs see no GPU and fail with that message instead of measuring on the CPU."""
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=local_gpus", "hydra.launcher.gpus=[0,1]", "hydra.launcher.jobs_per_task=1", "hydra.launcher.poll_s=0.2",
-            "accel.cache_interval=2,3", *FAST_SWEEP, f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    args = [
+        "-m",
+        "hydra/launcher=local_gpus",
+        "hydra.launcher.gpus=[0,1]",
+        "hydra.launcher.jobs_per_task=1",
+        "hydra.launcher.poll_s=0.2",
+        "accel.cache_interval=2,3",
+        *FAST_SWEEP,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={tmp_path / 'all.csv'}",
+    ]
     result = run_cli(args, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "task 0 (1 jobs) on GPU 0" in result.stdout and "task 1 (1 jobs) on GPU 1" in result.stdout
@@ -145,20 +188,37 @@ def test_local_gpus_launcher_gives_each_task_its_own_gpu_and_a_job_that_sees_non
     rows = _sweep_rows(sweep_dir).sort_values("run_dir")
     seen = [error.split("CUDA_VISIBLE_DEVICES=")[1].split(")")[0] for error in rows.error]
     assert sorted(seen) == ["0", "1"]
-    assert rows.error.str.contains("asked for 1 GPU").all() and rows.error.str.contains("would have measured on the CPU").all()
+    assert (
+        rows.error.str.contains("asked for 1 GPU").all()
+        and rows.error.str.contains("would have measured on the CPU").all()
+    )
 
 
 def test_local_gpus_launcher_refuses_a_machine_without_gpus(tmp_path):
-    result = run_cli(["-m", "hydra/launcher=local_gpus", "accel.cache_interval=2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, timeout=120)
+    result = run_cli(
+        ["-m", "hydra/launcher=local_gpus", "accel.cache_interval=2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: hydra.launcher.gpus='auto' is not allowed: a list of GPU indices: this machine shows "
-                                     "no CUDA GPU (hydra/launcher=local runs CPU tasks)")
+    assert result.stderr.strip() == (
+        "error: hydra.launcher.gpus='auto' is not allowed: a list of GPU indices: this machine shows "
+        "no CUDA GPU (hydra/launcher=local runs CPU tasks)"
+    )
 
 
 def test_local_launcher_packs_jobs_loads_once_per_task_and_names_where_each_ran(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=local", "hydra.launcher.jobs_per_task=2", "hydra.launcher.poll_s=0.2", "accel.cache_interval=2,3,4",
-            *FAST_SWEEP, f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    args = [
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.jobs_per_task=2",
+        "hydra.launcher.poll_s=0.2",
+        "accel.cache_interval=2,3,4",
+        *FAST_SWEEP,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={tmp_path / 'all.csv'}",
+    ]
     result = run_cli(args, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[sweep] 3 jobs: 3 in 2 local tasks of up to 2 jobs" in result.stdout
@@ -177,14 +237,23 @@ def _sweep_rows(sweep_dir):
 def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_resumes(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = [
-        "-m", "pipeline=tiny,sd15", "pipeline.model_id=accel-bench/never-downloaded", "resolution=64", "clip.model=tiny",
-        "accel.cache_interval=2,3", "accel.cache_branch_id=0,9", *FAST_SWEEP,
-        f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}",
+        "-m",
+        "pipeline=tiny,sd15",
+        "pipeline.model_id=accel-bench/never-downloaded",
+        "resolution=64",
+        "clip.model=tiny",
+        "accel.cache_interval=2,3",
+        "accel.cache_branch_id=0,9",
+        *FAST_SWEEP,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={tmp_path / 'all.csv'}",
     ]
     first = run_cli(args, cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "[sweep] 8 jobs: 2 ok, 4 failed, 2 invalid, 0 skipped" in first.stdout
-    assert f"[sweep] job 7 failed on {os.uname().nodename} - | 8/8 jobs recorded" in first.stdout  # failed before a device
+    assert (
+        f"[sweep] job 7 failed on {os.uname().nodename} - | 8/8 jobs recorded" in first.stdout
+    )  # failed before a device
     assert f"[sweep] job 0 ok on {os.uname().nodename} cpu (" in first.stdout
     assert "[sweep] 8 jobs ran for" in first.stdout and "1 pipeline loads" in first.stdout
     rows = _sweep_rows(sweep_dir)
@@ -209,9 +278,17 @@ def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_res
 
 def test_parallel_local_tasks_share_one_baseline(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "hydra/launcher=local", "hydra.launcher.parallel=2", "hydra.launcher.jobs_per_task=1", "hydra.launcher.poll_s=0.2",
-            "accel.cache_interval=2,3", *FAST_SWEEP,
-            f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
+    args = [
+        "-m",
+        "hydra/launcher=local",
+        "hydra.launcher.parallel=2",
+        "hydra.launcher.jobs_per_task=1",
+        "hydra.launcher.poll_s=0.2",
+        "accel.cache_interval=2,3",
+        *FAST_SWEEP,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={tmp_path / 'all.csv'}",
+    ]
     result = run_cli(args, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[sweep] 2 jobs: 2 ok, 0 failed, 0 invalid, 0 skipped" in result.stdout
@@ -223,8 +300,20 @@ def test_parallel_local_tasks_share_one_baseline(tmp_path):
 
 def test_interrupted_sweep_keeps_finished_rows_and_resumes(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "accel.cache_interval=2,3,4,5", *FAST_SWEEP, f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"]
-    process = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = [
+        "-m",
+        "accel.cache_interval=2,3,4,5",
+        *FAST_SWEEP,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"summary_path={tmp_path / 'all.csv'}",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     summary = sweep_dir / "summary.csv"
     deadline = time.time() + 300
     while time.time() < deadline and not (summary.exists() and len(summary.read_text().splitlines()) >= 2):

@@ -58,7 +58,11 @@ def build(accel: Mapping[str, Any], target: Target) -> list[Accelerator]:
     for key, owner in sorted(owners.items()):
         if owner not in methods and accel.get(key) is not None:
             used = sorted(k for k, o in owners.items() if o in methods) or ["none"]
-            raise ConfigError(f"accel.{key}", accel[key], f"not a parameter of accel={accel['name']} (its parameters: {', '.join(used)})")
+            raise ConfigError(
+                f"accel.{key}",
+                accel[key],
+                f"not a parameter of accel={accel['name']} (its parameters: {', '.join(used)})",
+            )
         if owner in methods and accel.get(key) is None and key in METHODS[owner].required():
             raise ConfigError(f"accel.{key}", None, f"a value: accel={accel['name']} uses {METHODS[owner].label}")
     accelerators = []
@@ -134,12 +138,28 @@ def applied(pipe: Any, accelerators: Sequence[Accelerator]) -> Iterator[AppliedP
             acc.apply(pipe, active)
             active[acc.name] = acc
         entry_points = [e for e in (acc.entry_point(pipe) for acc in accelerators) if e is not None]
-        yield AppliedPipeline(pipe=pipe, accelerators=list(accelerators), call=entry_points[-1] if entry_points else pipe)
+        yield AppliedPipeline(
+            pipe=pipe, accelerators=list(accelerators), call=entry_points[-1] if entry_points else pipe
+        )
     finally:
         for acc in reversed(list(active.values())):
             acc.remove(pipe)
         snapshot.restore()
 
 
-__all__ = ["Accelerator", "AppliedPipeline", "CUDA_GRAPH_MODES", "Code", "METHODS", "Target", "applied", "baseline_methods",
-           "baseline_name", "build", "compiles", "no_code", "param_fields", "params_record"]
+__all__ = [
+    "Accelerator",
+    "AppliedPipeline",
+    "CUDA_GRAPH_MODES",
+    "Code",
+    "METHODS",
+    "Target",
+    "applied",
+    "baseline_methods",
+    "baseline_name",
+    "build",
+    "compiles",
+    "no_code",
+    "param_fields",
+    "params_record",
+]

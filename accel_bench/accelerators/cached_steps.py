@@ -34,9 +34,12 @@ def _fixed_answers(helper: Any, phase: str) -> Callable[..., bool]:
     (step 0 of an interval) or a cached step (step 1), as a constant table dynamo folds away."""
     probe = SimpleNamespace(params=helper.params, cur_timestep=0 if phase == FULL else 1, start_timestep=0)
     decide = type(helper).is_skip_step
-    answers = {(blocktype, block_i, layer_i): decide(probe, block_i, layer_i, blocktype)
-               for key in helper.function_dict if isinstance(key, tuple)
-               for blocktype, _, block_i, layer_i in [key]}
+    answers = {
+        (blocktype, block_i, layer_i): decide(probe, block_i, layer_i, blocktype)
+        for key in helper.function_dict
+        if isinstance(key, tuple)
+        for blocktype, _, block_i, layer_i in [key]
+    }
 
     def is_skip_step(block_i: int, layer_i: int, blocktype: str = "down") -> bool:
         return answers[(blocktype, block_i, layer_i)]
@@ -48,13 +51,22 @@ class CompiledCachedSteps:
     """Installed as ``unet.forward`` over DeepCache's own wrapper (whose ``.item()`` per call would
     sync, and break a CUDA graph); ``reset`` starts a pipeline call at a full step."""
 
-    def __init__(self, pipe: Any, helper: Any, options: dict[str, Any], cuda_graphs: bool,
-                 wrap: Callable[[Callable[..., Any]], Callable[..., Any]]):
+    def __init__(
+        self,
+        pipe: Any,
+        helper: Any,
+        options: dict[str, Any],
+        cuda_graphs: bool,
+        wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+    ):
         self.pipe, self.helper = pipe, helper
         self.deepcache_forward = pipe.unet.__dict__["forward"]  # DeepCache's wrapper, put back by remove
         self.unet_forward = helper.function_dict["unet_forward"]  # the UNet's own forward
         self.answers = {phase: _fixed_answers(helper, phase) for phase in (FULL, CACHED)}
-        self.steps = {FULL: wrap(torch.compile(_full_step, **options)), CACHED: wrap(torch.compile(_cached_step, **options))}
+        self.steps = {
+            FULL: wrap(torch.compile(_full_step, **options)),
+            CACHED: wrap(torch.compile(_cached_step, **options)),
+        }
         self.cuda_graphs = cuda_graphs
         self.calls = 0
         pipe.unet.forward = self.forward
@@ -64,8 +76,10 @@ class CompiledCachedSteps:
         # runs call the UNet once per step, so the call count since the pipeline call began is that index
         steps = len(self.pipe.scheduler.timesteps)
         if self.calls >= steps:
-            raise RuntimeError(f"DeepCache on a compiled UNet: UNet call {self.calls + 1} of a {steps}-step schedule; "
-                               "it needs a scheduler that calls the UNet once per step")
+            raise RuntimeError(
+                f"DeepCache on a compiled UNet: UNet call {self.calls + 1} of a {steps}-step schedule; "
+                "it needs a scheduler that calls the UNet once per step"
+            )
         phase = FULL if self.calls % self.helper.params["cache_interval"] == 0 else CACHED
         self.calls += 1
         self.helper.is_skip_step = self.answers[phase]

@@ -69,8 +69,10 @@ class RecompileLimit(logging.Handler):
             try:
                 return compiled(*args, **kwargs)
             except FailOnRecompileLimitHit as error:
-                raise RuntimeError(f"torch.compile: {self.hit or error}: the method's Python changes under the graph at every "
-                                   "call, and dynamo would run it eager from here on") from error
+                raise RuntimeError(
+                    f"torch.compile: {self.hit or error}: the method's Python changes under the graph at every "
+                    "call, and dynamo would run it eager from here on"
+                ) from error
 
         return call
 
@@ -93,7 +95,9 @@ class Compile(Accelerator):
     @classmethod
     def params_from(cls, values: Mapping[str, Any]) -> CompileParams:
         params = super().params_from(values)
-        return dataclasses.replace(params, compile_targets=list(params.compile_targets))  # a plain list, as records hold it
+        return dataclasses.replace(
+            params, compile_targets=list(params.compile_targets)
+        )  # a plain list, as records hold it
 
     @classmethod
     def check(cls, params: CompileParams, target: Target) -> None:
@@ -101,24 +105,39 @@ class Compile(Accelerator):
             raise ConfigError("accel.mode", params.mode, " | ".join(COMPILE_MODES))
         if params.mode in CUDA_GRAPH_MODES and target.device == "cpu":
             cpu_modes = " | ".join(m for m in COMPILE_MODES if m not in CUDA_GRAPH_MODES)
-            raise ConfigError("accel.mode", params.mode, f"{cpu_modes} on a CPU ({params.mode} captures CUDA graphs: it needs a GPU)")
+            raise ConfigError(
+                "accel.mode", params.mode, f"{cpu_modes} on a CPU ({params.mode} captures CUDA graphs: it needs a GPU)"
+            )
         names = list(params.compile_targets)
         if not names or any(n not in COMPILE_TARGETS for n in names) or len(set(names)) != len(names):
-            raise ConfigError("accel.compile_targets", names, f"distinct modules of the pipeline among {', '.join(COMPILE_TARGETS)}")
+            raise ConfigError(
+                "accel.compile_targets", names, f"distinct modules of the pipeline among {', '.join(COMPILE_TARGETS)}"
+            )
 
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         deepcache = active.get("deepcache")
         stacked = deepcache is not None and "unet" in self.params.compile_targets
         if stacked and "tgate" in active:
-            raise RuntimeError("torch.compile with DeepCache and T-GATE together is not supported: T-GATE's sampling "
-                               "loop re-wraps DeepCache's helper at the gate step, under the compiled steps")
+            raise RuntimeError(
+                "torch.compile with DeepCache and T-GATE together is not supported: T-GATE's sampling "
+                "loop re-wraps DeepCache's helper at the gate step, under the compiled steps"
+            )
         self.limit = RecompileLimit().__enter__()
         # dynamic=False: one graph per shape, as a deployment compiled for its batch size has
-        options = dict(mode=None if self.params.mode == "default" else self.params.mode, fullgraph=self.params.fullgraph, dynamic=False)
+        options = dict(
+            mode=None if self.params.mode == "default" else self.params.mode,
+            fullgraph=self.params.fullgraph,
+            dynamic=False,
+        )
         self.cached_steps: Optional[CompiledCachedSteps] = None
         if stacked:
-            self.cached_steps = CompiledCachedSteps(pipe, deepcache.helper, options, cuda_graphs=self.params.mode in CUDA_GRAPH_MODES,
-                                                    wrap=self.limit.explained)
+            self.cached_steps = CompiledCachedSteps(
+                pipe,
+                deepcache.helper,
+                options,
+                cuda_graphs=self.params.mode in CUDA_GRAPH_MODES,
+                wrap=self.limit.explained,
+            )
         for name in self.params.compile_targets:
             if name == "unet" and self.cached_steps is not None:
                 continue
@@ -136,15 +155,20 @@ class Compile(Accelerator):
     def warmup_needed(self) -> tuple[int, str]:
         # compilation runs on the first call, CUDA graphs are captured on the next ones: never inside a timed batch
         least = 3 if self.params.mode in CUDA_GRAPH_MODES else 1
-        return least, f"with torch.compile's {self.params.mode} mode (torch.compile works on the first calls, outside the timed batches)"
+        return (
+            least,
+            f"with torch.compile's {self.params.mode} mode (torch.compile works on the first calls, outside the timed batches)",
+        )
 
     @classmethod
     def code(cls, family: str, methods: Sequence[str]) -> Code:
         paths = ", ".join(f'"{name}": pipe.{path}' for name, path in COMPILE_TARGETS.items())
-        return Code(load=(
-            "    for name in COMPILE_TARGETS:  # torch.compile: it compiles on the first calls",
-            f"        {{{paths}}}[name].compile(mode=None if COMPILE_MODE == \"default\" else COMPILE_MODE, fullgraph=FULLGRAPH)",
-        ))
+        return Code(
+            load=(
+                "    for name in COMPILE_TARGETS:  # torch.compile: it compiles on the first calls",
+                f'        {{{paths}}}[name].compile(mode=None if COMPILE_MODE == "default" else COMPILE_MODE, fullgraph=FULLGRAPH)',
+            )
+        )
 
     @classmethod
     def no_code(cls, methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:

@@ -41,7 +41,12 @@ class TGate(Accelerator):
     label = "T-GATE"
     Params = TGateParams
     order = 30  # after DeepCache: its sampling loop binds to the DeepCache helper
-    constants = {"gate_step": "GATE_STEP", "sp_interval": "SP_INTERVAL", "fi_interval": "FI_INTERVAL", "warm_up": "WARM_UP"}
+    constants = {
+        "gate_step": "GATE_STEP",
+        "sp_interval": "SP_INTERVAL",
+        "fi_interval": "FI_INTERVAL",
+        "warm_up": "WARM_UP",
+    }
 
     @classmethod
     def check(cls, params: TGateParams, target: Target) -> None:
@@ -98,5 +103,9 @@ class TGate(Accelerator):
     def entry_point(self, pipe: Any) -> Optional[Callable[..., Any]]:
         p = self.params
         return functools.partial(
-            pipe.tgate, gate_step=self.gate_step, sp_interval=p.sp_interval, fi_interval=p.fi_interval, warm_up=p.warm_up
+            pipe.tgate,
+            gate_step=self.gate_step,
+            sp_interval=p.sp_interval,
+            fi_interval=p.fi_interval,
+            warm_up=p.warm_up,
         )

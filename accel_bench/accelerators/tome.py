@@ -37,7 +37,11 @@ class ToMe(Accelerator):
         # tomesd caps the ratio silently at 1 - 1/(sx*sy); refuse instead of measuring something else.
         cap = 1 - 1 / (params.sx * params.sy)
         if not 0 <= params.ratio <= cap:
-            raise ConfigError("accel.ratio", params.ratio, f"0 <= ratio <= {cap:g} (= 1 - 1/(sx*sy) with sx={params.sx}, sy={params.sy})")
+            raise ConfigError(
+                "accel.ratio",
+                params.ratio,
+                f"0 <= ratio <= {cap:g} (= 1 - 1/(sx*sy) with sx={params.sx}, sy={params.sy})",
+            )
         if params.max_downsample not in MAX_DOWNSAMPLES:
             raise ConfigError("accel.max_downsample", params.max_downsample, "one of 1, 2, 4, 8")
         if target.family == "sdxl" and params.max_downsample == 1:
@@ -68,7 +72,9 @@ class ToMe(Accelerator):
     def code(cls, family: str, methods: Sequence[str]) -> Code:
         return Code(
             imports=("import tomesd",),
-            patch=("    tomesd.apply_patch(pipe, ratio=RATIO, max_downsample=MAX_DOWNSAMPLE, sx=SX, sy=SY, use_rand=USE_RAND)",),
+            patch=(
+                "    tomesd.apply_patch(pipe, ratio=RATIO, max_downsample=MAX_DOWNSAMPLE, sx=SX, sy=SY, use_rand=USE_RAND)",
+            ),
         )
 
     def reset(self, pipe: Any, seed: int) -> None:

@@ -6,8 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 from ..config import CONF_DIR, check_overrides
-from ..errors import exit_2_on_config_error
 from ..console import fmt
+from ..errors import exit_2_on_config_error
 from .config import check, register_configs
 from .evaluator import evaluate_manifest, evaluate_pair
 from .sandbox import probe
@@ -26,22 +26,32 @@ def main(cfg: DictConfig) -> None:
     with exit_2_on_config_error():
         mode = check(cfg)
         info = probe(cfg.sandbox, cfg.allow_unsandboxed)
-    print(f"sandbox: {info.kind}" + (f" {info.version}, {info.memory_gb:.0f} GB memory, {len(info.gpu_nodes)} GPU device nodes"
-                                      if info.kind == "bwrap" else " (allow_unsandboxed=true: candidate code runs unconfined)"))
+    print(
+        f"sandbox: {info.kind}"
+        + (
+            f" {info.version}, {info.memory_gb:.0f} GB memory, {len(info.gpu_nodes)} GPU device nodes"
+            if info.kind == "bwrap"
+            else " (allow_unsandboxed=true: candidate code runs unconfined)"
+        )
+    )
     if mode == "pair":
         m = evaluate_pair(cfg, info)
         print(f"candidate: {m['status']}{_verdict(m)}{' (' + m['error'] + ')' if m['error'] else ''}")
-        print(f"  latency {fmt(m['latency_s'], '.4f')} s/image vs baseline {fmt(m['base_latency_s'], '.4f')}: "
-              f"speedup {fmt(m['speedup'], '.2f')}x ({fmt(m['speedup_low'], '.2f')}-{fmt(m['speedup_high'], '.2f')} over "
-              f"{m['repeats']} passes), CLIP loss {fmt(m['clip_loss'], '+.2%')}, PSNR {fmt(m['psnr_db'], '.1f')} dB "
-              f"(lowest {fmt(m['psnr_min_db'], '.1f')}), round trip {fmt(m['round_trip_share'], '.2%')} of a batch")
+        print(
+            f"  latency {fmt(m['latency_s'], '.4f')} s/image vs baseline {fmt(m['base_latency_s'], '.4f')}: "
+            f"speedup {fmt(m['speedup'], '.2f')}x ({fmt(m['speedup_low'], '.2f')}-{fmt(m['speedup_high'], '.2f')} over "
+            f"{m['repeats']} passes), CLIP loss {fmt(m['clip_loss'], '+.2%')}, PSNR {fmt(m['psnr_db'], '.1f')} dB "
+            f"(lowest {fmt(m['psnr_min_db'], '.1f')}), round trip {fmt(m['round_trip_share'], '.2%')} of a batch"
+        )
         if m["model_weights"] == "random":
             print("  (random weights: speed is real, CLIP loss and PSNR are not quality measures)")
         return
     rows = evaluate_manifest(cfg, info)
     ok = [r for r in rows if r["status"] == "ok"]
-    print(f"{len(rows)} tasks: {len(ok)} measured, {sum(bool(r['passed']) for r in rows)} passed; "
-          f"ground truth passed {sum(bool(r['gt_passed']) for r in rows)}; failed: {len(rows) - len(ok)}")
+    print(
+        f"{len(rows)} tasks: {len(ok)} measured, {sum(bool(r['passed']) for r in rows)} passed; "
+        f"ground truth passed {sum(bool(r['gt_passed']) for r in rows)}; failed: {len(rows) - len(ok)}"
+    )
     for r in rows:
         if not r["passed"]:
             print(f"  {r['prompt_id']}: {r['reason']}: {r['error']}")

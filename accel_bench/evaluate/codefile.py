@@ -11,7 +11,12 @@ def code_identity(path: Path) -> str:
     """What a file does, without its module docstring (post-process writes the task text there)."""
     tree = ast.parse(Path(path).read_text(), filename=str(path))
     body = tree.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
         tree.body = body[1:]
     return ast.dump(tree)
 

@@ -21,6 +21,7 @@ from .records import clip_scores, compare
 from .sandbox import SandboxInfo
 from .session import SideResult, SideSpec
 
+
 def _json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=float) + "\n"
 
@@ -28,12 +29,26 @@ def _json(value: Any) -> str:
 def _settings(cfg: Any, model_id: str, resolution: int, batch_size: int) -> session.Settings:
     device = resolve_device(cfg.device)
     repeats = resolve_repeats(cfg.repeats, device)
-    return session.Settings(model_id, resolution, batch_size, device, cfg.dtype, cfg.seed, warmup_policy(cfg, device),
-                            repeats, max(cfg.max_repeats, repeats), cfg.timeout_s)
+    return session.Settings(
+        model_id,
+        resolution,
+        batch_size,
+        device,
+        cfg.dtype,
+        cfg.seed,
+        warmup_policy(cfg, device),
+        repeats,
+        max(cfg.max_repeats, repeats),
+        cfg.timeout_s,
+    )
 
 
 def _scorer(cfg: Any, weights: str):
-    return clip_scorer(choose_clip(cfg.clip.model, cfg.clip.pretrained, weights), torch.device(resolve_device(cfg.device)), cfg.clip.batch_size)
+    return clip_scorer(
+        choose_clip(cfg.clip.model, cfg.clip.pretrained, weights),
+        torch.device(resolve_device(cfg.device)),
+        cfg.clip.batch_size,
+    )
 
 
 def _save_images(folder: Path, results: dict[str, SideResult], batches: int) -> None:
@@ -53,14 +68,23 @@ def _base_scores(scorer: Any, base: SideResult) -> Optional[np.ndarray]:
 
 
 def _baseline_record(base: SideResult) -> dict[str, Any]:
-    return {"path": str(base.spec.path), "status": "failed" if base.failure else "ok",
-            "error": base.failure.message if base.failure else None, "round_trip_s": base.round_trip_s,
-            "batch_time_s": base.batch_time_s}
+    return {
+        "path": str(base.spec.path),
+        "status": "failed" if base.failure else "ok",
+        "error": base.failure.message if base.failure else None,
+        "round_trip_s": base.round_trip_s,
+        "batch_time_s": base.batch_time_s,
+    }
 
 
 def _common(weights: str, secret: int, info: SandboxInfo, settings: session.Settings) -> dict[str, Any]:
-    return {"model_weights": weights, "input_seed": secret, "sandbox": dataclasses.asdict(info), "batch_size": settings.batch_size,
-            "device": settings.device}
+    return {
+        "model_weights": weights,
+        "input_seed": secret,
+        "sandbox": dataclasses.asdict(info),
+        "batch_size": settings.batch_size,
+        "device": settings.device,
+    }
 
 
 def _groups(entries: list[dict], root: Path, code_dir: Path, cfg: Any) -> dict[str, list[dict]]:
@@ -69,8 +93,16 @@ def _groups(entries: list[dict], root: Path, code_dir: Path, cfg: Any) -> dict[s
     groups: dict[str, list[dict]] = {}
     for entry in entries:
         base = _baseline_path(entry, root, code_dir)
-        key = json.dumps([code_identity(base) if base.is_file() else str(base), code_identity(root / entry["path_to_gt_code"]),
-                          entry["pipeline"], entry["steps"], entry["resolution"], cfg.batch_size or entry["batch_size"]])
+        key = json.dumps(
+            [
+                code_identity(base) if base.is_file() else str(base),
+                code_identity(root / entry["path_to_gt_code"]),
+                entry["pipeline"],
+                entry["steps"],
+                entry["resolution"],
+                cfg.batch_size or entry["batch_size"],
+            ]
+        )
         groups.setdefault(key, []).append(entry)
     return dict(sorted(groups.items(), key=lambda item: int(item[1][0]["prompt_id"])))
 
@@ -94,9 +126,14 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
         model_id, weights = model_location(first["pipeline"], cfg.models, cfg.cache_dir)
         settings = _settings(cfg, model_id, first["resolution"], cfg.batch_size or first["batch_size"])
         steps = first["steps"]
-        sides = [SideSpec("baseline", _baseline_path(first, root, code_dir), steps),
-                 SideSpec("gt", root / first["path_to_gt_code"], steps, tuple(sorted({e["target_speedup"] for e in group})))]
-        sides += [SideSpec(f"candidate {e['prompt_id']}", code_dir / e["path_to_gen_code"], steps, (e["target_speedup"],)) for e in group]
+        sides = [
+            SideSpec("baseline", _baseline_path(first, root, code_dir), steps),
+            SideSpec("gt", root / first["path_to_gt_code"], steps, tuple(sorted({e["target_speedup"] for e in group}))),
+        ]
+        sides += [
+            SideSpec(f"candidate {e['prompt_id']}", code_dir / e["path_to_gen_code"], steps, (e["target_speedup"],))
+            for e in group
+        ]
         results, secret = session.run(sides, settings, info, prompts, cfg.input_seed)
         scorer = _scorer(cfg, weights)
         base = results["baseline"]
@@ -105,11 +142,13 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
             target, budget = entry["target_speedup"], entry["quality_budget"]
             candidate = results[f"candidate {entry['prompt_id']}"]
             metrics = {
-                "prompt_id": entry["prompt_id"], "task_key": entry["task_key"],
+                "prompt_id": entry["prompt_id"],
+                "task_key": entry["task_key"],
                 **compare(base, candidate, base_scores, scorer, target, budget, cfg.min_psnr_db),
                 "gt": compare(base, results["gt"], base_scores, scorer, target, budget, cfg.min_psnr_db),
                 "baseline": _baseline_record(base),
-                "num_images": len(prompts), **_common(weights, secret, info, settings),
+                "num_images": len(prompts),
+                **_common(weights, secret, info, settings),
             }
             metrics_path = out_dir / entry["path_to_metrics"]
             metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,15 +156,32 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
             if cfg.save_images:
                 chosen = {"baseline": base, "gt": results["gt"], "candidate": candidate}
                 _save_images(out_dir / "images" / entry["prompt_id"], chosen, -(-len(prompts) // settings.batch_size))
-            rows.append({
-                "prompt_id": entry["prompt_id"], "task_key": entry["task_key"], "difficulty": entry["difficulty"],
-                "target_speedup": target, "quality_budget": budget, "status": metrics["status"], "verdict": metrics["verdict"],
-                "passed": metrics["passed"], "reason": metrics["reason"], "speedup": metrics["speedup"],
-                "speedup_low": metrics["speedup_low"], "speedup_high": metrics["speedup_high"], "clip_loss": metrics["clip_loss"],
-                "psnr_min_db": metrics["psnr_min_db"], "gt_status": metrics["gt"]["status"], "gt_speedup": metrics["gt"]["speedup"],
-                "gt_clip_loss": metrics["gt"]["clip_loss"], "gt_passed": metrics["gt"]["passed"], "gt_reason": metrics["gt"]["reason"],
-                "error": metrics["error"], "model_weights": weights, "sandbox": info.kind,
-            })
+            rows.append(
+                {
+                    "prompt_id": entry["prompt_id"],
+                    "task_key": entry["task_key"],
+                    "difficulty": entry["difficulty"],
+                    "target_speedup": target,
+                    "quality_budget": budget,
+                    "status": metrics["status"],
+                    "verdict": metrics["verdict"],
+                    "passed": metrics["passed"],
+                    "reason": metrics["reason"],
+                    "speedup": metrics["speedup"],
+                    "speedup_low": metrics["speedup_low"],
+                    "speedup_high": metrics["speedup_high"],
+                    "clip_loss": metrics["clip_loss"],
+                    "psnr_min_db": metrics["psnr_min_db"],
+                    "gt_status": metrics["gt"]["status"],
+                    "gt_speedup": metrics["gt"]["speedup"],
+                    "gt_clip_loss": metrics["gt"]["clip_loss"],
+                    "gt_passed": metrics["gt"]["passed"],
+                    "gt_reason": metrics["gt"]["reason"],
+                    "error": metrics["error"],
+                    "model_weights": weights,
+                    "sandbox": info.kind,
+                }
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "evaluation.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["prompt_id"])
@@ -140,14 +196,32 @@ def evaluate_pair(cfg: Any, info: SandboxInfo) -> dict[str, Any]:
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
     settings = _settings(cfg, model_id, cfg.pipeline.resolution, cfg.batch_size or 4)
     targets = () if cfg.target_speedup is None else (cfg.target_speedup,)
-    sides = [SideSpec(label, Path(cfg[label]), declared_steps(Path(cfg[label])) or cfg.steps, targets if label == "candidate" else ())
-             for label in ("baseline", "candidate")]
+    sides = [
+        SideSpec(
+            label,
+            Path(cfg[label]),
+            declared_steps(Path(cfg[label])) or cfg.steps,
+            targets if label == "candidate" else (),
+        )
+        for label in ("baseline", "candidate")
+    ]
     results, secret = session.run(sides, settings, info, prompts, cfg.input_seed)
     scorer = _scorer(cfg, weights)
     base = results["baseline"]
-    metrics = {**compare(base, results["candidate"], _base_scores(scorer, base), scorer, cfg.target_speedup, cfg.quality_budget, cfg.min_psnr_db),
-               "baseline": _baseline_record(base),
-               "num_images": len(prompts), **_common(weights, secret, info, settings)}
+    metrics = {
+        **compare(
+            base,
+            results["candidate"],
+            _base_scores(scorer, base),
+            scorer,
+            cfg.target_speedup,
+            cfg.quality_budget,
+            cfg.min_psnr_db,
+        ),
+        "baseline": _baseline_record(base),
+        "num_images": len(prompts),
+        **_common(weights, secret, info, settings),
+    }
     out_dir = Path(cfg.out_dir or "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(_json(metrics))

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from ..measure import SideStopped
-from .wire import receive, send
 from .sandbox import SandboxedProcess, SandboxInfo
+from .wire import receive, send
+
 
 @dataclass
 class Exchange:
@@ -54,7 +55,9 @@ class CodeProcess:
     _loading_deadline: float = 0.0
 
     @classmethod
-    def launch(cls, label: str, info: SandboxInfo, request: dict[str, Any], readable: list[str], timeout_s: float) -> "CodeProcess":
+    def launch(
+        cls, label: str, info: SandboxInfo, request: dict[str, Any], readable: list[str], timeout_s: float
+    ) -> "CodeProcess":
         """Start ``python -m accel_bench.evaluate.serve`` on the file and ask it to load; ``ready`` waits."""
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
@@ -122,21 +125,28 @@ class CodeProcess:
         shape = (count, self.resolution, self.resolution, 3)
         try:
             send(self.to_code, request)
-            header, payload = receive(self.from_code, time.monotonic() + self.timeout_s, max_payload=int(np.prod(shape)))
+            header, payload = receive(
+                self.from_code, time.monotonic() + self.timeout_s, max_payload=int(np.prod(shape))
+            )
         except (TimeoutError, EOFError, ValueError, OSError) as error:
             self._fail(error, during)
         if "error" in header:
             self._stop("crashed", f"{during} failed: {str(header['error'])[:500]}")
         if header.get("shape") != list(shape) or len(payload) != int(np.prod(shape)):
-            self._stop("wrong_images", f"returned {len(payload)} bytes as images of shape {header.get('shape')} "
-                                       f"while {during} of {shape[0]} at {shape[1]}x{shape[2]} RGB")
+            self._stop(
+                "wrong_images",
+                f"returned {len(payload)} bytes as images of shape {header.get('shape')} "
+                f"while {during} of {shape[0]} at {shape[1]}x{shape[2]} RGB",
+            )
         return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
     def generate(self, prompts: list[str], generators: list[torch.Generator]) -> np.ndarray:
         """``measure``'s Generate: one round trip. Inside the timed call, so it does only what every
         side needs alike: send, read the bytes, check their size."""
         seeds = [g.initial_seed() for g in generators]
-        images = self._round_trip({"op": "generate", "prompts": prompts, "seeds": seeds}, len(prompts), "generating a batch")
+        images = self._round_trip(
+            {"op": "generate", "prompts": prompts, "seeds": seeds}, len(prompts), "generating a batch"
+        )
         self.transcript.append(Exchange(list(prompts), seeds, images))
         return images
 

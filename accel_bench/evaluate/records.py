@@ -19,19 +19,50 @@ def clip_scores(scorer: Any, result: SideResult) -> np.ndarray:
 
 def _empty(side: SideResult, target: Optional[float], budget: Optional[float], min_psnr_db: float) -> dict[str, Any]:
     return {
-        "path": str(side.spec.path), "status": "failed", "verdict": None, "passed": False, "reason": None, "reasons": [], "error": None,
-        "speedup": None, "speedup_low": None, "speedup_high": None, "speedup_min": None, "speedup_max": None, "speedups": [],
-        "repeats": None, "latency_s": None, "base_latency_s": None, "latency_spread": None,
-        "clip_score": None, "base_clip_score": None, "clip_loss": None, "psnr_db": None, "psnr_min_db": None,
-        "images_checked": 0, "images_unfaithful": 0, "min_psnr_db": min_psnr_db, "target_speedup": target, "quality_budget": budget,
-        "warmup_batches": side.warmup_batches, "batch_time_s": side.batch_time_s, "round_trip_s": side.round_trip_s,
+        "path": str(side.spec.path),
+        "status": "failed",
+        "verdict": None,
+        "passed": False,
+        "reason": None,
+        "reasons": [],
+        "error": None,
+        "speedup": None,
+        "speedup_low": None,
+        "speedup_high": None,
+        "speedup_min": None,
+        "speedup_max": None,
+        "speedups": [],
+        "repeats": None,
+        "latency_s": None,
+        "base_latency_s": None,
+        "latency_spread": None,
+        "clip_score": None,
+        "base_clip_score": None,
+        "clip_loss": None,
+        "psnr_db": None,
+        "psnr_min_db": None,
+        "images_checked": 0,
+        "images_unfaithful": 0,
+        "min_psnr_db": min_psnr_db,
+        "target_speedup": target,
+        "quality_budget": budget,
+        "warmup_batches": side.warmup_batches,
+        "batch_time_s": side.batch_time_s,
+        "round_trip_s": side.round_trip_s,
         "round_trip_share": side.round_trip_s / side.batch_time_s if side.round_trip_s and side.batch_time_s else None,
         "peak_rss_gb": side.peak_rss_gb,
     }
 
 
-def compare(base: SideResult, side: SideResult, base_scores: Optional[np.ndarray], scorer: Any, target: Optional[float],
-            budget: Optional[float], min_psnr_db: float) -> dict[str, Any]:
+def compare(
+    base: SideResult,
+    side: SideResult,
+    base_scores: Optional[np.ndarray],
+    scorer: Any,
+    target: Optional[float],
+    budget: Optional[float],
+    min_psnr_db: float,
+) -> dict[str, Any]:
     """The record of ``side`` measured against ``base`` in one session."""
     record = _empty(side, target, budget, min_psnr_db)
     reasons: list[str] = []
@@ -50,19 +81,33 @@ def compare(base: SideResult, side: SideResult, base_scores: Optional[np.ndarray
             record["error"] = f"returned {found.wrong}"
         if found.unfaithful:
             reasons.append("unfaithful")
-            record["error"] = record["error"] or (f"{found.unfaithful} of {found.checked} images below {min_psnr_db:g} dB PSNR against the "
-                                                  f"baseline's for the same prompt and seed (lowest {record['psnr_min_db']:.1f} dB)")
+            record["error"] = record["error"] or (
+                f"{found.unfaithful} of {found.checked} images below {min_psnr_db:g} dB PSNR against the "
+                f"baseline's for the same prompt and seed (lowest {record['psnr_min_db']:.1f} dB)"
+            )
         ratios = pass_speedups(base.pass_latencies_s, side.pass_latencies_s)
         low, high = median_interval(ratios)
         record.update(
-            status="ok" if found.wrong is None else "failed", speedups=ratios, repeats=len(ratios),
-            speedup=statistics.median(ratios), speedup_low=low, speedup_high=high, speedup_min=min(ratios), speedup_max=max(ratios),
-            latency_s=statistics.median(side.pass_latencies_s), base_latency_s=statistics.median(base.pass_latencies_s),
-            latency_spread=(max(side.pass_latencies_s) - min(side.pass_latencies_s)) / statistics.median(side.pass_latencies_s),
+            status="ok" if found.wrong is None else "failed",
+            speedups=ratios,
+            repeats=len(ratios),
+            speedup=statistics.median(ratios),
+            speedup_low=low,
+            speedup_high=high,
+            speedup_min=min(ratios),
+            speedup_max=max(ratios),
+            latency_s=statistics.median(side.pass_latencies_s),
+            base_latency_s=statistics.median(base.pass_latencies_s),
+            latency_spread=(max(side.pass_latencies_s) - min(side.pass_latencies_s))
+            / statistics.median(side.pass_latencies_s),
         )
         if found.wrong is None and base_scores is not None:
             base_clip, clip = float(base_scores.mean()), float(clip_scores(scorer, side).mean())
-            record.update(base_clip_score=base_clip, clip_score=clip, clip_loss=(base_clip - clip) / base_clip if base_clip else None)
+            record.update(
+                base_clip_score=base_clip,
+                clip_score=clip,
+                clip_loss=(base_clip - clip) / base_clip if base_clip else None,
+            )
             if budget is not None and (record["clip_loss"] is None or record["clip_loss"] > budget):
                 reasons.append("over_budget")
                 record["error"] = record["error"] or f"CLIP loss {record['clip_loss']:+.2%} over the budget {budget:g}"
@@ -72,7 +117,9 @@ def compare(base: SideResult, side: SideResult, base_scores: Optional[np.ndarray
                 reasons.append("too_slow" if record["verdict"] == "failed" else "inconclusive")
                 record["error"] = record["error"] or (
                     f"speedup {record['speedup']:.2f}x (interval {low:.2f}-{high:.2f} over {len(ratios)} passes) "
-                    + ("below" if record["verdict"] == "failed" else "around") + f" the target {target:g}x")
+                    + ("below" if record["verdict"] == "failed" else "around")
+                    + f" the target {target:g}x"
+                )
     record["reasons"] = sorted(set(reasons), key=REASONS.index)
     record["reason"] = record["reasons"][0] if record["reasons"] else None
     record["passed"] = None if target is None and budget is None else not record["reasons"]

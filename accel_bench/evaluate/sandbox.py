@@ -61,7 +61,15 @@ def _bwrap_version() -> Optional[str]:
 
 
 def _namespaces() -> list[str]:
-    return ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    return [
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
 
 
 def probe(cfg: SandboxConfig, allow_unsandboxed: bool) -> SandboxInfo:
@@ -74,8 +82,11 @@ def probe(cfg: SandboxConfig, allow_unsandboxed: bool) -> SandboxInfo:
     version = _bwrap_version()
     why = "bubblewrap (bwrap) is not installed"
     if version is not None:
-        trial = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", *_namespaces(), "true"],
-                               capture_output=True, text=True)
+        trial = subprocess.run(
+            ["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", *_namespaces(), "true"],
+            capture_output=True,
+            text=True,
+        )
         if trial.returncode == 0:
             return SandboxInfo("bwrap", version, memory, cfg.tmp_gb, sorted(p for g in GPU_NODES for p in glob.glob(g)))
         why = f"bwrap cannot make a sandbox here ({' '.join(trial.stderr.split())[:200]})"
@@ -102,8 +113,25 @@ def command(info: SandboxInfo, argv: Sequence[str], readable: Sequence[str], inf
 
     keep = [sys.prefix, sys.base_prefix, str(Path(accel_bench.__file__).resolve().parents[1]), *sys.path, *readable]
     size = str(int((info.tmp_gb or 1) * 1e9))
-    args = ["bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-            "--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm", *_bind_paths(keep)]
+    args = [
+        "bwrap",
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        size,
+        "--tmpfs",
+        "/tmp",
+        "--size",
+        size,
+        "--tmpfs",
+        "/dev/shm",
+        *_bind_paths(keep),
+    ]
     for node in info.gpu_nodes:
         args += ["--dev-bind", node, node]
     env = {"HOME": "/tmp", "TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache", "TRITON_CACHE_DIR": "/tmp/.triton"}
@@ -190,14 +218,26 @@ WATCHDOG = _Watchdog()
 class SandboxedProcess:
     """One candidate process and everything it starts: list, freeze, thaw, limit, kill."""
 
-    def __init__(self, info: SandboxInfo, argv: Sequence[str], readable: Sequence[str], pass_fds: Sequence[int], env: dict[str, str]):
+    def __init__(
+        self,
+        info: SandboxInfo,
+        argv: Sequence[str],
+        readable: Sequence[str],
+        pass_fds: Sequence[int],
+        env: dict[str, str],
+    ):
         self.info = info
         self.out_of_memory = False
         self.peak_rss_gb = 0.0
         read_info, write_info = os.pipe()
         self.process = subprocess.Popen(
-            command(info, argv, readable, write_info), pass_fds=[*pass_fds, write_info], env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            command(info, argv, readable, write_info),
+            pass_fds=[*pass_fds, write_info],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         os.close(write_info)
         self._namespace: Optional[str] = None
@@ -230,7 +270,9 @@ class SandboxedProcess:
 
     def never_made(self) -> bool:
         """bwrap exited without running the command: it says why in lines of its own."""
-        return self.info.kind == "bwrap" and not self.alive() and any(line.startswith("bwrap: ") for line in self.log[-5:])
+        return (
+            self.info.kind == "bwrap" and not self.alive() and any(line.startswith("bwrap: ") for line in self.log[-5:])
+        )
 
     def members(self, namespaces: Optional[dict[str, list[int]]] = None) -> list[int]:
         """Every process of the sandbox: by PID namespace, or (unsandboxed) descendants of the root."""

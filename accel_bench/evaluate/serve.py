@@ -35,7 +35,9 @@ def as_images(output: Any, count: int) -> np.ndarray:
         if images.ndim == 4 and images.shape[1] in (1, 3):
             images = images.transpose(0, 2, 3, 1)
     elif isinstance(images, (list, tuple)):
-        images = np.stack([np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image) for image in images])
+        images = np.stack(
+            [np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image) for image in images]
+        )
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3:
         raise TypeError(f"inference must return {count} RGB images (PIL, array or tensor); got {type(output).__name__}")
     if len(images) != count:
@@ -47,7 +49,11 @@ def _load(namespace: dict, request: dict) -> Any:
     if "load_pipeline" in namespace:
         loader = namespace["load_pipeline"]
         accepted = inspect.signature(loader).parameters
-        offered = {"model_id": request["model_id"], "device": request["device"], "dtype": resolve_dtype(request["dtype"], request["device"])}
+        offered = {
+            "model_id": request["model_id"],
+            "device": request["device"],
+            "dtype": resolve_dtype(request["dtype"], request["device"]),
+        }
         return loader(**{k: v for k, v in offered.items() if k in accepted})
     if "pipe" in namespace:
         return namespace["pipe"]
@@ -63,7 +69,9 @@ def generator(request: dict):
     inference = namespace.get("inference")
     if inference is None:
         if request["steps"] is None:
-            raise ValueError("no step count: the file has no inference(), sets no NUM_INFERENCE_STEPS or literal num_inference_steps=, and the task gives none (steps=)")
+            raise ValueError(
+                "no step count: the file has no inference(), sets no NUM_INFERENCE_STEPS or literal num_inference_steps=, and the task gives none (steps=)"
+            )
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
 
@@ -71,7 +79,14 @@ def generator(request: dict):
         if inference is not None:
             return as_images(inference(pipe, prompts, generators), len(prompts))
         size = request["resolution"]
-        output = pipe(prompt=prompts, generator=generators, num_inference_steps=request["steps"], height=size, width=size, output_type="np")
+        output = pipe(
+            prompt=prompts,
+            generator=generators,
+            num_inference_steps=request["steps"],
+            height=size,
+            width=size,
+            output_type="np",
+        )
         return as_images(output, len(prompts))
 
     return generate

@@ -62,8 +62,15 @@ def launch(spec: SideSpec, settings: Settings, info: SandboxInfo) -> tuple[SideR
     if not spec.path.is_file():
         result.failure = Failure("missing", f"missing file {spec.path}")
         return result, None
-    request = {"code_path": str(spec.path.resolve()), "model_id": settings.model_id, "steps": spec.steps,
-               "resolution": settings.resolution, "device": settings.device, "dtype": settings.dtype, "seed": settings.seed}
+    request = {
+        "code_path": str(spec.path.resolve()),
+        "model_id": settings.model_id,
+        "steps": spec.steps,
+        "resolution": settings.resolution,
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "seed": settings.seed,
+    }
     readable = [str(spec.path.resolve()), settings.model_id]
     return result, CodeProcess.launch(spec.label, info, request, readable, settings.timeout_s)
 
@@ -72,8 +79,13 @@ def _open(processes: dict[str, CodeProcess], labels: Sequence[str]) -> list[str]
     return [label for label in labels if label in processes and processes[label].failure is None]
 
 
-def run(sides: Sequence[SideSpec], settings: Settings, info: SandboxInfo, prompts: list[str],
-        input_seed: Optional[int] = None) -> tuple[dict[str, SideResult], int]:
+def run(
+    sides: Sequence[SideSpec],
+    settings: Settings,
+    info: SandboxInfo,
+    prompts: list[str],
+    input_seed: Optional[int] = None,
+) -> tuple[dict[str, SideResult], int]:
     """Measure ``sides`` (the first is the baseline) and return their results and the input seed used."""
     secret = secrets.randbits(62) if input_seed is None else input_seed
     results: dict[str, SideResult] = {}
@@ -93,12 +105,23 @@ def run(sides: Sequence[SideSpec], settings: Settings, info: SandboxInfo, prompt
         if baseline not in labels:
             return results, secret
         with _no_collector_pauses():
-            _measure(labels, results, processes, settings, prompts, FreshInputs(secret), settings.warmup, settings.repeats)
+            _measure(
+                labels, results, processes, settings, prompts, FreshInputs(secret), settings.warmup, settings.repeats
+            )
             open_verdicts = [s.label for s in sides[1:] if _inconclusive(results, baseline, s)]
             extra = settings.max_repeats - settings.repeats
             if open_verdicts and extra > 0 and results[baseline].failure is None:
                 labels = _open(processes, [baseline, *open_verdicts])
-                _measure(labels, results, processes, settings, prompts, FreshInputs(secret, settings.repeats), WarmupPolicy(0), extra)
+                _measure(
+                    labels,
+                    results,
+                    processes,
+                    settings,
+                    prompts,
+                    FreshInputs(secret, settings.repeats),
+                    WarmupPolicy(0),
+                    extra,
+                )
             for label in _open(processes, [s.label for s in sides]):
                 _transfer_cost(results[label], processes[label], settings, prompts)
     finally:
@@ -121,12 +144,29 @@ def _no_collector_pauses():
         gc.enable()
 
 
-def _measure(labels: list[str], results: dict[str, SideResult], processes: dict[str, CodeProcess], settings: Settings,
-             prompts: list[str], fresh: FreshInputs, warmup: WarmupPolicy, repeats: int) -> None:
+def _measure(
+    labels: list[str],
+    results: dict[str, SideResult],
+    processes: dict[str, CodeProcess],
+    settings: Settings,
+    prompts: list[str],
+    fresh: FreshInputs,
+    warmup: WarmupPolicy,
+    repeats: int,
+) -> None:
     starts = {label: len(processes[label].transcript) for label in labels}
     measurements = measure_sides(
-        [processes[label].turn for label in labels], prompts, batch_size=settings.batch_size, seed=fresh.secret,
-        warmup=warmup, device=TRUSTED_DEVICE, repeats=repeats, interleave=True, count_flops=False, labels=labels, fresh=fresh,
+        [processes[label].turn for label in labels],
+        prompts,
+        batch_size=settings.batch_size,
+        seed=fresh.secret,
+        warmup=warmup,
+        device=TRUSTED_DEVICE,
+        repeats=repeats,
+        interleave=True,
+        count_flops=False,
+        labels=labels,
+        fresh=fresh,
     )
     for label, measurement in zip(labels, measurements):
         result, process = results[label], processes[label]
@@ -155,8 +195,16 @@ def _inconclusive(results: dict[str, SideResult], baseline: str, spec: SideSpec)
 def _transfer_cost(result: SideResult, process: CodeProcess, settings: Settings, prompts: list[str]) -> None:
     """What a round trip costs without the work: the same bytes, through the same ``measure``."""
     with process.turn():
-        echoed = measure(process.echo, prompts, batch_size=settings.batch_size, seed=0, warmup_batches=1,
-                         device=TRUSTED_DEVICE, count_flops=False, label=f"{result.spec.label} transfer")
+        echoed = measure(
+            process.echo,
+            prompts,
+            batch_size=settings.batch_size,
+            seed=0,
+            warmup_batches=1,
+            device=TRUSTED_DEVICE,
+            count_flops=False,
+            label=f"{result.spec.label} transfer",
+        )
     if echoed is None:
         result.failure = process.failure  # it answered the echo with the wrong bytes
     else:

@@ -26,8 +26,19 @@ from ..metrics import psnr_db
 from .protocol import Exchange
 
 # In the order a record names them: the first that applies is the record's ``reason``.
-REASONS = ("sandbox", "missing", "baseline_failed", "crashed", "timed_out", "out_of_memory", "wrong_images",
-           "unfaithful", "over_budget", "too_slow", "inconclusive")
+REASONS = (
+    "sandbox",
+    "missing",
+    "baseline_failed",
+    "crashed",
+    "timed_out",
+    "out_of_memory",
+    "wrong_images",
+    "unfaithful",
+    "over_budget",
+    "too_slow",
+    "inconclusive",
+)
 CONFIDENCE = 0.9
 
 
@@ -79,7 +90,11 @@ def image_findings(side: Sequence[Exchange], baseline: Sequence[Exchange], min_p
             if wrong is None and seen.setdefault(digest, key) != key:
                 wrong = f"the same image for two different inputs ({seen[digest][0]!r}, seed {seen[digest][1]} and {key[0]!r}, seed {key[1]})"
             if key in reference:
-                values.append(float(psnr_db(reference[key][None].astype(np.float32) / 255, image[None].astype(np.float32) / 255)[0]))
+                values.append(
+                    float(
+                        psnr_db(reference[key][None].astype(np.float32) / 255, image[None].astype(np.float32) / 255)[0]
+                    )
+                )
     return ImageFindings(len(values), wrong, values, sum(v < min_psnr_db for v in values))
 
 

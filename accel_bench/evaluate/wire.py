@@ -19,7 +19,7 @@ def send(fd: int, header: dict[str, Any], payload: bytes = b"") -> None:
     os.write(fd, HEADER.pack(len(data)) + data)
     view = memoryview(payload)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd: int, count: int, deadline: Optional[float]) -> bytes:

@@ -78,7 +78,9 @@ def check(cfg: Any) -> None:
         try:
             template.format(**PLACEHOLDERS)
         except (KeyError, IndexError, ValueError) as error:
-            raise ConfigError(f"templates.{name}", template, f"placeholders among {{{'}, {'.join(PLACEHOLDERS)}}} ({error!r})") from None
+            raise ConfigError(
+                f"templates.{name}", template, f"placeholders among {{{'}, {'.join(PLACEHOLDERS)}}} ({error!r})"
+            ) from None
 
 
 def confirm_by_rerun(folder: Path, repeats: int):
@@ -142,13 +144,17 @@ def postprocess(cfg: Any) -> Report:
     budgets = sorted(cfg.budgets)
     notes: list[str] = []
     if cfg.confirm:
-        entries, notes = select_confirmed(measured, budgets, cfg.include_random, confirm_by_rerun(out / "confirm", cfg.confirm_repeats))
+        entries, notes = select_confirmed(
+            measured, budgets, cfg.include_random, confirm_by_rerun(out / "confirm", cfg.confirm_repeats)
+        )
     else:
         entries = select(measured, budgets, cfg.include_random)
     grid = [(p, s, n) for p in cfg.grid.pipelines for s in cfg.grid.schedulers for n in cfg.grid.steps]
     missing = gaps(grid, budgets, measured, statuses, entries, cfg.include_random)
 
-    _write_json(out / "search_params.json", {"entries": [e.to_json() for e in entries], "missing": [vars(g) for g in missing]})
+    _write_json(
+        out / "search_params.json", {"entries": [e.to_json() for e in entries], "missing": [vars(g) for g in missing]}
+    )
     _write_coverage(out / "coverage.csv", grid, budgets, entries, missing)
     shown = [m for m in measured if cfg.include_random or m.weights == "pretrained"]
     plots = plot_all(shown, budgets, out / "plots")
@@ -165,16 +171,22 @@ def postprocess(cfg: Any) -> Report:
     for task in tasks:
         spec = code_spec(task.entry)
         e = task.entry
-        doc = (f"{task.text}\n\nGround truth by accel_bench: {task.optimizations}.\n"
-               f"Measured {e.speedup:.2f}x at CLIP loss {e.clip_loss:.4f} (budget {e.quality_budget:g}), batch size "
-               f"{e.batch_size}, {e.weights} weights, on {e.device_name} (run {e.run_id}).")
+        doc = (
+            f"{task.text}\n\nGround truth by accel_bench: {task.optimizations}.\n"
+            f"Measured {e.speedup:.2f}x at CLIP loss {e.clip_loss:.4f} (budget {e.quality_budget:g}), batch size "
+            f"{e.batch_size}, {e.weights} weights, on {e.device_name} (run {e.run_id})."
+        )
         path = code_dir / f"{ids[task.original_filename]}.py"
         path.write_text(generate_code(spec, doc))
         written.append((path, spec))
     for relative, e in sorted({reference_baseline_path(t.entry): t.entry for t in tasks}.items()):
         spec = code_spec(e, with_methods=False)
         path = out / relative
-        path.write_text(generate_code(spec, f"Reference baseline: {e.pipeline_label}, {e.scheduler_label}, {e.steps} steps, no acceleration."))
+        path.write_text(
+            generate_code(
+                spec, f"Reference baseline: {e.pipeline_label}, {e.scheduler_label}, {e.steps} steps, no acceleration."
+            )
+        )
         written.append((path, spec))
     _bundle_models(out, sorted({t.entry.pipeline for t in tasks if t.entry.model_id is None}), cfg.cache_dir)
     if cfg.verify:
@@ -206,11 +218,41 @@ def _write_coverage(path: Path, grid, budgets, entries, missing) -> None:
     reasons = {(g.pipeline, g.scheduler, g.steps, g.quality_budget): g.reason for g in missing}
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["pipeline", "scheduler", "steps", "quality_budget", "batch_size", "best_speedup", "accel", "clip_loss", "reason"])
+        writer.writerow(
+            [
+                "pipeline",
+                "scheduler",
+                "steps",
+                "quality_budget",
+                "batch_size",
+                "best_speedup",
+                "accel",
+                "clip_loss",
+                "reason",
+            ]
+        )
         for pipeline, scheduler, steps in grid:
             for budget in budgets:
-                found = [e for e in entries if (e.pipeline, e.scheduler, e.steps, e.quality_budget) == (pipeline, scheduler, steps, budget)]
+                found = [
+                    e
+                    for e in entries
+                    if (e.pipeline, e.scheduler, e.steps, e.quality_budget) == (pipeline, scheduler, steps, budget)
+                ]
                 for e in found:
-                    writer.writerow([pipeline, scheduler, steps, budget, e.batch_size, e.speedup, e.accel, e.clip_loss, ""])
+                    writer.writerow(
+                        [pipeline, scheduler, steps, budget, e.batch_size, e.speedup, e.accel, e.clip_loss, ""]
+                    )
                 if not found:
-                    writer.writerow([pipeline, scheduler, steps, budget, "", "", "", "", reasons[(pipeline, scheduler, steps, budget)]])
+                    writer.writerow(
+                        [
+                            pipeline,
+                            scheduler,
+                            steps,
+                            budget,
+                            "",
+                            "",
+                            "",
+                            "",
+                            reasons[(pipeline, scheduler, steps, budget)],
+                        ]
+                    )

@@ -22,12 +22,19 @@ def main(cfg: DictConfig) -> None:
         report = postprocess(cfg)
     for note in report.reranked:
         print(note)
-    print(f"{counted(len(report.entries), 'entry', 'entries')}, {counted(report.tasks, 'task', 'tasks')}, "
-          f"{counted(report.plots, 'plot', 'plots')} -> {report.out_dir}")
+    print(
+        f"{counted(len(report.entries), 'entry', 'entries')}, {counted(report.tasks, 'task', 'tasks')}, "
+        f"{counted(report.plots, 'plot', 'plots')} -> {report.out_dir}"
+    )
     if report.missing:
-        print(f"MISSING: {len(report.missing)} grid combination(s) x budget have no qualifying result:", file=sys.stderr)
+        print(
+            f"MISSING: {len(report.missing)} grid combination(s) x budget have no qualifying result:", file=sys.stderr
+        )
         for gap in report.missing:
-            print(f"  {gap.pipeline} {gap.scheduler} {gap.steps} steps, budget {gap.quality_budget:g}: {gap.reason}", file=sys.stderr)
+            print(
+                f"  {gap.pipeline} {gap.scheduler} {gap.steps} steps, budget {gap.quality_budget:g}: {gap.reason}",
+                file=sys.stderr,
+            )
 
 
 if __name__ == "__main__":

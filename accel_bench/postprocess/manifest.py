@@ -70,7 +70,11 @@ def build_tasks(entries: Sequence[Entry], templates: Mapping[str, str]) -> list[
         for category in sorted(templates):
             for difficulty, target in target_speedups(entry.target_basis).items():
                 text = templates[category].format(
-                    pipeline=entry.pipeline_label, sampler=entry.scheduler_label, steps=entry.steps, speedup=f"{target:g}", methods=labels
+                    pipeline=entry.pipeline_label,
+                    sampler=entry.scheduler_label,
+                    steps=entry.steps,
+                    speedup=f"{target:g}",
+                    methods=labels,
                 )
                 tasks.append(Task(entry, category, text, target, difficulty, tuple(entry.methods), optimizations))
     return sorted(tasks, key=lambda t: t.order)

@@ -35,7 +35,12 @@ def plot_all(measured: Sequence[Measured], budgets: Sequence[float], folder: Pat
     written = []
     for (pipeline, scheduler, steps, batch_size), rows in sorted(groups.items()):
         path = folder / f"{pipeline}_{scheduler}_{steps}_bs{batch_size}.png"
-        _plot_group(rows, budgets, path, f"{rows[0].pipeline_label} | {rows[0].scheduler_label} | {steps} steps | batch {batch_size}")
+        _plot_group(
+            rows,
+            budgets,
+            path,
+            f"{rows[0].pipeline_label} | {rows[0].scheduler_label} | {steps} steps | batch {batch_size}",
+        )
         written.append(path)
     return written
 
@@ -48,17 +53,34 @@ def _plot_group(rows: Sequence[Measured], budgets: Sequence[float], path: Path, 
         marker = MARKERS[index % len(MARKERS)]
         by_loss.scatter([m.clip_loss for m in mine], [m.speedup for m in mine], marker=marker, label=method, alpha=0.75)
         finite = [m for m in mine if m.psnr_db is not None and m.psnr_db != float("inf")]
-        by_psnr.scatter([m.psnr_db for m in finite], [m.speedup for m in finite], marker=marker, label=method, alpha=0.75)
+        by_psnr.scatter(
+            [m.psnr_db for m in finite], [m.speedup for m in finite], marker=marker, label=method, alpha=0.75
+        )
 
     front = pareto_front([(m.clip_loss, m.speedup) for m in rows], lower_x_is_better=True)
-    by_loss.plot(*zip(*front), color="black", linewidth=1.5, marker="o", markersize=11, markerfacecolor="none", label="Pareto front")
+    by_loss.plot(
+        *zip(*front),
+        color="black",
+        linewidth=1.5,
+        marker="o",
+        markersize=11,
+        markerfacecolor="none",
+        label="Pareto front",
+    )
     for budget in sorted(budgets):
         by_loss.axvline(budget, linestyle="--", color="grey", linewidth=1)
         by_loss.text(budget, by_loss.get_ylim()[1], f" budget {budget:g}", va="top", fontsize=8, color="grey")
     psnr_points = [(m.psnr_db, m.speedup) for m in rows if m.psnr_db is not None and m.psnr_db != float("inf")]
     if psnr_points:
-        by_psnr.plot(*zip(*pareto_front(psnr_points, lower_x_is_better=False)), color="black", linewidth=1.5, marker="o",
-                     markersize=11, markerfacecolor="none", label="Pareto front")
+        by_psnr.plot(
+            *zip(*pareto_front(psnr_points, lower_x_is_better=False)),
+            color="black",
+            linewidth=1.5,
+            marker="o",
+            markersize=11,
+            markerfacecolor="none",
+            label="Pareto front",
+        )
 
     random = any(m.weights == "random" or m.clip_weights == "random" for m in rows)
     by_loss.set(xlabel="CLIP loss (relative to baseline)", ylabel="speedup (x)")

@@ -62,8 +62,15 @@ _FROM_ROW = {
     "latency_s": lambda row: row.accelerated.latency_s,
     "base_latency_s": lambda row: row.base.latency_s,
 }
-REQUIRED = tuple(sorted({{"methods": "accel_methods", "params": "accel_params"}.get(f.name, f.name)
-                         for f in dataclasses.fields(Measured)} | {"status"}))
+REQUIRED = tuple(
+    sorted(
+        {
+            {"methods": "accel_methods", "params": "accel_params"}.get(f.name, f.name)
+            for f in dataclasses.fields(Measured)
+        }
+        | {"status"}
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,12 @@ class RowStatus:
 
 
 def _measured(row: Row) -> Measured:
-    return Measured(**{f.name: _FROM_ROW[f.name](row) if f.name in _FROM_ROW else getattr(row, f.name)
-                       for f in dataclasses.fields(Measured)})
+    return Measured(
+        **{
+            f.name: _FROM_ROW[f.name](row) if f.name in _FROM_ROW else getattr(row, f.name)
+            for f in dataclasses.fields(Measured)
+        }
+    )
 
 
 def read_summaries(sweep_dirs: Iterable[Path]) -> tuple[list[Measured], list[RowStatus]]:
@@ -91,7 +102,11 @@ def read_summaries(sweep_dirs: Iterable[Path]) -> tuple[list[Measured], list[Row
             columns = next(csv.reader(f), [])
         missing = [c for c in REQUIRED if c not in columns]
         if missing:
-            raise ConfigError("sweep_dir", str(sweep_dir), f"a sweep whose summary has the columns {', '.join(missing)} (written by an older accel_bench? re-run the sweep)")
+            raise ConfigError(
+                "sweep_dir",
+                str(sweep_dir),
+                f"a sweep whose summary has the columns {', '.join(missing)} (written by an older accel_bench? re-run the sweep)",
+            )
         for row in read_rows(path):
             if row.baseline not in (None, "eager"):
                 continue  # a speedup over a compiled baseline: the tasks' baseline code is the eager pipeline

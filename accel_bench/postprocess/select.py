@@ -48,7 +48,9 @@ class Gap:
 
 def candidates(measured: Sequence[Measured], include_random: bool) -> list[Measured]:
     """Rows that may be selected: accelerated, faster than their baseline, real weights unless admitted."""
-    return [m for m in measured if m.accel != "none" and m.speedup > 1 and (include_random or m.weights == "pretrained")]
+    return [
+        m for m in measured if m.accel != "none" and m.speedup > 1 and (include_random or m.weights == "pretrained")
+    ]
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ class Confirmation:
     clip_loss: Optional[float]
 
 
-def ranked_within(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool) -> dict[tuple, list[Measured]]:
+def ranked_within(
+    measured: Sequence[Measured], budgets: Sequence[float], include_random: bool
+) -> dict[tuple, list[Measured]]:
     """Per (pipeline, scheduler, steps, batch size, budget): the qualifying rows, best first."""
     groups: dict[tuple, list[Measured]] = defaultdict(list)
     for m in candidates(measured, include_random):
@@ -67,22 +71,30 @@ def ranked_within(measured: Sequence[Measured], budgets: Sequence[float], includ
     ranked = {}
     for key in sorted(groups):
         for budget in sorted(budgets):
-            within = sorted((m for m in groups[key] if m.clip_loss <= budget), key=lambda m: (-m.speedup, m.clip_loss, m.sort_key))
+            within = sorted(
+                (m for m in groups[key] if m.clip_loss <= budget), key=lambda m: (-m.speedup, m.clip_loss, m.sort_key)
+            )
             if within:
                 ranked[(*key, budget)] = within
     return ranked
 
 
 def _entry(m: Measured, budget: float, **confirmed: Any) -> Entry:
-    return Entry(**{f.name: getattr(m, f.name) for f in dataclasses.fields(Measured)}, quality_budget=budget, **confirmed)
+    return Entry(
+        **{f.name: getattr(m, f.name) for f in dataclasses.fields(Measured)}, quality_budget=budget, **confirmed
+    )
 
 
 def select(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool) -> list[Entry]:
     return [_entry(rows[0], key[-1]) for key, rows in ranked_within(measured, budgets, include_random).items()]
 
 
-def select_confirmed(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool,
-                     confirm: Callable[[Measured], Confirmation]) -> tuple[list[Entry], list[str]]:
+def select_confirmed(
+    measured: Sequence[Measured],
+    budgets: Sequence[float],
+    include_random: bool,
+    confirm: Callable[[Measured], Confirmation],
+) -> tuple[list[Entry], list[str]]:
     """Confirm each winner by re-measuring it; while the best confirmed speedup is below the next
     candidate's sweep speedup, confirm that one too. Returns the entries and what was re-ranked."""
     confirmed: dict[str, Confirmation] = {}
@@ -98,13 +110,24 @@ def select_confirmed(measured: Sequence[Measured], budgets: Sequence[float], inc
             if following is None or confirmed[best.run_id].speedup >= following.speedup:
                 break
         c = confirmed[best.run_id]
-        entries.append(_entry(best, key[-1], confirmed_speedup=c.speedup, confirmed_speedup_min=c.speedup_min,
-                              confirmed_speedup_max=c.speedup_max, confirmed_clip_loss=c.clip_loss, reranked=best is not rows[0]))
+        entries.append(
+            _entry(
+                best,
+                key[-1],
+                confirmed_speedup=c.speedup,
+                confirmed_speedup_min=c.speedup_min,
+                confirmed_speedup_max=c.speedup_max,
+                confirmed_clip_loss=c.clip_loss,
+                reranked=best is not rows[0],
+            )
+        )
         if best is not rows[0]:
             first = rows[0]
-            notes.append(f"re-ranked {key[0]} {key[1]} {key[2]} steps, batch {key[3]}, budget {key[4]:g}: {first.accel} {first.params} "
-                         f"swept {first.speedup:.2f}x, confirmed {confirmed[first.run_id].speedup:.2f}x; now {best.accel} {best.params} "
-                         f"swept {best.speedup:.2f}x, confirmed {c.speedup:.2f}x")
+            notes.append(
+                f"re-ranked {key[0]} {key[1]} {key[2]} steps, batch {key[3]}, budget {key[4]:g}: {first.accel} {first.params} "
+                f"swept {first.speedup:.2f}x, confirmed {confirmed[first.run_id].speedup:.2f}x; now {best.accel} {best.params} "
+                f"swept {best.speedup:.2f}x, confirmed {c.speedup:.2f}x"
+            )
     return entries, notes
 
 
@@ -122,7 +145,9 @@ def gaps(
     for combination in grid:
         for budget in sorted(budgets):
             if (*combination, budget) not in covered:
-                found.append(Gap(*combination, budget, _reason(combination, budget, measured, statuses, include_random)))
+                found.append(
+                    Gap(*combination, budget, _reason(combination, budget, measured, statuses, include_random))
+                )
     return found
 
 

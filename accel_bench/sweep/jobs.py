@@ -30,7 +30,11 @@ def sweep_job(cfg: Any, hydra_cfg: Any) -> str:
     from ..console import format_summary
     from ..experiment import run, run_id
 
-    run_dir, layout, job_num = Path(hydra_cfg.runtime.output_dir), SweepLayout(Path(hydra_cfg.sweep.dir)), hydra_cfg.job.num
+    run_dir, layout, job_num = (
+        Path(hydra_cfg.runtime.output_dir),
+        SweepLayout(Path(hydra_cfg.sweep.dir)),
+        hydra_cfg.job.num,
+    )
     row = previous_ok(run_dir, run_id(cfg))
     if row is not None:
         status = "skipped"
@@ -78,7 +82,9 @@ def sweep_cost(layout: SweepLayout, since: str) -> SweepCost:
     """From the sweep's summary: the rows of jobs that started at ``since`` (UTC ISO) or later. A
     reused baseline's measured time counts once, in the job that measured it."""
     rows = [row for row in read_rows(layout.summary) if row.timestamp >= since]
-    measured = sum((r.accelerated.measured_s or 0.0) + (0.0 if r.baseline_cached else r.base.measured_s or 0.0) for r in rows)
+    measured = sum(
+        (r.accelerated.measured_s or 0.0) + (0.0 if r.baseline_cached else r.base.measured_s or 0.0) for r in rows
+    )
     loads = sum(1 for r in rows if (r.pipeline_load_s or 0.0) > 0)
     return SweepCost(len(rows), sum(r.job_s or 0.0 for r in rows), measured, loads)
 

@@ -1,10 +1,10 @@
 """The sweep folder: every file name in it, known here only.
 
-    <sweep dir>/summary.csv          one row per job (upserted: a resumed sweep keeps one row a job)
-    <sweep dir>/sweep_plan.json      every job's overrides, written by the grid sweeper
-    <sweep dir>/baselines/           baselines shared by the sweep's jobs, keyed
-    <sweep dir>/<job num>/result.json    each job's row and config (Hydra's subdir: the job number)
-    <sweep dir>/.submitit/           submitit's job folders; tasks/<launch>-<task>.json each task's progress
+<sweep dir>/summary.csv          one row per job (upserted: a resumed sweep keeps one row a job)
+<sweep dir>/sweep_plan.json      every job's overrides, written by the grid sweeper
+<sweep dir>/baselines/           baselines shared by the sweep's jobs, keyed
+<sweep dir>/<job num>/result.json    each job's row and config (Hydra's subdir: the job number)
+<sweep dir>/.submitit/           submitit's job folders; tasks/<launch>-<task>.json each task's progress
 """
 
 from __future__ import annotations

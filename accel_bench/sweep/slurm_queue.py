@@ -26,7 +26,9 @@ def queued(task_ids: Iterable[str]) -> Optional[set[str]]:
     if not ids:
         return set()
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(ids)], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -42,8 +44,12 @@ def ended_states(task_ids: Iterable[str]) -> Optional[dict[str, str]]:
     if not ids:
         return {}
     try:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:

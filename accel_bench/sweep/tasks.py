@@ -37,11 +37,25 @@ class TaskProgress:
         if not path.exists():
             return cls(path, [job.num for job in pack.jobs])
         record = json.loads(path.read_text())
-        return cls(path, record["jobs"], {int(k): v for k, v in record["done"].items()}, record["starts"], record["hosts"], record["job_id"], record["pid"])
+        return cls(
+            path,
+            record["jobs"],
+            {int(k): v for k, v in record["done"].items()},
+            record["starts"],
+            record["hosts"],
+            record["job_id"],
+            record["pid"],
+        )
 
     def write(self) -> None:
-        record = {"jobs": self.jobs, "done": {str(k): v for k, v in sorted(self.done.items())},
-                  "starts": self.starts, "hosts": self.hosts, "job_id": self.job_id, "pid": self.pid}
+        record = {
+            "jobs": self.jobs,
+            "done": {str(k): v for k, v in sorted(self.done.items())},
+            "starts": self.starts,
+            "hosts": self.hosts,
+            "job_id": self.job_id,
+            "pid": self.pid,
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -84,25 +98,38 @@ class PackedTask:
         progress.job_id, progress.pid = submitit.JobEnvironment().job_id, os.getpid()
         progress.write()
         if progress.done:
-            print(f"[sweep] task {pack.index} resumed (start {progress.starts}): "
-                  f"{len(progress.done)} of {len(pack.jobs)} jobs already done", flush=True)
+            print(
+                f"[sweep] task {pack.index} resumed (start {progress.starts}): "
+                f"{len(progress.done)} of {len(pack.jobs)} jobs already done",
+                flush=True,
+            )
         returns = {}
         for job in pack.jobs:
             if job.num in progress.done:
-                returns[job.num] = JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=progress.done[job.num])
+                returns[job.num] = JobReturn(
+                    overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=progress.done[job.num]
+                )
                 continue
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
             with open_dict(sweep_config.hydra.job):
                 sweep_config.hydra.job.id = submitit.JobEnvironment().job_id
                 sweep_config.hydra.job.num = job.num
-            returned = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
-                               job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            returned = run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
             if returned.status == JobStatus.COMPLETED:
                 status = str(returned.return_value)
             else:  # the job raised past the sweep job, which turns every run error into a row
                 status = "crashed"
-                print(f"[sweep] job {job.num} crashed: {type(returned._return_value).__name__}: {returned._return_value}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[sweep] job {job.num} crashed: {type(returned._return_value).__name__}: {returned._return_value}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             progress.done[job.num] = status
             progress.write()
             returns[job.num] = returned
@@ -114,4 +141,3 @@ class PackedTask:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-

@@ -52,8 +52,12 @@ class PackedLocalConf(LocalQueueConf):
     max_num_timeout: int = 0
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="accel_bench_slurm", node=PackedSlurmConf, provider="accel_bench")
-ConfigStore.instance().store(group="hydra/launcher", name="accel_bench_local", node=PackedLocalConf, provider="accel_bench")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="accel_bench_slurm", node=PackedSlurmConf, provider="accel_bench"
+)
+ConfigStore.instance().store(
+    group="hydra/launcher", name="accel_bench_local", node=PackedLocalConf, provider="accel_bench"
+)
 
 
 @dataclass
@@ -82,7 +86,9 @@ class PackedLauncher(BaseSubmititLauncher):
     def check(self) -> None:
         per_task = self.own["jobs_per_task"]
         if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
-            raise ConfigError("hydra.launcher.jobs_per_task", per_task, "an integer >= 1 (jobs one task runs in one process)")
+            raise ConfigError(
+                "hydra.launcher.jobs_per_task", per_task, "an integer >= 1 (jobs one task runs in one process)"
+            )
         if not self.own["poll_s"] > 0:
             raise ConfigError("hydra.launcher.poll_s", self.own["poll_s"], "seconds > 0")
 
@@ -95,8 +101,13 @@ class PackedLauncher(BaseSubmititLauncher):
             init[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{key if key in base else f"{self._EXECUTOR}_{key}": value
-                                      for key, value in self.params.items() if key not in ("submitit_folder", "max_num_timeout")})
+        executor.update_parameters(
+            **{
+                key if key in base else f"{self._EXECUTOR}_{key}": value
+                for key, value in self.params.items()
+                if key not in ("submitit_folder", "max_num_timeout")
+            }
+        )
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -108,8 +119,11 @@ class PackedLauncher(BaseSubmititLauncher):
         launch = f"{initial_job_idx:05d}-{uuid.uuid4().hex[:8]}"  # a resumed sweep starts from fresh progress
         runs = [TaskRun(pack, SweepLayout(sweep_dir).task_progress(launch, pack.index)) for pack in packs]
         skipped = f"{len(statuses)} skipped (an ok result of the same config), " if statuses else ""
-        print(f"[sweep] {len(jobs)} jobs: {skipped}{len(jobs) - len(statuses)} in {len(runs)} {self._EXECUTOR} tasks "
-              f"of up to {self.own['jobs_per_task']} jobs sharing a pipeline", flush=True)
+        print(
+            f"[sweep] {len(jobs)} jobs: {skipped}{len(jobs) - len(statuses)} in {len(runs)} {self._EXECUTOR} tasks "
+            f"of up to {self.own['jobs_per_task']} jobs sharing a pipeline",
+            flush=True,
+        )
         task = PackedTask(self.hydra_context, self.config, self.task_function)
         try:
             if runs:
@@ -119,8 +133,10 @@ class PackedLauncher(BaseSubmititLauncher):
                 if run.job is not None and run.statuses is None:
                     run.job.cancel(check=False)
             raise
-        returns = {job.num: JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=status)
-                   for job, status in ((job, statuses[job.num]) for job in jobs if job.num in statuses)}
+        returns = {
+            job.num: JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=status)
+            for job, status in ((job, statuses[job.num]) for job in jobs if job.num in statuses)
+        }
         for run in runs:
             returns.update((job.num, returned) for job, returned in zip(run.pack.jobs, run.returns))
         return [returns[job.num] for job in jobs]
@@ -164,13 +180,18 @@ class PackedLauncher(BaseSubmititLauncher):
             ended_as = f"the task raised: {str(value).strip().splitlines()[-1]}"
         progress = TaskProgress.read(run.progress_path, run.pack)
         run.statuses = [progress.done.get(job.num, "lost") for job in run.pack.jobs]
-        run.returns = [JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=status)
-                       for job, status in zip(run.pack.jobs, run.statuses)]
+        run.returns = [
+            JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=status)
+            for job, status in zip(run.pack.jobs, run.statuses)
+        ]
         run.lost_reason = f"task {run.pack.index} ({self._EXECUTOR} {run.job.job_id}"
         run.lost_reason += f" on {progress.hosts[-1]}): {ended_as}" if progress.hosts else f"): {ended_as}"
         lost = [str(job.num) for job, status in zip(run.pack.jobs, run.statuses) if status == "lost"]
-        print(f"[sweep] {run.lost_reason}; lost jobs {', '.join(lost) or 'none'}"
-              f" ({len(run.pack.jobs) - len(lost)} of {len(run.pack.jobs)} recorded)", flush=True)
+        print(
+            f"[sweep] {run.lost_reason}; lost jobs {', '.join(lost) or 'none'}"
+            f" ({len(run.pack.jobs) - len(lost)} of {len(run.pack.jobs)} recorded)",
+            flush=True,
+        )
 
 
 class PackedSlurmLauncher(PackedLauncher):
@@ -184,8 +205,9 @@ class PackedSlurmLauncher(PackedLauncher):
             raise ConfigError("hydra.launcher.lost_after_s", self.own["lost_after_s"], "seconds >= 0")
 
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
-        jobs = self.executor().map_array(task, [run.pack for run in runs], [str(run.progress_path) for run in runs],
-                                         [state] * len(runs))
+        jobs = self.executor().map_array(
+            task, [run.pack for run in runs], [str(run.progress_path) for run in runs], [state] * len(runs)
+        )
         for run, job in zip(runs, jobs):
             run.job = job
         pending = list(runs)
@@ -207,8 +229,12 @@ class PackedSlurmLauncher(PackedLauncher):
                     if final and final != "COMPLETED":
                         self.finish(run, f"ended {final}")
                     elif now - run.left_queue_at >= self.own["lost_after_s"]:
-                        self.finish(run, f"ended {final} without a result" if final else
-                                    f"left the queue without a result (no accounting; waited {self.own['lost_after_s']:.0f} s)")
+                        self.finish(
+                            run,
+                            f"ended {final} without a result"
+                            if final
+                            else f"left the queue without a result (no accounting; waited {self.own['lost_after_s']:.0f} s)",
+                        )
                     else:
                         continue
                 pending.remove(run)
@@ -228,11 +254,19 @@ class PackedLocalLauncher(PackedLauncher):
 
             gpus = list(range(torch.cuda.device_count()))
             if not gpus:
-                raise ConfigError("hydra.launcher.gpus", "auto", "a list of GPU indices: this machine shows no CUDA GPU "
-                                  "(hydra/launcher=local runs CPU tasks)")
-        if not isinstance(gpus, list) or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus) \
-                or len(set(gpus)) != len(gpus):
-            raise ConfigError("hydra.launcher.gpus", gpus, "auto or a list of distinct GPU indices, e.g. [0,1] ([] for CPU tasks)")
+                raise ConfigError(
+                    "hydra.launcher.gpus",
+                    "auto",
+                    "a list of GPU indices: this machine shows no CUDA GPU (hydra/launcher=local runs CPU tasks)",
+                )
+        if (
+            not isinstance(gpus, list)
+            or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus)
+            or len(set(gpus)) != len(gpus)
+        ):
+            raise ConfigError(
+                "hydra.launcher.gpus", gpus, "auto or a list of distinct GPU indices, e.g. [0,1] ([] for CPU tasks)"
+            )
         parallel = self.own["parallel"]
         if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
             raise ConfigError("hydra.launcher.parallel", parallel, "an integer >= 1 (CPU tasks at a time)")
@@ -242,8 +276,12 @@ class PackedLocalLauncher(PackedLauncher):
         """submitit's own LocalExecutor: it alone takes ``visible_gpus``, set per task below."""
         import submitit
 
-        executor = submitit.LocalExecutor(folder=self.params["submitit_folder"], max_num_timeout=self.params["max_num_timeout"])
-        executor.update_parameters(**{key: self.params[key] for key in ("timeout_min", "tasks_per_node", "stderr_to_stdout")})
+        executor = submitit.LocalExecutor(
+            folder=self.params["submitit_folder"], max_num_timeout=self.params["max_num_timeout"]
+        )
+        executor.update_parameters(
+            **{key: self.params[key] for key in ("timeout_min", "tasks_per_node", "stderr_to_stdout")}
+        )
         return executor
 
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
@@ -254,15 +292,22 @@ class PackedLocalLauncher(PackedLauncher):
         while waiting or running:
             for slot in [s for s in range(len(slots)) if s not in running][: len(waiting)]:
                 gpu = slots[slot]
-                executor.update_parameters(gpus_per_node=0 if gpu is None else 1, visible_gpus=() if gpu is None else (gpu,))
+                executor.update_parameters(
+                    gpus_per_node=0 if gpu is None else 1, visible_gpus=() if gpu is None else (gpu,)
+                )
                 run = waiting.pop(0)
                 run.job = executor.submit(task, run.pack, str(run.progress_path), state)
                 running[slot] = run
-                print(f"[sweep] task {run.pack.index} ({len(run.pack.jobs)} jobs) on "
-                      f"{'CPU' if gpu is None else f'GPU {gpu}'}", flush=True)
+                print(
+                    f"[sweep] task {run.pack.index} ({len(run.pack.jobs)} jobs) on "
+                    f"{'CPU' if gpu is None else f'GPU {gpu}'}",
+                    flush=True,
+                )
             time.sleep(self.own["poll_s"])
             for slot, run in list(running.items()):
                 code = run.job._process.poll()  # submitit's LocalJob keeps its Popen
                 if code is not None:
-                    self.finish(run, f"process killed by signal {-code}" if code < 0 else f"process exited with code {code}")
+                    self.finish(
+                        run, f"process killed by signal {-code}" if code < 0 else f"process exited with code {code}"
+                    )
                     del running[slot]

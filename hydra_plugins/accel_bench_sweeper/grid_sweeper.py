@@ -30,7 +30,6 @@ from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, resume_command, swe
 from accel_bench.sweep.layout import SweepLayout
 
 
-
 @dataclass
 class GridSweeperConf:
     _target_: str = "hydra_plugins.accel_bench_sweeper.grid_sweeper.GridSweeper"
@@ -42,8 +41,9 @@ class GridSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="accel_bench")
 
 
-def expand_grids(common: List[str], grids: Dict[str, Dict[str, Any]], arguments: List[str],
-                 parser: Optional[OverridesParser] = None) -> List[List[str]]:
+def expand_grids(
+    common: List[str], grids: Dict[str, Dict[str, Any]], arguments: List[str], parser: Optional[OverridesParser] = None
+) -> List[List[str]]:
     """Every job's overrides: for each grid (sorted by name), common params x grid params x command line."""
     parser = parser or OverridesParser.create()
     jobs: List[List[str]] = []
@@ -55,7 +55,12 @@ def expand_grids(common: List[str], grids: Dict[str, Dict[str, Any]], arguments:
 
 
 class GridSweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None, grids: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+    def __init__(
+        self,
+        max_batch_size: Optional[int],
+        params: Optional[Dict[str, str]] = None,
+        grids: Optional[Dict[str, Dict[str, Any]]] = None,
+    ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.grids = grids or {}
 
@@ -94,11 +99,17 @@ class GridSweeper(BasicSweeper):
         print(f"[sweep] {len(statuses)} jobs: {counts}{', ' + others if others else ''} | {sweep_dir}", flush=True)
         cost = sweep_cost(SweepLayout(sweep_dir), started)
         if cost.jobs:
-            print(f"[sweep] {cost.jobs} jobs ran for {cost.job_s:.1f} s, {cost.measured_share:.1%} of it inside measured "
-                  f"pipeline calls ({cost.measured_s:.1f} s); {cost.pipeline_loads} pipeline loads", flush=True)
+            print(
+                f"[sweep] {cost.jobs} jobs ran for {cost.job_s:.1f} s, {cost.measured_share:.1%} of it inside measured "
+                f"pipeline calls ({cost.measured_s:.1f} s); {cost.pipeline_loads} pipeline loads",
+                flush=True,
+            )
         lost = [str(num) for num, status in enumerate(statuses) if status == "lost"]
         if lost:
             overrides = self.config.hydra.overrides
             command = resume_command(sys.argv[0], list(overrides.hydra), list(overrides.task), sweep_dir)
-            print(f"[sweep] lost: {'job' if len(lost) == 1 else 'jobs'} {', '.join(lost)}: no result (a task died). "
-                  f"This command runs again exactly the jobs without an ok result:\n  {command}", flush=True)
+            print(
+                f"[sweep] lost: {'job' if len(lost) == 1 else 'jobs'} {', '.join(lost)}: no result (a task died). "
+                f"This command runs again exactly the jobs without an ok result:\n  {command}",
+                flush=True,
+            )
