@@ -1,6 +1,6 @@
 """The red team: candidates that accelerate nothing and try to be credited anyway, each of which must
 fail with its reason, beside honest files (every ground-truth shape post-process writes) that must
-pass unchanged. Classes from issue 16 and its anchors (reference-kernels #162, kernelbot #501,
+pass unchanged. Classes from the known attacks on kernel benchmarks (reference-kernels #162, kernelbot #501,
 KernelBench #82, flashinfer-bench-starter-kit #21): output replay keyed by prompt or by input, a
 patched clock, forged result files and console lines, blank / noise / shuffled / other-seed /
 low-detail / wrong-size images, processes left running, work that slows the other sides, attacks

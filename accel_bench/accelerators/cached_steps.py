@@ -3,7 +3,7 @@
 DeepCache decides in Python, at every block of every UNet call, whether the block runs or returns
 the features cached at the last full step. torch.compile traces those decisions (and DeepCache's
 step counter) into the graph and guards on them, so a UNet compiled under DeepCache recompiles at
-every step until dynamo gives up (issue 17: no faster than eager DeepCache). Here the decision is
+every step until dynamo gives up (no faster than eager DeepCache). Here the decision is
 taken once per UNet call, outside the graph: the full step and the cached step are two compiled
 functions, each traced with DeepCache's own ``is_skip_step`` answers for its phase held fixed. In
 the CUDA-graph modes each is captured once; the features the full step caches stay in the graph
