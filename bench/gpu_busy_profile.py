@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     options = parser.parse_args()
     configs = {method: config.compose_run_config([*options.overrides, *method.split()]) for method in options.method}
-    targets = {method: config.check(cfg) for method, cfg in configs.items()}
+    checked = {method: config.check(cfg) for method, cfg in configs.items()}
     cfg = next(iter(configs.values()))  # the shared settings: pipeline, device, dtype, batch
     device = device_name(torch.device(config.resolve_device(cfg.device)))
     report = {"overrides": options.overrides, "device": device, "calls": options.calls, "sides": {}}
@@ -111,7 +111,7 @@ def main() -> None:
 
     baseline = run("baseline", cfg, [])
     for method, method_cfg in configs.items():
-        side = run(method, method_cfg, accelerators.build(method_cfg.accel, targets[method]))
+        side = run(method, method_cfg, checked[method].methods)
         side.update(wall_ratio=ratio(baseline, side, "wall_s"), busy_ratio=ratio(baseline, side, "busy_s"))
         options.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"{method}: wall ratio {side['wall_ratio']:.2f}x, busy ratio {side['busy_ratio']}", flush=True)

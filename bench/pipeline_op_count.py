@@ -113,7 +113,7 @@ def main() -> None:
     records = []
     for job in tqdm(published_jobs(), desc="jobs", unit="job"):
         cfg = config.compose_run_config(shared + job)
-        target = config.check(cfg)
+        methods = config.check(cfg).methods
         prepared = prepare_pipeline(cfg)  # on the CPU: the shared overrides say so
         loaded, resolution = prepared.loaded, prepared.resolution
         prompts = load_prompts(cfg.prompts)[: cfg.batch_size]
@@ -123,7 +123,6 @@ def main() -> None:
         if cfg.steps not in baselines:
             with accelerators.applied(loaded.pipe, []) as plain:
                 baselines[cfg.steps] = host_work(plain, cfg, resolution, prompts, cost_s)
-        methods = accelerators.build(cfg.accel, target)
         with accelerators.applied(loaded.pipe, methods) as accelerated:
             work = host_work(accelerated, cfg, resolution, prompts, cost_s)
         baseline = baselines[cfg.steps]

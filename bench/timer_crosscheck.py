@@ -34,12 +34,12 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds blocked_autorange spends per round")
     options = parser.parse_args()
     cfg = config.compose_run_config(options.overrides)
-    target = config.check(cfg)
+    methods = config.check(cfg).methods
     prepared = prepare_pipeline(cfg)
     loaded, device, resolution = prepared.loaded, prepared.device, prepared.resolution
     prompts = load_prompts(cfg.prompts)[: cfg.batch_size]  # one batch: the unit both timers see
 
-    with accelerators.applied(loaded.pipe, accelerators.build(cfg.accel, target)) as applied:
+    with accelerators.applied(loaded.pipe, methods) as applied:
         generate = pipeline_call(applied, cfg, resolution)
 
         def ours(warmup_batches, repeats=config.resolve_repeats(cfg.repeats, str(device))) -> float:

@@ -192,11 +192,11 @@ def test_compile_stacks_on_a_method_and_leaving_restores_the_eager_modules(pipes
 
 
 def test_compile_cost_is_the_warm_up_beyond_steady_batches():
-    from accel_bench.experiment import _compile_s
     from accel_bench.measure import Measurement
+    from accel_bench.record import compile_cost_s
 
     measured = Measurement([1.0, 1.2, 1.0], [2, 2, 2], 1, [31.0, 1.5], None, None, np.zeros((6, 1, 1, 3)))
-    assert _compile_s(measured) == pytest.approx(30.5)
+    assert compile_cost_s(measured) == pytest.approx(30.5)
 
 
 def test_deepcache_on_a_compiled_unet_is_two_graphs_each_traced_once(pipes, traced_only):
