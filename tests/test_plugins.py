@@ -91,6 +91,8 @@ def test_a_method_added_as_one_module_and_one_config_file_runs_end_to_end(tmp_pa
     stranger = cli("accel=deepcache", "accel.slice_size=3")  # the schema knows whose parameter it is
     assert stranger.returncode == 2 and "not a parameter of accel=deepcache" in stranger.stderr, stranger.stderr
 
-    code = subprocess.run([sys.executable, "-c", GENERATE], env=env, capture_output=True, text=True, check=True).stdout
+    code = subprocess.run(
+        [sys.executable, "-c", GENERATE], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert "SLICE_SIZE = 2" in code and "    pipe.enable_attention_slicing(SLICE_SIZE)" in code
     compile(code, "generated.py", "exec")
