@@ -6,7 +6,7 @@ share of its job time spent inside measured pipeline calls (the tally's figure, 
 least 2x faster in wall time than K=1.
 
     scripts/local_slurm.sh start
-    python bench/cluster_packing.py --out bench/results/cluster_packing --k 1 2 4 6 12
+    python bench/cluster_packing.py --out /tmp/cp --k 1 2 4 6 12   # one run of bench/results/cluster_packing/reports.json
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Compare the speedups of the same runs measured in separate device sessions (bench/gpu_proof.sh in each).
 
 Prints each session's speedup [min-max] per run, then every pair of sessions with their relative
-difference (issue 7: within 5%), and each session's host launch speed where gpu_proof.sh recorded it.
+difference (within 5% is the mark), and each session's host launch speed where gpu_proof.sh recorded it
+(``launch.json`` beside the rows). Rows name their session in a ``session`` column (collated files);
+a file without one is one session, named by its file.
 
-    python bench/compare_sessions.py SESSION1.csv SESSION2.csv [MORE.csv ...]
+    python bench/compare_sessions.py bench/results/gpu_proof/rows.csv [MORE.csv ...]
 """
 
 from __future__ import annotations
@@ -18,20 +20,23 @@ import pandas as pd
 KEY = ["pipeline", "accel", "accel_params", "steps", "batch_size", "interleaved"]
 
 
-def launch_speed(summary: Path) -> str:
-    probe = summary.with_name(f"{summary.stem}_launch.json")
-    return (
-        f"{json.loads(probe.read_text())['launch_us_median']:.1f} us per kernel launch"
-        if probe.exists()
-        else "launch speed not recorded"
-    )
+def launch_speeds(summary: Path) -> dict[str, float]:
+    """Median microseconds per kernel launch, by session, from ``launch.json`` beside the rows."""
+    probe = summary.with_name("launch.json")
+    runs = json.loads(probe.read_text())["runs"] if probe.exists() else []
+    return {str(run["session"]): run["result"]["launch_us_median"] for run in runs}
+
+
+def read(path: Path) -> pd.DataFrame:
+    rows = pd.read_csv(path)
+    return rows.astype({"session": str}) if "session" in rows.columns else rows.assign(session=path.stem)
 
 
 def main() -> None:
     paths = [Path(p) for p in sys.argv[1:]]
-    if len(paths) < 2:
-        sys.exit("usage: compare_sessions.py SESSION1.csv SESSION2.csv [MORE.csv ...]")
-    rows = pd.concat([pd.read_csv(p).assign(session=p.stem) for p in paths], ignore_index=True)
+    if not paths:
+        sys.exit("usage: compare_sessions.py ROWS.csv [MORE.csv ...]")
+    rows = pd.concat([read(p) for p in paths], ignore_index=True)
     rows["speedup [min-max]"] = [
         f"{r.speedup:.2f}x [{r.speedup_min:.2f}-{r.speedup_max:.2f}]" for r in rows.itertuples()
     ]
@@ -57,8 +62,12 @@ def main() -> None:
                 }
             )
     print(pd.DataFrame(pairs).to_string(index=False), "\n")
-    for path in paths:
-        print(f"{path.stem}: {launch_speed(path)}")
+    speeds = {session: us for path in paths for session, us in launch_speeds(path).items()}
+    for session in sorted(rows.session.unique()):
+        print(
+            f"session {session}: "
+            + (f"{speeds[session]:.1f} us per kernel launch" if session in speeds else "launch speed not recorded")
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The evaluator on the lent GPU (issue 16), one step per device call:
+# The evaluator on the lent GPU, one step per device call:
 #
 #   bench/evaluator_gpu.sh sd15   # run.py's SD1.5 DeepCache row -> post-process -> its manifest evaluated three times
 #   bench/evaluator_gpu.sh sdxl   # SDXL: the reference baseline against its DeepCache ground truth, pair mode

@@ -4,7 +4,7 @@ SD1.5 at batch 4 on an H100 runs at about half the FLOP rate of SDXL, and DeepCa
 steps are a few milliseconds of GPU work each, so their time depends on the host CPU as much as on
 the GPU. Recorded next to each session's runs, this tells a slower host from a noisier GPU.
 
-    python bench/launch_overhead.py --out bench/results/launch_overhead_session1.json
+    python bench/launch_overhead.py --out $OUT/launch.json   # one run of bench/results/gpu_proof/launch.json
 """
 
 from __future__ import annotations

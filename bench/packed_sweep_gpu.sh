@@ -2,8 +2,8 @@
 # Packed sweeps on the lent GPU machine, through the README's local multi-GPU launcher
 # (hydra/launcher=local_gpus). One step per device call (each fits its 10 minutes):
 #
-#   bench/packed_sweep_gpu.sh sd15_k4     # issue 15: a 12-job SD1.5 DeepCache sweep, 4 jobs per task (~8 min on an H200)
-#   bench/packed_sweep_gpu.sh gpu_pairs   # issue 18: the 4-job sweep (interval 3,3,5,5) on every GPU the machine has
+#   bench/packed_sweep_gpu.sh sd15_k4     # a 12-job SD1.5 DeepCache sweep, 4 jobs per task (~8 min on an H200)
+#   bench/packed_sweep_gpu.sh gpu_pairs   # the 4-job sweep (interval 3,3,5,5) on every GPU the machine has
 #
 # Results go to $OUT (the device tool's folder; a local folder elsewhere): the sweep's summary.csv,
 # the console log, nvidia-smi -L. Assumes the wheels are installed and PYTHONPATH set (bench/README.md).

@@ -11,7 +11,7 @@ cluster whose baseline is already on disk): later tasks read the baseline, they 
 
 It also gives the share with ``count_flops=false`` (no FLOPs-counting call on either side).
 
-    python bench/packing_estimate.py bench/results/packed_sweep_gpu/sd15_k4_summary.csv --k 1 2 4 6 12
+    python bench/packing_estimate.py bench/results/packed_sweep_gpu/lean_flops/sd15_k4_summary.csv --k 1 2 4 6 12
 """
 
 from __future__ import annotations

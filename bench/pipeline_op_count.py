@@ -18,7 +18,7 @@ an untimed warm-up call, on this machine's CPU, so a few percent of noise and no
 absolute speed; its ratio between the two sides is the figure to read.
 
     python bench/pipeline_op_count.py pipeline=sd15 pipeline.weights=random resolution=64 \\
-        --out bench/results/pipeline_op_count_sd15.json                    # CPU, a few minutes
+        --out bench/results/pipeline_op_count/sd15.json                    # CPU, a few minutes
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The issue-6 runs on a device machine, resumable across its calls: the timer cross-check, then
+# The published-speedup runs on a device machine, resumable across its calls: the timer cross-check, then
 # +sweep=published for SD1.5, SD2.1 and SDXL (SDXL split by batch size), the sweep's SDXL ToMe job
 # at batch 1 on its own, and the GPU busy-time profile of T-GATE and DeepCache, one step after another,
 # each under `timeout` with what is left of this call's seconds. A finished step is marked done in

@@ -1,11 +1,11 @@
-"""The issue-6 table: our speedups per pipeline x method x batch size, next to the published ones.
+"""The published-speedups table: our speedups per pipeline x method x batch size, next to the published ones.
 
 Reads the summary rows of ``+sweep=published`` runs (any number of CSVs, e.g. one per pipeline)
 and prints a Markdown table for bench/README.md; with ``--op-counts``, each method's ratios of aten
 operations and of Python time outside them per pipeline call (bench/pipeline_op_count.py) beside
 its FLOPs ratio.
 
-    python bench/published_table.py bench/results/published_*.csv --op-counts bench/results/pipeline_op_count_*.json
+    python bench/published_table.py bench/results/published/*.csv --op-counts bench/results/pipeline_op_count/*.json
 """
 
 from __future__ import annotations

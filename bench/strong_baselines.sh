@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every method on the strong baseline (issue 17), one (pipeline, batch size) per device call:
+# Every method on the strong baseline, one (pipeline, batch size) per device call:
 #
 #   bench/strong_baselines.sh sd15 4 [GRID ...]   # GRIDs of conf/sweep/strong.yaml to run (default: all)
 #

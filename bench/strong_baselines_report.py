@@ -1,4 +1,4 @@
-"""The strong-baseline table (issue 17) from `bench/strong_baselines.sh` sweeps: per method, eager and
+"""The strong-baseline table from `bench/strong_baselines.sh` sweeps: per method, eager and
 under CUDA graphs, its speedup over the eager and over the CUDA-graph baseline, the spread of the
 per-pass speedups, compile times, and the compiled method's images against its eager images.
 

@@ -4,7 +4,7 @@ load drift on the GPU hits both timers alike. The medians of the two per-image l
 agree within 3%.
 
     python bench/timer_crosscheck.py pipeline=sd15 pipeline.weights=random accel=deepcache steps=50 batch_size=4 \\
-        dtype=fp16 --out bench/results/timer_crosscheck_sd15.json       # on a GPU
+        dtype=fp16 --out $OUT/timer_crosscheck_sd15.json      # on a GPU
     python bench/timer_crosscheck.py steps=4 batch_size=2 --out /tmp/x.json  # the tiny pipeline on a CPU
 """
 
