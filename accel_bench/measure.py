@@ -115,23 +115,6 @@ class Measurement:
         return statistics.median(self.repeat_latencies_s)
 
     @property
-    def latency_min_s(self) -> float:
-        return min(self.repeat_latencies_s)
-
-    @property
-    def latency_max_s(self) -> float:
-        return max(self.repeat_latencies_s)
-
-    @property
-    def latency_spread(self) -> float:
-        """(max - min) / median of the per-repeat latencies: 0.05 means 5%."""
-        return (self.latency_max_s - self.latency_min_s) / self.latency_s
-
-    @property
-    def images_per_s(self) -> float:
-        return 1.0 / self.latency_s
-
-    @property
     def batch_time_median_s(self) -> float:
         return statistics.median(self.batch_times_s)
 

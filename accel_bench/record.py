@@ -7,9 +7,10 @@ import csv
 import dataclasses
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from filelock import FileLock
 
@@ -43,16 +44,26 @@ class Side:
     compile_s: Optional[float] = None  # torch.compile's cost: the warm-up beyond as many steady batches
 
     @classmethod
-    def of(cls, measured: Measurement, clip_score: float, compiled: bool) -> "Side":
+    def of_passes(cls, latencies_s: Sequence[float], **values: Any) -> "Side":
+        """A side from its per-pass seconds per image: their median and their spread, (max - min) /
+        median. A run's sides and the evaluator's are summarized by this one rule."""
+        median = statistics.median(latencies_s)
         return cls(
-            latency_s=measured.latency_s,
-            latency_min_s=measured.latency_min_s,
-            latency_max_s=measured.latency_max_s,
-            latency_spread=measured.latency_spread,
+            latency_s=median,
+            latency_min_s=min(latencies_s),
+            latency_max_s=max(latencies_s),
+            latency_spread=(max(latencies_s) - min(latencies_s)) / median,
+            images_per_s=1.0 / median,
+            **values,
+        )
+
+    @classmethod
+    def of(cls, measured: Measurement, clip_score: float, compiled: bool) -> "Side":
+        return cls.of_passes(
+            measured.repeat_latencies_s,
             batch_time_median_s=measured.batch_time_median_s,
             batch_time_min_s=measured.batch_time_min_s,
             batch_time_max_s=measured.batch_time_max_s,
-            images_per_s=measured.images_per_s,
             flops_per_image=measured.flops_per_image,
             peak_mem_gb=measured.peak_mem_gb,
             clip_score=clip_score,

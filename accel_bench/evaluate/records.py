@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..measure import pass_speedups
+from ..record import Side
 from .session import SideResult
 from .verdicts import REASONS, image_findings, median_interval, speed_verdict, summarize_psnr
 
@@ -86,6 +87,7 @@ def compare(
                 f"baseline's for the same prompt and seed (lowest {record['psnr_min_db']:.1f} dB)"
             )
         ratios = pass_speedups(base.pass_latencies_s, side.pass_latencies_s)
+        summary = Side.of_passes(side.pass_latencies_s)  # a side summarized as the run summarizes its sides
         low, high = median_interval(ratios)
         record.update(
             status="ok" if found.wrong is None else "failed",
@@ -96,10 +98,9 @@ def compare(
             speedup_high=high,
             speedup_min=min(ratios),
             speedup_max=max(ratios),
-            latency_s=statistics.median(side.pass_latencies_s),
-            base_latency_s=statistics.median(base.pass_latencies_s),
-            latency_spread=(max(side.pass_latencies_s) - min(side.pass_latencies_s))
-            / statistics.median(side.pass_latencies_s),
+            latency_s=summary.latency_s,
+            base_latency_s=Side.of_passes(base.pass_latencies_s).latency_s,
+            latency_spread=summary.latency_spread,
         )
         if found.wrong is None and base_scores is not None:
             base_clip, clip = float(base_scores.mean()), float(clip_scores(scorer, side).mean())
