@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from accel_bench.sweep.layout import SweepLayout
+
 from .conftest import REPO
 
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
@@ -82,7 +84,7 @@ def finish(process, tmp_path, log_name="sweep.log", timeout=300):
 
 
 def progress_files(sweep_dir: Path):
-    return sorted((sweep_dir / ".submitit" / "tasks").glob("*.json"))
+    return SweepLayout(sweep_dir).task_progress_files
 
 
 def wait_for_progress(sweep_dir: Path, done: int, timeout=240) -> dict:
@@ -142,7 +144,7 @@ def test_packed_sweep_loads_each_pipeline_once_per_task_and_writes_every_job(slu
     )  # one load per task with ok jobs
     assert (ok.baseline_cached == False).sum() == 1  # noqa: E712 -- one baseline for the sweep, shared through the sweep dir
     assert set(table.host) == {os.uname().nodename}
-    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.out"))
+    logs = "".join(p.read_text() for p in SweepLayout(sweep_dir).submitit.glob("*/*_log.out"))
     assert f"ok on {os.uname().nodename} cpu (" in logs  # each job's line names host and device
 
 
@@ -219,7 +221,7 @@ def test_preempted_task_is_requeued_and_resumes_at_its_first_unfinished_job(slur
     assert progress["starts"] == 2 and len(progress["done"]) == 3
     logged = rows(summary)
     assert len(logged) == 3 and logged.run_dir.is_unique  # no finished job ran twice
-    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.*"))
+    logs = "".join(p.read_text() for p in SweepLayout(sweep_dir).submitit.glob("*/*_log.*"))
     assert "this job is preempted" in logs and "resumed (start 2)" in logs
 
 

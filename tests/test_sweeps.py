@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from accel_bench.accelerators.tgate import TGate, gate_step_for
 from accel_bench.config import CONF_DIR, check, compose_run_config
 from accel_bench.errors import ConfigError
+from accel_bench.sweep.layout import SweepLayout
 from accel_bench.sweep.packing import Job, pack_jobs
 
 from .conftest import REPO, run_cli
@@ -226,7 +227,7 @@ def test_local_launcher_packs_jobs_loads_once_per_task_and_names_where_each_ran(
     assert "3 jobs ran for" in result.stdout and "2 pipeline loads" in result.stdout
     rows = _sweep_rows(sweep_dir)
     assert (rows.pipeline_load_s > 0).sum() == 2 and (rows.baseline_cached == False).sum() == 1  # noqa: E712
-    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.out"))
+    logs = "".join(p.read_text() for p in SweepLayout(sweep_dir).submitit.glob("*/*_log.out"))
     assert logs.count(f" ok on {os.uname().nodename} cpu (") == 3
 
 

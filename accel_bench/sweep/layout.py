@@ -3,7 +3,7 @@
 <sweep dir>/summary.csv          one row per job (upserted: a resumed sweep keeps one row a job)
 <sweep dir>/sweep_plan.json      every job's overrides, written by the grid sweeper
 <sweep dir>/baselines/           baselines shared by the sweep's jobs, keyed
-<sweep dir>/<job num>/result.json    each job's row and config (Hydra's subdir: the job number)
+<sweep dir>/<job num>/           each job's run folder (Hydra's subdir), its row in record.RESULT_FILE
 <sweep dir>/.submitit/           submitit's job folders; tasks/<launch>-<task>.json each task's progress
 """
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from ..record import RESULT_FILE
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,3 @@ class SweepLayout:
     @property
     def task_progress_files(self) -> list[Path]:
         return sorted((self.submitit / "tasks").glob("*.json"))
-
-    @staticmethod
-    def result(run_dir: Path) -> Path:
-        return Path(run_dir) / RESULT_FILE
