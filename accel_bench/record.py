@@ -135,9 +135,8 @@ class Row:
     scoring_s: Optional[float] = None  # seconds of this job's CLIP scoring and PSNR / SSIM
     pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
-    job_s: Optional[float] = (
-        None  # wall seconds since the process's previous job (its first: since the process started)
-    )
+    # wall seconds since the process's previous job (its first: since the process started)
+    job_s: Optional[float] = None
     run_dir: Optional[str] = None
     accelerated: Side = field(default_factory=Side)
     base: Side = field(default_factory=Side)
