@@ -26,7 +26,8 @@ NODE=$(hostname -s)
 DB_PASSWORD=accel_bench_local_slurm
 ETC=$PREFIX/etc RUN=$PREFIX/run LOG=$PREFIX/log
 MUNGE_SOCKET=$PREFIX/munge-socket/munge.socket
-DB_DIR=$PREFIX/mysql DB_SOCKET=$PREFIX/run/mysqld.sock DB_PORT=$((PORT_BASE + 6))
+DB_DIR=$PREFIX/mysql DB_RUN=$PREFIX/mysql-run DB_PORT=$((PORT_BASE + 6))
+DB_SOCKET=$DB_RUN/mysqld.sock
 export SLURM_CONF=$ETC/slurm.conf
 
 say() { echo "[local_slurm] $*"; }
@@ -42,17 +43,28 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...
   return 1
 }
 
+pid_file() {  # each daemon's pid file, in a folder its own user owns (munged refuses any other)
+  case $1 in
+    munged) echo "$PREFIX/munge-socket/munged.pid" ;;
+    mariadbd) echo "$DB_RUN/mariadbd.pid" ;;
+    *) echo "$RUN/$1.pid" ;;
+  esac
+}
+
 running() {  # running NAME: its pid file names a live process
-  local pid_file=$RUN/$1.pid
-  [ -s "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+  local file
+  file=$(pid_file "$1")
+  [ -s "$file" ] && kill -0 "$(cat "$file")" 2>/dev/null
 }
 
 stop_daemon() {  # stop_daemon NAME: only the process its pid file names
   if running "$1"; then
-    kill "$(cat "$RUN/$1.pid")" 2>/dev/null || true
-    wait_for 20 "$1 to stop" sh -c "! kill -0 $(cat "$RUN/$1.pid") 2>/dev/null" || kill -9 "$(cat "$RUN/$1.pid")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$(pid_file "$1")")
+    kill "$pid" 2>/dev/null || true
+    wait_for 20 "$1 to stop" sh -c "! kill -0 $pid 2>/dev/null" || kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$RUN/$1.pid"
+  rm -f "$(pid_file "$1")"
 }
 
 sql() { mysql --no-defaults --socket="$DB_SOCKET" -u root "$@"; }
@@ -126,8 +138,7 @@ start_munge() {
   mkdir -p "$PREFIX/munge" "$PREFIX/munge-socket"
   chown munge:munge "$PREFIX/munge" "$PREFIX/munge-socket" && chmod 700 "$PREFIX/munge" && chmod 755 "$PREFIX/munge-socket"
   [ -s "$PREFIX/munge/munge.key" ] || runuser -u munge -- mungekey --create --keyfile="$PREFIX/munge/munge.key"
-  touch "$RUN/munged.pid" && chown munge "$RUN/munged.pid"
-  runuser -u munge -- munged --socket="$MUNGE_SOCKET" --key-file="$PREFIX/munge/munge.key" --pid-file="$RUN/munged.pid" \
+  runuser -u munge -- munged --socket="$MUNGE_SOCKET" --key-file="$PREFIX/munge/munge.key" --pid-file="$(pid_file munged)" \
     --log-file="$PREFIX/munge/munged.log" --seed-file="$PREFIX/munge/munged.seed"
   wait_for 10 munge sh -c "munge -n --socket=$MUNGE_SOCKET | unmunge --socket=$MUNGE_SOCKET"
 }
@@ -138,9 +149,9 @@ start_mariadb() {
       mkdir -p "$DB_DIR" && chown mysql:mysql "$DB_DIR"
       mariadb-install-db --no-defaults --user=mysql --datadir="$DB_DIR" --auth-root-authentication-method=socket >"$LOG/mariadb-install.log" 2>&1
     fi
-    chown mysql:mysql "$RUN"
+    mkdir -p "$DB_RUN" && chown mysql:mysql "$DB_RUN"
     (setsid mariadbd --no-defaults --user=mysql --datadir="$DB_DIR" --socket="$DB_SOCKET" --port="$DB_PORT" \
-      --bind-address=127.0.0.1 --pid-file="$RUN/mariadbd.pid" --log-error="$LOG/mariadbd.log" >/dev/null 2>&1 &)
+      --bind-address=127.0.0.1 --pid-file="$(pid_file mariadbd)" --log-error="$LOG/mariadbd.log" >/dev/null 2>&1 &)
     wait_for 60 MariaDB sql -e "SELECT 1"
   fi
   sql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -248,3 +249,30 @@ def test_without_accounting_a_task_gone_from_the_queue_is_lost_after_the_grace_p
     assert code == 3, out[-3000:]
     assert "left the queue without a result (no accounting; waited 3 s)" in out
     assert "[sweep] 4 jobs: 3 ok, 0 failed, 0 invalid, 0 skipped, 1 lost" in out
+
+
+def test_a_cluster_it_did_not_start_is_left_as_it_is(slurm):
+    """Another Slurm on the machine (its own configuration, daemons, munge and database; here a second
+    cluster under another prefix) keeps running, its files untouched, while ours starts, loses its
+    accounting, starts again and is asked for its status."""
+    prefix = Path(tempfile.mkdtemp(prefix="accel_bench_other_slurm_", dir="/var/lib"))  # munge and mysql must reach it
+    prefix.chmod(0o755)
+    other = {
+        **os.environ,
+        "ACCEL_BENCH_SLURM_PREFIX": str(prefix),
+        "ACCEL_BENCH_SLURM_PORT_BASE": "17810",
+        "ACCEL_BENCH_SLURM_CLUSTER": "other",
+    }
+    script = ["bash", str(SCRIPT)]
+    try:
+        started = subprocess.run([*script, "start"], env=other, capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, started.stdout + started.stderr
+        files = _files(prefix / "etc")
+        for step in ("start", "stop-accounting", "start", "status"):
+            subprocess.run([*script, step], check=True, capture_output=True, timeout=300)
+        assert subprocess.run([*script, "status"], env=other, capture_output=True).returncode == 0
+        assert _files(prefix / "etc") == files
+    finally:
+        subprocess.run([*script, "stop"], env=other, capture_output=True, timeout=120)
+        shutil.rmtree(prefix, ignore_errors=True)
+    assert subprocess.run([*script, "status"], capture_output=True).returncode == 0  # stopping that one left ours up
