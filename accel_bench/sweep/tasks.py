@@ -8,6 +8,7 @@ row is written. The launcher reads the same file when a task dies without a resu
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -15,6 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+import cloudpickle
 
 from .packing import Pack
 
@@ -80,6 +83,15 @@ class PackedTask:
         self.hydra_context = hydra_context
         self.config = config
         self.task_function = task_function
+        # pickled once, here: submitit pickles the task again inside its preemption signal handler, which
+        # can run while a job mutates Hydra's configs, and pickling those then corrupts them mid-change
+        self._pickled = cloudpickle.dumps((hydra_context, config, task_function))
+
+    def __getstate__(self) -> bytes:
+        return self._pickled
+
+    def __setstate__(self, pickled: bytes) -> None:
+        self.__init__(*cloudpickle.loads(pickled))
 
     def __call__(self, pack: Pack, progress_path: str, singleton_state: dict) -> list[Any]:
         """Hydra's JobReturn of each job of the pack (a job finished by an earlier start of the task
@@ -89,7 +101,7 @@ class PackedTask:
         from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
         from omegaconf import open_dict
 
-        Singleton.set_state(singleton_state)
+        Singleton.set_state(copy.deepcopy(singleton_state))  # the arguments stay as submitted, for a requeue
         setup_globals()
         _use_allocated_cpus()
         progress = TaskProgress.read(Path(progress_path), pack)
