@@ -18,6 +18,7 @@ import numpy as np
 from filelock import FileLock
 
 from .measure import Measurement
+from .watch.checks import PassCheck
 
 _IN_PROCESS: dict[str, "Baseline"] = {}
 
@@ -34,7 +35,8 @@ def baseline_key(**fields: Any) -> str:
 
 def _save(folder: Path, key: str, baseline: Baseline) -> None:
     m = baseline.measurement
-    timings = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "images"}
+    timings = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name not in ("images", "checks")}
+    timings["checks"] = [dataclasses.asdict(check) for check in m.checks]
     np.savez(folder / f"{key}.tmp.npz", images=m.images, clip_scores=baseline.clip_scores)
     (folder / f"{key}.tmp.npz").replace(folder / f"{key}.npz")
     (folder / f"{key}.json").write_text(json.dumps(timings, indent=1) + "\n")  # written last: marks it complete
@@ -44,6 +46,7 @@ def _load(folder: Path, key: str) -> Optional[Baseline]:
     if not (folder / f"{key}.json").exists():
         return None
     timings = json.loads((folder / f"{key}.json").read_text())
+    timings["checks"] = [PassCheck.from_json(check) for check in timings.get("checks", [])]
     arrays = np.load(folder / f"{key}.npz")
     return Baseline(Measurement(images=arrays["images"], **timings), arrays["clip_scores"])
 

@@ -94,6 +94,7 @@ class RunConfig:
     warmup_tolerance: float = 0.02  # auto: two consecutive batch times within 2%
     warmup_max_batches: int = 10
     repeats: Any = "auto"  # passes over the prompt set; auto: 3 on a GPU, 1 on CPU
+    max_repeats: Any = "auto"  # passes in all, passes that were not clean measured again; auto: twice repeats
     interleave: bool = False  # alternate baseline and accelerated passes (re-measures the baseline)
     device: str = "auto"
     dtype: str = "auto"
@@ -240,9 +241,11 @@ def check(cfg: DictConfig) -> "Checked":
     what the run then uses."""
     for key in ("steps", "batch_size", "num_prompts"):
         _at_least(cfg, key, 1)
-    for key, low in (("warmup_batches", 0), ("repeats", 1)):
+    for key, low in (("warmup_batches", 0), ("repeats", 1), ("max_repeats", 1)):
         if cfg[key] != "auto" and (not isinstance(cfg[key], int) or cfg[key] < low):
             raise ConfigError(key, cfg[key], f"auto or an integer >= {low}")
+    if cfg.max_repeats != "auto" and cfg.repeats != "auto" and cfg.max_repeats < cfg.repeats:
+        raise ConfigError("max_repeats", cfg.max_repeats, f"auto or an integer >= repeats ({cfg.repeats})")
     if not 0 < cfg.warmup_tolerance < 1:
         raise ConfigError("warmup_tolerance", cfg.warmup_tolerance, "a relative tolerance in (0, 1), e.g. 0.02")
     _at_least(cfg, "warmup_max_batches", 2)
@@ -336,6 +339,12 @@ def resolve_repeats(repeats: Any, device: str) -> int:
     if repeats != "auto":
         return int(repeats)
     return 3 if device.startswith("cuda") else 1
+
+
+def resolve_max_repeats(cfg: DictConfig, device: str) -> int:
+    """The cap on passes when some were not clean: ``auto`` allows as many again as asked for."""
+    repeats = resolve_repeats(cfg.repeats, device)
+    return max(repeats, 2 * repeats if cfg.max_repeats == "auto" else int(cfg.max_repeats))
 
 
 class CheckBeforeRun(Callback):

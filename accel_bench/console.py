@@ -44,6 +44,29 @@ def format_summary(row: Row, summary_path: str) -> str:
         f"{'CLIP score':24}{fmt(b.clip_score, '.2f'):>12}{fmt(a.clip_score, '.2f'):>22}   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
         f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}",
         f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | CLIP {row.clip_model} ({row.clip_weights})",
+        *watch_lines(row),
         f"row appended to {summary_path}; details in {row.run_dir}/{RESULT_FILE}",
     ]
     return "\n".join(lines)
+
+
+def watch_lines(row: Row) -> list[str]:
+    """What the watches saw, loud: disturbed figures, passes measured again, an unchecked GPU."""
+    lines = []
+    dropped = {label: side.dropped_passes for label, side in (("baseline", row.base), (row.accel, row.accelerated))}
+    if any(dropped.values()):
+        again = ", ".join(f"{label} {n}" for label, n in dropped.items() if n)
+        lines.append(f"re-measured: passes that were not clean were measured again and left out ({again})")
+    if row.disturbed:
+        lines.append(f"DISTURBED (post-process leaves this row out unless include_disturbed=true): {row.disturbed}")
+    unsteady = [
+        label for label, side in (("baseline", row.base), (row.accel, row.accelerated)) if side.warmup_stable is False
+    ]
+    if unsteady:
+        lines.append(
+            f"warm-up never steady: {', '.join(unsteady)} (stopped at warmup_max_batches without two batches within "
+            f"warmup_tolerance)"
+        )
+    if row.isolation and row.isolation.startswith("unchecked"):
+        lines.append(f"other GPU work {row.isolation}")
+    return lines

@@ -35,7 +35,7 @@ from .environment import (
 )
 from .errors import ConfigError
 from .images import to_uint8
-from .measure import Generate, Measurement, measure_sides, speedup_ratios
+from .measure import Generate, Measurement, measure_sides, paired_passes, speedup_ratios
 from .metrics import choose_clip, clip_scorer, psnr_db, ssim
 from .pipelines import LoadedPipeline, cached_pipeline, set_scheduler
 from .record import Row, Side, append_summary, upsert_summary, write_result
@@ -124,6 +124,7 @@ def _measure(
         warmup=config.warmup_policy(cfg, str(device)),
         device=device,
         repeats=config.resolve_repeats(cfg.repeats, str(device)),
+        max_repeats=config.resolve_max_repeats(cfg, str(device)),
         interleave=interleave,
         # a compiled side is not counted: the counting mode does not see inside compiled graphs, and
         # its one-image call would compile the graphs again for that shape
@@ -266,6 +267,7 @@ def _run_checked(
                     "warmup_tolerance",
                     "warmup_max_batches",
                     "repeats",
+                    "max_repeats",
                     "guidance_scale",
                     "count_flops",
                 )
@@ -286,8 +288,11 @@ def _run_checked(
     if cfg.save_images:
         _save_images(run_dir, {"baseline": base, "accel": accel})
 
-    ratios = speedup_ratios(base, accel)
-    return Row(
+    base_passes, accel_passes = paired_passes(base, accel, interleaved=bool(cfg.interleave))
+    ratios = speedup_ratios(base, accel, interleaved=bool(cfg.interleave))
+    accelerated = Side.of(accel, accel_clip, compiled=accelerators.compiles(methods), passes=accel_passes)
+    base_side = Side.of(base, base_clip, compiled=bool(base_methods), passes=base_passes)
+    row = Row(
         status="ok",
         num_images=accel.num_images,
         resolution=resolution,
@@ -299,7 +304,7 @@ def _run_checked(
         model_source=loaded.source,
         pipeline_load_s=loaded.load_s,
         baseline_cached=baseline_cached,
-        repeats=accel.repeats,
+        repeats=len(accel_passes),
         interleaved=bool(cfg.interleave),
         speedup=statistics.median(ratios),
         speedup_min=min(ratios),
@@ -311,7 +316,10 @@ def _run_checked(
         psnr_db=fidelity_psnr,
         ssim=fidelity_ssim,
         scoring_s=scoring_s,
-        accelerated=Side.of(accel, accel_clip, compiled=accelerators.compiles(methods)),
-        base=Side.of(base, base_clip, compiled=bool(base_methods)),
+        isolation=accel.isolation,
+        accelerated=accelerated,
+        base=base_side,
         **identity,
     )
+    row.disturbed = row.disturbance()
+    return row

@@ -6,8 +6,11 @@ batched; warm-up batches use the same generators, which are made anew for the me
 batches; on a GPU ``torch.cuda.synchronize()`` brackets every timed batch.
 
 Numbers that hold on a noisy GPU: warm-up can run until two consecutive batch times agree
-(``warmup="auto"``); the prompt set is measured ``repeats`` times and every figure keeps its
+(``warmup="auto"``; with ``interleave`` in the order the sides will be measured, so a side re-opened
+after another is warm too); the prompt set is measured ``repeats`` times and every figure keeps its
 spread; with ``interleave`` the sides' passes alternate (A B A B ...), so drift hits both alike.
+Every batch and pass is watched (``accel_bench.watch``): a pass with a contended batch, an outlying
+batch or other work on the GPU is not clean, and is measured again, up to ``max_repeats`` passes.
 
 Code that may replay outputs (the evaluator's candidates) gets ``FreshInputs``: every warm-up batch
 and every pass has its own per-image seeds and prompt order, drawn from a secret, the same on every
@@ -27,6 +30,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 from tqdm.auto import tqdm
+
+from .watch.checks import PassCheck, Watch, mark_outliers
+from .watch.device import DeviceWatch
+from .watch.host import HostWatch
 
 # generate(prompts, generators) -> images as float arrays in [0, 1], shape (batch, height, width, 3)
 Generate = Callable[[list[str], list[torch.Generator]], np.ndarray]
@@ -86,6 +93,9 @@ class Measurement:
     flops_per_image: Optional[float]  # GFLOP per image, counted on one untimed image; None when not counted
     images: np.ndarray = field(repr=False)  # (num_images, H, W, 3) floats in [0, 1], first pass, in its prompt order
     flops_s: Optional[float] = None  # seconds the FLOPs count took (its call runs under a counting mode, untimed)
+    checks: list[PassCheck] = field(default_factory=list)  # per pass: what the watches saw
+    warmup_stable: Optional[bool] = None  # auto warm-up: two batches agreed (False: it stopped at its cap)
+    isolation: str = "cpu"  # the device watch's verdict: checked | unchecked: <why> | cpu
 
     @property
     def warmup_batches(self) -> int:
@@ -101,13 +111,21 @@ class Measurement:
         """Images per pass over the prompt set."""
         return sum(self.batch_sizes) // self.repeats
 
+    def pass_batch_times_s(self, repeat: int) -> list[float]:
+        per_pass = len(self.batch_times_s) // self.repeats
+        return self.batch_times_s[repeat * per_pass : (repeat + 1) * per_pass]
+
     @property
     def repeat_latencies_s(self) -> list[float]:
-        """Seconds per image of each pass: the pass's measured time / its images."""
-        per_pass = len(self.batch_times_s) // self.repeats
-        return [
-            sum(self.batch_times_s[r * per_pass : (r + 1) * per_pass]) / self.num_images for r in range(self.repeats)
-        ]
+        """Seconds per image of each pass run: the pass's measured time, and any queued work it left
+        that was waited out after it, over its images."""
+        leftover = [c.leftover_s for c in self.checks] or [0.0] * self.repeats
+        return [(sum(self.pass_batch_times_s(r)) + leftover[r]) / self.num_images for r in range(self.repeats)]
+
+    @property
+    def clean_passes(self) -> list[int]:
+        """Passes the watches found nothing in (all passes where nothing was watched)."""
+        return [r for r in range(self.repeats) if not self.checks or self.checks[r].clean]
 
     @property
     def latency_s(self) -> float:
@@ -133,8 +151,27 @@ def pass_speedups(base_latencies_s: Sequence[float], latencies_s: Sequence[float
     return [b / a for b, a in zip(base_latencies_s, latencies_s)]
 
 
-def speedup_ratios(base: Measurement, accel: Measurement) -> list[float]:
-    return pass_speedups(base.repeat_latencies_s, accel.repeat_latencies_s)
+def paired_passes(base: Measurement, side: Measurement, interleaved: bool) -> tuple[list[int], list[int]]:
+    """The passes a comparison is taken over: those clean on both sides (pass r with pass r when the
+    passes alternated; in order otherwise), or every pass where not one pair is clean, which the row
+    then reports as disturbed."""
+    if interleaved:
+        both = [r for r in base.clean_passes if r in side.clean_passes]
+        pairs = (both, both)
+    else:
+        count = min(len(base.clean_passes), len(side.clean_passes))
+        pairs = (base.clean_passes[:count], side.clean_passes[:count])
+    if not pairs[0]:
+        count = min(base.repeats, side.repeats)
+        return list(range(count)), list(range(count))
+    return pairs
+
+
+def speedup_ratios(base: Measurement, accel: Measurement, interleaved: bool = False) -> list[float]:
+    base_passes, accel_passes = paired_passes(base, accel, interleaved)
+    return pass_speedups(
+        [base.repeat_latencies_s[r] for r in base_passes], [accel.repeat_latencies_s[r] for r in accel_passes]
+    )
 
 
 def _synchronize(device: torch.device) -> None:
@@ -183,30 +220,34 @@ class _Runner:
     def run(self, generate: Generate, before_batch: BeforeBatch, start: int, size: Optional[int] = None) -> np.ndarray:
         return generate(*self.prepare(before_batch, start, size))
 
-    def timed(self, generate: Generate, before_batch: BeforeBatch, start: int) -> tuple[float, np.ndarray]:
+    def timed(
+        self, generate: Generate, before_batch: BeforeBatch, start: int, host: Optional[HostWatch] = None
+    ) -> tuple[float, np.ndarray, Optional[float]]:
+        """(seconds, images, the share of those seconds the host made the work wait for a CPU)."""
         batch, generators = self.prepare(before_batch, start)
         _synchronize(self.device)
+        if host is not None:
+            host.start()
         began = time.perf_counter()
         output = generate(batch, generators)
         _synchronize(self.device)
-        return time.perf_counter() - began, output
+        seconds = time.perf_counter() - began
+        return seconds, output, host.stop(seconds) if host is not None else None
 
-    def warm_up(self, generate: Generate, before_batch: BeforeBatch, policy: WarmupPolicy, label: str) -> list[float]:
+    def warmup_done(self, times: Sequence[float], policy: WarmupPolicy) -> bool:
+        """A fixed count: that many of the pass's batches, at most all of them; auto: until steady."""
         if policy.batches != "auto":
-            starts = self.starts[: min(int(policy.batches), len(self.starts))]
-            return [
-                self.drawn(0, k).timed(generate, before_batch, s)[0]
-                for k, s in enumerate(tqdm(starts, desc=f"{label} warm-up", unit="batch", leave=False))
-            ]
-        times: list[float] = []
-        with tqdm(desc=f"{label} warm-up until stable", unit="batch", leave=False) as bar:
-            while len(times) < policy.max_batches:
-                start = self.full_starts[len(times) % len(self.full_starts)]
-                times.append(self.drawn(0, len(times)).timed(generate, before_batch, start)[0])
-                bar.update()
-                if len(times) >= 2 and abs(times[-1] - times[-2]) <= policy.tolerance * times[-2]:
-                    break
-        return times
+            return len(times) >= min(int(policy.batches), len(self.starts))
+        return len(times) >= policy.max_batches or _steady(times, policy)
+
+    def warmup_batch(self, generate: Generate, before_batch: BeforeBatch, batch: int, policy: WarmupPolicy) -> float:
+        """Warm-up batch k: the pass's batches in order (fixed count), full batches round robin (auto)."""
+        start = self.starts[batch] if policy.batches != "auto" else self.full_starts[batch % len(self.full_starts)]
+        return self.drawn(0, batch).timed(generate, before_batch, start)[0]
+
+
+def _steady(times: Sequence[float], policy: WarmupPolicy) -> bool:
+    return len(times) >= 2 and abs(times[-1] - times[-2]) <= policy.tolerance * times[-2]
 
 
 class FlopCount(TorchDispatchMode):
@@ -234,15 +275,29 @@ class FlopCount(TorchDispatchMode):
 class _Side:
     opener: SideOpener
     label: str
+    watch: Watch
     count_flops: bool = True
     warmup_times: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    checks: list[PassCheck] = field(default_factory=list)
     images: Optional[np.ndarray] = None
     peak: Optional[float] = None
     flops: Optional[float] = None
     flops_s: Optional[float] = None
     stopped: bool = False
+
+    def usable(self, first: "_Side", interleaved: bool) -> int:
+        """Clean passes of this side, counting only those whose pair on ``first`` is clean when interleaved."""
+        return sum(
+            check.clean and (not interleaved or first is self or first.checks[r].clean)
+            for r, check in enumerate(self.checks)
+        )
+
+
+def default_watch(device: torch.device) -> Watch:
+    """This process, watched: its threads' run-queue wait, other processes' work on its GPU."""
+    return Watch(HostWatch(), DeviceWatch(device))
 
 
 def measure_sides(
@@ -254,44 +309,83 @@ def measure_sides(
     warmup: WarmupPolicy,
     device: torch.device,
     repeats: int = 1,
+    max_repeats: Optional[int] = None,
     interleave: bool = False,
     count_flops: Union[bool, Sequence[bool]] = True,
     labels: Sequence[str] = (),
     fresh: Optional[FreshInputs] = None,
+    watches: Optional[Sequence[Watch]] = None,
 ) -> list[Optional[Measurement]]:
     """Measure each side ``repeats`` times over ``prompts``: side by side, or alternating passes.
-    ``count_flops``: for all sides, or per side. A side whose ``generate`` raises ``SideStopped``
-    gets None; the others are measured in full."""
+    A side with fewer than ``repeats`` clean passes (paired with the first side's when alternating)
+    is measured again, up to ``max_repeats`` passes in all. ``count_flops``: for all sides, or per
+    side. ``watches``: one per side (default: this process). A side whose ``generate`` raises
+    ``SideStopped`` gets None; the others are measured in full."""
     runner = _Runner(prompts, batch_size, seed, device, fresh)
     counted = [count_flops] * len(openers) if isinstance(count_flops, bool) else list(count_flops)
+    if watches is None:
+        shared = default_watch(device)
+        watches = [shared] * len(openers)
     sides = [
-        _Side(opener, label, count_flops=c)
-        for opener, label, c in zip(openers, list(labels) + [""] * len(openers), counted)
+        _Side(opener, label, watch, count_flops=c)
+        for opener, label, watch, c in zip(openers, list(labels) + [""] * len(openers), watches, counted)
     ]
+    max_repeats = max(repeats, max_repeats or repeats)
 
-    def one_pass(side: _Side, repeat: int) -> None:
+    def guarded(side: _Side, work: Callable[[], None]) -> None:
         if side.stopped:
             return
         try:
-            run_pass(side, repeat, runner.drawn(1, repeat))  # warm-up draws its own inputs from runner
+            work()
         except SideStopped:
             side.stopped = True
 
-    def run_pass(side: _Side, repeat: int, this_pass: _Runner) -> None:
+    def warm_up_alone(side: _Side, generate: Generate, before_batch: BeforeBatch) -> None:
+        with tqdm(desc=f"{side.label} warm-up", unit="batch", leave=False) as bar:
+            while not runner.warmup_done(side.warmup_times, warmup):
+                side.warmup_times.append(runner.warmup_batch(generate, before_batch, len(side.warmup_times), warmup))
+                bar.update()
+
+    def warm_up_alternating() -> None:
+        """Round after round, one batch of each side in the measured order, each side re-opened as its
+        passes will be, until every side is steady (or at its count)."""
+        with tqdm(desc="warm-up, alternating", unit="round", leave=False) as bar:
+            while any(not s.stopped and not runner.warmup_done(s.warmup_times, warmup) for s in sides):
+                for side in sides:
+
+                    def one(side: _Side = side) -> None:
+                        with side.opener() as (generate, before_batch):
+                            side.warmup_times.append(
+                                runner.warmup_batch(generate, before_batch, len(side.warmup_times), warmup)
+                            )
+                        side.watch.settle(PassCheck())  # its queued work must not land in the next side's batch
+
+                    guarded(side, one)
+                bar.update()
+
+    def run_pass(side: _Side, repeat: int, warm: bool) -> None:
+        this_pass = runner.drawn(1, repeat)  # warm-up draws its own inputs from runner
+        check = PassCheck()
         with side.opener() as (generate, before_batch):
-            if repeat == 0:
-                side.warmup_times = runner.warm_up(generate, before_batch, warmup, side.label)
+            if warm:
+                warm_up_alone(side, generate, before_batch)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             outputs = []
+            side.watch.device.start()
             for start in tqdm(
-                this_pass.starts, desc=f"{side.label} pass {repeat + 1}/{repeats}", unit="batch", leave=False
+                this_pass.starts,
+                desc=f"{side.label} pass {repeat + 1}/{repeats}" + (" (again: not clean)" if repeat >= repeats else ""),
+                unit="batch",
+                leave=False,
             ):
-                seconds, output = this_pass.timed(generate, before_batch, start)
+                seconds, output, wait_share = this_pass.timed(generate, before_batch, start, side.watch.host)
                 side.times.append(seconds)
                 side.sizes.append(len(output))
+                check.wait_shares.append(wait_share)
                 outputs.append(np.asarray(output, dtype=np.float32))
-            if repeat == 0:
+            check.foreign = side.watch.device.stop()
+            if side.images is None:
                 side.images = np.concatenate(outputs)
             if device.type == "cuda":
                 side.peak = max(side.peak or 0.0, torch.cuda.max_memory_allocated(device) / 1e9)
@@ -301,21 +395,43 @@ def measure_sides(
                 with counter:
                     this_pass.run(generate, before_batch, 0, size=1)
                 side.flops, side.flops_s = counter.total / 1e9, time.perf_counter() - began
+        side.watch.settle(check)
+        side.checks.append(check)
+        mark_outliers(side.checks, side.times, side.sizes)
+
+    def short(side: _Side) -> bool:
+        return not side.stopped and side.usable(sides[0], interleave) < repeats
 
     if interleave:
-        for repeat in range(repeats):
+        warm_up_alternating()
+        for repeat in range(max_repeats):
+            if repeat >= repeats and not any(short(s) for s in sides):
+                break
             for side in sides:
-                one_pass(side, repeat)
+                guarded(side, lambda side=side: run_pass(side, repeat, warm=False))
     else:
         for side in sides:
-            for repeat in range(repeats):
-                one_pass(side, repeat)
-    return [
-        None
-        if s.stopped
-        else Measurement(s.times, s.sizes, repeats, s.warmup_times, s.peak, s.flops, s.images, s.flops_s)  # type: ignore[arg-type]
-        for s in sides
-    ]
+            for repeat in range(max_repeats):
+                if repeat >= repeats and not short(side):
+                    break
+                guarded(side, lambda: run_pass(side, repeat, warm=repeat == 0))
+    return [None if s.stopped else _measurement(s, warmup) for s in sides]
+
+
+def _measurement(side: _Side, warmup: WarmupPolicy) -> Measurement:
+    return Measurement(
+        side.times,
+        side.sizes,
+        len(side.checks),
+        side.warmup_times,
+        side.peak,
+        side.flops,
+        side.images,  # type: ignore[arg-type]
+        side.flops_s,
+        checks=side.checks,
+        warmup_stable=_steady(side.warmup_times, warmup) if warmup.batches == "auto" else None,
+        isolation=side.watch.isolation,
+    )
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 from filelock import FileLock
 
 from .measure import Measurement
+from .watch.device import busiest
 
 STATUSES = ("ok", "failed", "invalid")
 RESULT_FILE = "result.json"  # in each run's own folder: the row and the resolved config that produced it
@@ -42,6 +43,15 @@ class Side:
     measured_s: Optional[float] = None  # seconds inside measured batches, all repeats
     flops_s: Optional[float] = None  # seconds of the untimed FLOPs-counting call
     compile_s: Optional[float] = None  # torch.compile's cost: the warm-up beyond as many steady batches
+    pass_latencies_s: list[float] = field(default_factory=list)  # every pass run, in order, left-out ones included
+    # What may have disturbed the figures above (accel_bench.watch), counted over the passes they use:
+    warmup_stable: Optional[bool] = None  # auto warm-up: False when it stopped at its cap, never steady
+    dropped_passes: Optional[int] = None  # passes measured but left out: not clean, measured again
+    outlier_batches: Optional[int] = None  # batches far from the side's median (watch.outliers)
+    contended_batches: Optional[int] = None  # batches that waited for a CPU (watch.host)
+    disturbed_passes: Optional[int] = None  # passes during which another process used the GPU
+    other_gpu_work: list[str] = field(default_factory=list)  # those processes: pid and their highest SM share
+    host_wait_max: Optional[float] = None  # the largest share of a batch spent waiting for a CPU
 
     @classmethod
     def of_passes(cls, latencies_s: Sequence[float], **values: Any) -> "Side":
@@ -58,12 +68,19 @@ class Side:
         )
 
     @classmethod
-    def of(cls, measured: Measurement, clip_score: float, compiled: bool) -> "Side":
+    def of(
+        cls, measured: Measurement, clip_score: float, compiled: bool, passes: Optional[Sequence[int]] = None
+    ) -> "Side":
+        """The side over the ``passes`` its comparison uses (``measure.paired_passes``; default all)."""
+        passes = range(measured.repeats) if passes is None else passes
+        batches = [t for r in passes for t in measured.pass_batch_times_s(r)]
+        checks = [measured.checks[r] for r in passes] if measured.checks else []
+        waits = [w for c in checks for w in c.wait_shares if w is not None]
         return cls.of_passes(
-            measured.repeat_latencies_s,
-            batch_time_median_s=measured.batch_time_median_s,
-            batch_time_min_s=measured.batch_time_min_s,
-            batch_time_max_s=measured.batch_time_max_s,
+            [measured.repeat_latencies_s[r] for r in passes],
+            batch_time_median_s=statistics.median(batches),
+            batch_time_min_s=min(batches),
+            batch_time_max_s=max(batches),
             flops_per_image=measured.flops_per_image,
             peak_mem_gb=measured.peak_mem_gb,
             clip_score=clip_score,
@@ -72,7 +89,29 @@ class Side:
             measured_s=measured.measured_s,
             flops_s=measured.flops_s,
             compile_s=compile_cost_s(measured) if compiled else None,
+            warmup_stable=measured.warmup_stable,
+            dropped_passes=measured.repeats - len(passes),
+            outlier_batches=sum(len(c.outliers) for c in checks),
+            contended_batches=sum(c.contended for c in checks),
+            disturbed_passes=sum(bool(c.foreign) for c in checks),
+            other_gpu_work=[str(f) for f in busiest([f for c in checks for f in c.foreign])],
+            pass_latencies_s=measured.repeat_latencies_s,
+            host_wait_max=max(waits) if waits else None,
         )
+
+    def causes(self) -> list[str]:
+        """What disturbed this side's figures, in words; empty when nothing did. (A warm-up that never
+        got steady is a finding of its own, ``warmup_stable``: the figures after it are measured alike.)"""
+        found = []
+        if self.outlier_batches:
+            found.append(f"{self.outlier_batches} outlier batch(es)")
+        if self.contended_batches:
+            found.append(
+                f"{self.contended_batches} batch(es) on a busy host (waited up to {self.host_wait_max:.0%} for a CPU)"
+            )
+        if self.disturbed_passes:
+            found.append(f"{self.disturbed_passes} pass(es) beside other GPU work ({', '.join(self.other_gpu_work)})")
+        return found
 
 
 def compile_cost_s(measured: Measurement) -> float:
@@ -137,6 +176,8 @@ class Row:
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
     # wall seconds since the process's previous job (its first: since the process started)
     job_s: Optional[float] = None
+    isolation: Optional[str] = None  # other work on the GPU: checked | unchecked: <why> | cpu (watch.device)
+    disturbed: Optional[str] = None  # what disturbed the figures, side by side; empty when nothing did
     run_dir: Optional[str] = None
     accelerated: Side = field(default_factory=Side)
     base: Side = field(default_factory=Side)
@@ -144,6 +185,15 @@ class Row:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status={self.status!r} is not one of {STATUSES}")
+
+    def disturbance(self) -> Optional[str]:
+        """The sides' causes in one readable line (``disturbed``), None for clean figures."""
+        parts = [
+            f"{label}: {'; '.join(side.causes())}"
+            for label, side in (("baseline", self.base), (self.accel or "accelerated", self.accelerated))
+            if side.causes()
+        ]
+        return " | ".join(parts) or None
 
     def to_json(self) -> dict[str, Any]:
         """Nested: the sides under ``accelerated`` and ``base``."""

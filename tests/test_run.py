@@ -52,6 +52,22 @@ TIMING = {
     "flops_s",
     "base_flops_s",
     "scoring_s",
+    # what the watches saw, and so which passes the figures use: timings too
+    "repeats",
+    "disturbed",
+    *(
+        prefix + name
+        for prefix in ("", "base_")
+        for name in (
+            "pass_latencies_s",
+            "dropped_passes",
+            "outlier_batches",
+            "contended_batches",
+            "disturbed_passes",
+            "other_gpu_work",
+            "host_wait_max",
+        )
+    ),
 }
 
 
