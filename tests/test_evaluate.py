@@ -374,12 +374,12 @@ def test_an_open_verdict_is_re_measured_and_stays_open_if_the_passes_disagree(tm
         None,
         25.0,
     )
-    assert record["repeats"] == 6 and record["verdict"] == "inconclusive" and record["reason"] == "inconclusive"
-    assert (
-        record["speedup_min"] < 1.0 < record["speedup_max"]
-        and record["psnr_min_db"] == 99
-        and record["images_checked"] == 24
-    )
+    # re-measured to the cap; its passes of the minority speed are outlier batches, which the record names,
+    # and with or without them the verdict stays open
+    assert record["passes_measured"] == 6 and record["verdict"] == "inconclusive" and record["reason"] == "inconclusive"
+    assert record["outlier_batches"] > 0 and record["disturbed"] == "this file: outlier batch"
+    assert record["speedup_min"] < 1.0 < record["speedup_max"] and record["passed"] is False
+    assert record["psnr_min_db"] == 99 and record["images_checked"] == 24
 
 
 @needs_bwrap

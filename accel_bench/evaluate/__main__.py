@@ -43,6 +43,14 @@ def main(cfg: DictConfig) -> None:
             f"{m['repeats']} passes), CLIP loss {fmt(m['clip_loss'], '+.2%')}, PSNR {fmt(m['psnr_db'], '.1f')} dB "
             f"(lowest {fmt(m['psnr_min_db'], '.1f')}), round trip {fmt(m['round_trip_share'], '.2%')} of a batch"
         )
+        if m["disturbed"]:
+            print(f"  DISTURBED ({m['clean_passes']} pass pairs clean on both sides): {m['disturbed']}")
+        for label, record in (("candidate", m), ("baseline", m["baseline"])):
+            if record["leftover_gpu_s"]:
+                print(
+                    f"  {label}: left {record['leftover_gpu_s']:.3f} s of GPU work queued behind its replies "
+                    "(waited out after its passes, charged to it)"
+                )
         if m["model_weights"] == "random":
             print("  (random weights: speed is real, CLIP loss and PSNR are not quality measures)")
         return

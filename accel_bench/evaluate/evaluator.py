@@ -17,7 +17,7 @@ from ..prompts import load_prompts
 from . import session
 from .codefile import code_identity, declared_steps
 from .config import model_location
-from .records import clip_scores, compare
+from .records import clip_scores, compare, watched
 from .sandbox import SandboxInfo
 from .session import SideResult, SideSpec
 
@@ -74,6 +74,7 @@ def _baseline_record(base: SideResult) -> dict[str, Any]:
         "error": base.failure.message if base.failure else None,
         "round_trip_s": base.round_trip_s,
         "batch_time_s": base.batch_time_s,
+        **watched(base),
     }
 
 

@@ -7,10 +7,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..measure import pass_speedups
 from ..record import Side
-from .session import SideResult
-from .verdicts import REASONS, image_findings, median_interval, speed_verdict, summarize_psnr
+from ..watch.checks import PassCheck
+from ..watch.device import busiest
+from .session import SideResult, ratios, watched_pairs
+from .verdicts import REASONS, image_findings, median_interval, summarize_psnr, watched_verdict
 
 
 def clip_scores(scorer: Any, result: SideResult) -> np.ndarray:
@@ -37,6 +38,8 @@ def _empty(side: SideResult, target: Optional[float], budget: Optional[float], m
         "latency_s": None,
         "base_latency_s": None,
         "latency_spread": None,
+        "clean_passes": None,  # pairs of passes clean on both sides: the verdict's passes
+        "disturbed": None,  # what made passes not clean, per side
         "clip_score": None,
         "base_clip_score": None,
         "clip_loss": None,
@@ -52,7 +55,29 @@ def _empty(side: SideResult, target: Optional[float], budget: Optional[float], m
         "round_trip_s": side.round_trip_s,
         "round_trip_share": side.round_trip_s / side.batch_time_s if side.round_trip_s and side.batch_time_s else None,
         "peak_rss_gb": side.peak_rss_gb,
+        **watched(side),
     }
+
+
+def watched(side: SideResult) -> dict[str, Any]:
+    """What the watches saw over all of a side's measured passes, and the work it left on the GPU."""
+    checks: list[PassCheck] = side.checks
+    return {
+        "isolation": side.isolation,
+        "passes_measured": len(checks),
+        "passes_not_clean": sum(not c.clean for c in checks),
+        "outlier_batches": sum(len(c.outliers) for c in checks),
+        "contended_batches": sum(c.contended for c in checks),
+        "disturbed_passes": sum(bool(c.foreign) for c in checks),
+        "other_gpu_work": [str(f) for f in busiest([f for c in checks for f in c.foreign])],
+        "leftover_gpu_s": sum(c.leftover_s for c in checks),  # queued work waited out after its passes, charged to it
+        "warmup_stable": side.warmup_stable,
+    }
+
+
+def _disturbance(label: str, side: SideResult) -> list[str]:
+    causes = sorted({cause for c in side.checks if not c.clean for cause in c.causes()})
+    return [f"{label}: {', '.join(causes)}"] if causes else []
 
 
 def compare(
@@ -86,21 +111,26 @@ def compare(
                 f"{found.unfaithful} of {found.checked} images below {min_psnr_db:g} dB PSNR against the "
                 f"baseline's for the same prompt and seed (lowest {record['psnr_min_db']:.1f} dB)"
             )
-        ratios = pass_speedups(base.pass_latencies_s, side.pass_latencies_s)
-        summary = Side.of_passes(side.pass_latencies_s)  # a side summarized as the run summarizes its sides
-        low, high = median_interval(ratios)
+        kept, clean = watched_pairs(base, side)
+        passes = clean or kept or list(range(min(len(base.pass_latencies_s), len(side.pass_latencies_s))))
+        found_ratios = ratios(base, side, passes)
+        # a side summarized as the run summarizes its sides, over the passes its verdict uses
+        summary = Side.of_passes([side.pass_latencies_s[r] for r in passes])
+        low, high = median_interval(found_ratios)
         record.update(
             status="ok" if found.wrong is None else "failed",
-            speedups=ratios,
-            repeats=len(ratios),
-            speedup=statistics.median(ratios),
+            speedups=found_ratios,
+            repeats=len(found_ratios),
+            speedup=statistics.median(found_ratios),
             speedup_low=low,
             speedup_high=high,
-            speedup_min=min(ratios),
-            speedup_max=max(ratios),
+            speedup_min=min(found_ratios),
+            speedup_max=max(found_ratios),
             latency_s=summary.latency_s,
-            base_latency_s=Side.of_passes(base.pass_latencies_s).latency_s,
+            base_latency_s=Side.of_passes([base.pass_latencies_s[r] for r in passes]).latency_s,
             latency_spread=summary.latency_spread,
+            clean_passes=len(clean),
+            disturbed=" | ".join(_disturbance("baseline", base) + _disturbance("this file", side)) or None,
         )
         if found.wrong is None and base_scores is not None:
             base_clip, clip = float(base_scores.mean()), float(clip_scores(scorer, side).mean())
@@ -112,12 +142,24 @@ def compare(
             if budget is not None and (record["clip_loss"] is None or record["clip_loss"] > budget):
                 reasons.append("over_budget")
                 record["error"] = record["error"] or f"CLIP loss {record['clip_loss']:+.2%} over the budget {budget:g}"
-        if target is not None:
-            record["verdict"] = speed_verdict(ratios, target)
+        verdict, disturbed = (
+            watched_verdict(ratios(base, side, clean), ratios(base, side, kept), target, side.passes_asked)
+            if target is not None
+            else (None, False)
+        )
+        if disturbed:
+            record["verdict"] = "inconclusive"
+            reasons.append("disturbed")
+            record["error"] = record["error"] or (
+                f"the disturbance decides the verdict ({len(clean)} pass pairs clean on both sides, "
+                f"{side.passes_asked} needed): {record['disturbed']}"
+            )
+        elif target is not None:
+            record["verdict"] = verdict
             if record["verdict"] != "passed":
                 reasons.append("too_slow" if record["verdict"] == "failed" else "inconclusive")
                 record["error"] = record["error"] or (
-                    f"speedup {record['speedup']:.2f}x (interval {low:.2f}-{high:.2f} over {len(ratios)} passes) "
+                    f"speedup {record['speedup']:.2f}x (interval {low:.2f}-{high:.2f} over {len(found_ratios)} passes) "
                     + ("below" if record["verdict"] == "failed" else "around")
                     + f" the target {target:g}x"
                 )

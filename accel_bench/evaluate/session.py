@@ -4,6 +4,7 @@ process, their passes interleaved on the same fresh inputs, re-measured while a 
 from __future__ import annotations
 
 import gc
+import os
 import secrets
 import statistics
 from contextlib import contextmanager
@@ -14,9 +15,13 @@ from typing import Optional, Sequence
 import torch
 
 from ..measure import FreshInputs, WarmupPolicy, measure, measure_sides, pass_speedups
+from ..watch.checks import PassCheck, Watch
+from ..watch.device import DeviceWatch
+from ..watch.drain import Drain
+from ..watch.host import HostWatch
 from .protocol import CodeProcess, Exchange, Failure
 from .sandbox import SandboxInfo
-from .verdicts import speed_verdict
+from .verdicts import watched_verdict
 
 TRUSTED_DEVICE = torch.device("cpu")  # the trusted side only waits for bytes: nothing of its own to synchronize
 
@@ -41,6 +46,14 @@ class SideResult:
     round_trip_s: Optional[float] = None  # a batch's transfer alone (median of the echo batches)
     batch_time_s: Optional[float] = None  # median measured batch
     peak_rss_gb: float = 0.0
+    checks: list[PassCheck] = field(default_factory=list)  # per measured pass: what the watches saw
+    passes_asked: int = 0  # clean pairs a verdict needs (the session's ``repeats``)
+    isolation: str = "cpu"  # other work on the GPU: checked | unchecked: <why> | cpu
+    warmup_stable: Optional[bool] = None
+
+    def clean(self, repeat: int) -> bool:
+        """Pass ``repeat`` was clean (a pass nothing watched counts as clean)."""
+        return repeat >= len(self.checks) or self.checks[repeat].clean
 
 
 @dataclass
@@ -104,12 +117,22 @@ def run(
         labels = _open(processes, [s.label for s in sides])
         if baseline not in labels:
             return results, secret
+        watches = _watches(processes, settings)
         with _no_collector_pauses():
             _measure(
-                labels, results, processes, settings, prompts, FreshInputs(secret), settings.warmup, settings.repeats
+                labels,
+                results,
+                processes,
+                settings,
+                prompts,
+                FreshInputs(secret),
+                settings.warmup,
+                settings.repeats,
+                watches,
             )
             open_verdicts = [s.label for s in sides[1:] if _inconclusive(results, baseline, s)]
-            extra = settings.max_repeats - settings.repeats
+            done = len(results[baseline].pass_latencies_s)
+            extra = settings.max_repeats - done
             if open_verdicts and extra > 0 and results[baseline].failure is None:
                 labels = _open(processes, [baseline, *open_verdicts])
                 _measure(
@@ -118,9 +141,10 @@ def run(
                     processes,
                     settings,
                     prompts,
-                    FreshInputs(secret, settings.repeats),
+                    FreshInputs(secret, done),
                     WarmupPolicy(0),
                     extra,
+                    watches,
                 )
             for label in _open(processes, [s.label for s in sides]):
                 _transfer_cost(results[label], processes[label], settings, prompts)
@@ -153,7 +177,9 @@ def _measure(
     fresh: FreshInputs,
     warmup: WarmupPolicy,
     repeats: int,
+    watches: dict[str, Watch],
 ) -> None:
+    """``repeats`` interleaved passes (more, up to the session's cap, while some are not clean)."""
     starts = {label: len(processes[label].transcript) for label in labels}
     measurements = measure_sides(
         [processes[label].turn for label in labels],
@@ -163,10 +189,12 @@ def _measure(
         warmup=warmup,
         device=TRUSTED_DEVICE,
         repeats=repeats,
+        max_repeats=settings.max_repeats - len(results[labels[0]].pass_latencies_s),
         interleave=True,
         count_flops=False,
         labels=labels,
         fresh=fresh,
+        watches=[watches[label] for label in labels],
     )
     for label, measurement in zip(labels, measurements):
         result, process = results[label], processes[label]
@@ -177,19 +205,51 @@ def _measure(
         result.warmup_batches += measurement.warmup_batches
         result.measured += process.transcript[first:]
         result.pass_latencies_s += measurement.repeat_latencies_s
+        result.checks += measurement.checks
         result.batch_time_s = measurement.batch_time_median_s
+        result.passes_asked = settings.repeats
+        result.isolation = measurement.isolation
+        if measurement.warmup_batches:
+            result.warmup_stable = measurement.warmup_stable
 
 
-def ratios(results: dict[str, SideResult], baseline: str, label: str) -> list[float]:
+def _watches(processes: dict[str, CodeProcess], settings: Settings) -> dict[str, Watch]:
+    """Each side's process watched from the trusted side: its threads' run-queue wait (read from the
+    kernel, not from the process), other GPU work than the session's, and, on a GPU, the work it left
+    queued, waited out by the trusted side's own probe and charged to it."""
+    device = torch.device(settings.device)
+
+    def session_pids() -> list[int]:
+        return [os.getpid(), *(pid for p in processes.values() for pid in p.sandbox.members())]
+
+    drain = Drain(device) if device.type == "cuda" else None
+    gpu = DeviceWatch(device, session_pids)
+    return {label: Watch(HostWatch(process.sandbox.members), gpu, drain) for label, process in processes.items()}
+
+
+def watched_pairs(base: SideResult, side: SideResult) -> tuple[list[int], list[int]]:
+    """(the pass pairs whose baseline pass was clean, those of them whose candidate pass was clean too)."""
+    count = min(len(base.pass_latencies_s), len(side.pass_latencies_s))
+    kept = [r for r in range(count) if base.clean(r)]
+    return kept, [r for r in kept if side.clean(r)]
+
+
+def ratios(base: SideResult, side: SideResult, passes: Optional[Sequence[int]] = None) -> list[float]:
     """Per-pass speedups: pass r of the baseline over pass r of the side (both saw the same inputs)."""
-    return pass_speedups(results[baseline].pass_latencies_s, results[label].pass_latencies_s)
+    chosen = range(min(len(base.pass_latencies_s), len(side.pass_latencies_s))) if passes is None else passes
+    return pass_speedups([base.pass_latencies_s[r] for r in chosen], [side.pass_latencies_s[r] for r in chosen])
 
 
 def _inconclusive(results: dict[str, SideResult], baseline: str, spec: SideSpec) -> bool:
-    if results[spec.label].failure is not None or not results[spec.label].pass_latencies_s:
+    side, base = results[spec.label], results[baseline]
+    if side.failure is not None or not side.pass_latencies_s:
         return False
-    found = ratios(results, baseline, spec.label)
-    return any(speed_verdict(found, target) == "inconclusive" for target in spec.targets)
+    kept, clean = watched_pairs(base, side)
+    return any(
+        watched_verdict(ratios(base, side, clean), ratios(base, side, kept), target, side.passes_asked)[0]
+        == "inconclusive"
+        for target in spec.targets
+    )
 
 
 def _transfer_cost(result: SideResult, process: CodeProcess, settings: Settings, prompts: list[str]) -> None:

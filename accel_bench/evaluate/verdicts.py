@@ -5,7 +5,11 @@ give a median and a distribution-free confidence interval for it (order statisti
 the passes allow; with up to 5 passes it is their whole range). ``passed`` when the interval lies
 at or above the target, ``failed`` (``too_slow``) when below, ``inconclusive`` when the target lies
 inside: the session re-measures with more passes, up to a cap, and what still straddles stays
-``inconclusive``.
+``inconclusive``. Passes are watched (``accel_bench.watch``: a busy host, other GPU work, outlier
+batches): pairs whose baseline pass was not clean are left out; the candidate's own passes that were
+not clean count unless dropping them changes nothing (``watched_verdict``); otherwise, or with fewer
+clean pairs than the passes asked for, the verdict is ``inconclusive`` with the reason ``disturbed``,
+never ``passed``.
 
 Images: every returned batch has the task's count and size (checked in the round trip); no image is
 constant, no two different inputs get the same image, and each image is faithful to the baseline's
@@ -36,6 +40,7 @@ REASONS = (
     "wrong_images",
     "unfaithful",
     "over_budget",
+    "disturbed",
     "too_slow",
     "inconclusive",
 )
@@ -62,6 +67,20 @@ def speed_verdict(ratios: Sequence[float], target: float) -> str:
     if high < target:
         return "failed"
     return "inconclusive"
+
+
+def watched_verdict(clean: Sequence[float], kept: Sequence[float], target: float, needed: int) -> tuple[str, bool]:
+    """(verdict, whether a disturbance decided it). ``kept``: the per-pass speedups of every pass pair
+    whose baseline pass was clean; ``clean``: those whose candidate pass was clean too. A candidate
+    cannot choose which of its passes count: its passes that were not clean are dropped only where
+    keeping them gives the same verdict; where the two differ, or fewer than ``needed`` pairs are
+    clean, the verdict is ``inconclusive`` and disturbed."""
+    if len(clean) < max(1, needed):
+        return "inconclusive", True
+    verdict = speed_verdict(clean, target)
+    if len(kept) > len(clean) and speed_verdict(kept, target) != verdict:
+        return "inconclusive", True
+    return verdict, False
 
 
 @dataclass
