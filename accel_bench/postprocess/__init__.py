@@ -9,6 +9,7 @@ decides an id or an order is sorted, so the same inputs give byte-identical outp
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from .codegen import CodeSpec, generate_code
 from .manifest import assign_ids, build_tasks, manifest_entry, reference_baseline_path
 from .plots import plot_all
 from .records import read_summaries
-from .select import Confirmation, Entry, gaps, select, select_confirmed
+from .select import Confirmation, Entry, gaps, left_out, select, select_confirmed
 from .verify import verify_file
 
 PLACEHOLDERS = {"pipeline": "SD1.5", "sampler": "DDIM", "steps": 50, "speedup": "2", "methods": "DeepCache"}
@@ -43,6 +44,7 @@ class PostprocessConfig:
     out_dir: str = "dataset"
     budgets: List[float] = MISSING
     include_random: bool = False
+    include_disturbed: bool = False
     start_id: int = 192
     grid: GridConfig = MISSING
     templates: Dict[str, str] = MISSING
@@ -134,13 +136,15 @@ class Report:
     plots: int
     out_dir: Path
     reranked: list[str]
+    left_out: dict[str, list] = dataclasses.field(default_factory=dict)  # ok rows no entry could come from, by reason
 
 
 def postprocess(cfg: Any) -> Report:
     check(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    measured, statuses = read_summaries(sweep_dirs(cfg))
+    read, statuses = read_summaries(sweep_dirs(cfg))
+    measured = [m for m in read if cfg.include_disturbed or not m.disturbed]
     budgets = sorted(cfg.budgets)
     notes: list[str] = []
     if cfg.confirm:
@@ -198,7 +202,9 @@ def postprocess(cfg: Any) -> Report:
     manifest = sorted((manifest_entry(t, ids[t.original_filename]) for t in tasks), key=lambda r: int(r["prompt_id"]))
     _write_json(out / "manifest.json", manifest)
     _write_json(mapping_path, dict(sorted(ids.items())))
-    return Report(entries, missing, len(tasks), len(plots), out, notes)
+    return Report(
+        entries, missing, len(tasks), len(plots), out, notes, left_out(read, cfg.include_random, cfg.include_disturbed)
+    )
 
 
 def _bundle_models(out: Path, pipelines: list[str], cache_dir: str) -> None:

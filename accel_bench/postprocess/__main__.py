@@ -22,6 +22,9 @@ def main(cfg: DictConfig) -> None:
         report = postprocess(cfg)
     for note in report.reranked:
         print(note)
+    for reason, rows in report.left_out.items():
+        speedups = ", ".join(f"{m.speedup:.2f}x" for m in rows[:6]) + (", ..." if len(rows) > 6 else "")
+        print(f"left out: {counted(len(rows), 'ok row', 'ok rows')} {reason} ({speedups})")
     print(
         f"{counted(len(report.entries), 'entry', 'entries')}, {counted(report.tasks, 'task', 'tasks')}, "
         f"{counted(report.plots, 'plot', 'plots')} -> {report.out_dir}"

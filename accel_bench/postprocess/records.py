@@ -44,6 +44,7 @@ class Measured:
     run_id: str
     device_name: str
     run_dir: str  # holds result.json with the full config: what a confirmation re-runs
+    disturbed: Optional[str]  # what disturbed its figures (left out unless include_disturbed=true)
 
     @property
     def combination(self) -> tuple[str, str, int]:
@@ -62,11 +63,13 @@ _FROM_ROW = {
     "latency_s": lambda row: row.accelerated.latency_s,
     "base_latency_s": lambda row: row.base.latency_s,
 }
+# a summary written before rows carried ``disturbed`` reads as undisturbed
 REQUIRED = tuple(
     sorted(
         {
             {"methods": "accel_methods", "params": "accel_params"}.get(f.name, f.name)
             for f in dataclasses.fields(Measured)
+            if f.name != "disturbed"
         }
         | {"status"}
     )
@@ -82,6 +85,7 @@ class RowStatus:
     steps: int
     status: str
     weights: str
+    disturbed: bool = False
 
 
 def _measured(row: Row) -> Measured:
@@ -110,7 +114,9 @@ def read_summaries(sweep_dirs: Iterable[Path]) -> tuple[list[Measured], list[Row
         for row in read_rows(path):
             if row.baseline not in (None, "eager"):
                 continue  # a speedup over a compiled baseline: the tasks' baseline code is the eager pipeline
-            statuses.append(RowStatus(row.pipeline, row.scheduler, row.steps, row.status, row.weights))
+            statuses.append(
+                RowStatus(row.pipeline, row.scheduler, row.steps, row.status, row.weights, bool(row.disturbed))
+            )
             if row.status != "ok" or accelerators.no_code(row.accel_methods, row.accel_params):
                 continue  # a speed that generated code would not reproduce makes no task
             measured.append(_measured(row))

@@ -53,6 +53,21 @@ def candidates(measured: Sequence[Measured], include_random: bool) -> list[Measu
     ]
 
 
+def left_out(measured: Sequence[Measured], include_random: bool, include_disturbed: bool) -> dict[str, list[Measured]]:
+    """The ok rows that cannot be selected, by the first reason that applies: no row leaves quietly."""
+    reasons: dict[str, list[Measured]] = defaultdict(list)
+    for m in measured:
+        if m.disturbed and not include_disturbed:
+            reasons["disturbed (include_disturbed=true admits them)"].append(m)
+        elif m.accel == "none":
+            reasons["the baseline measured against itself (a control)"].append(m)
+        elif m.speedup <= 1:
+            reasons["no faster than their baseline"].append(m)
+        elif not include_random and m.weights != "pretrained":
+            reasons["random weights (include_random=true admits them)"].append(m)
+    return dict(sorted(reasons.items()))
+
+
 @dataclass(frozen=True)
 class Confirmation:
     speedup: float  # median of the interleaved pairs' ratios
@@ -162,6 +177,9 @@ def _reason(combination, budget, measured, statuses, include_random) -> str:
     if not include_random and all(m.weights == "random" for m in ok):
         return "only rows measured with random weights (include_random=true admits them)"
     faster = [m for m in candidates(ok, include_random)]
+    disturbed = sum(s.disturbed for s in rows)
+    if disturbed and not faster:
+        return f"no accelerated row faster than its baseline among the undisturbed; {disturbed} disturbed row(s) left out (include_disturbed=true admits them)"
     if not faster:
         return "no accelerated row faster than its baseline"
     best_loss = min(m.clip_loss for m in faster)

@@ -42,7 +42,8 @@ def sweep_job(cfg: Any, hydra_cfg: Any) -> str:
         row = run(cfg, run_dir, layout.root, gpus_asked(hydra_cfg.launcher))
         print(format_summary(row, cfg.summary_path), flush=True)
         status = row.status
-    print(progress_line(layout, job_num, status, where(row.host, row.device, row.device_name)), flush=True)
+    shown = f"{status} (disturbed)" if row.disturbed else status
+    print(progress_line(layout, job_num, shown, where(row.host, row.device, row.device_name)), flush=True)
     return status
 
 
@@ -87,6 +88,11 @@ def sweep_cost(layout: SweepLayout, since: str) -> SweepCost:
     )
     loads = sum(1 for r in rows if (r.pipeline_load_s or 0.0) > 0)
     return SweepCost(len(rows), sum(r.job_s or 0.0 for r in rows), measured, loads)
+
+
+def disturbed_rows(layout: SweepLayout, since: str) -> list[Row]:
+    """The ok rows of jobs that started at ``since`` or later whose figures were disturbed."""
+    return [r for r in read_rows(layout.summary) if r.timestamp >= since and r.status == "ok" and r.disturbed]
 
 
 def resume_command(program: str, hydra_overrides: Sequence[str], task_overrides: Sequence[str], sweep_dir: Path) -> str:

@@ -26,7 +26,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, resume_command, sweep_cost
+from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, disturbed_rows, resume_command, sweep_cost
 from accel_bench.sweep.layout import SweepLayout
 
 
@@ -102,6 +102,14 @@ class GridSweeper(BasicSweeper):
             print(
                 f"[sweep] {cost.jobs} jobs ran for {cost.job_s:.1f} s, {cost.measured_share:.1%} of it inside measured "
                 f"pipeline calls ({cost.measured_s:.1f} s); {cost.pipeline_loads} pipeline loads",
+                flush=True,
+            )
+        disturbed = disturbed_rows(SweepLayout(sweep_dir), started)
+        if disturbed:
+            print(
+                f"[sweep] {len(disturbed)} ok row(s) disturbed (a busy host, other GPU work, outlier batches, an "
+                f"unsteady warm-up): post-process leaves them out unless include_disturbed=true; jobs "
+                f"{', '.join(sorted(Path(r.run_dir or '?').name for r in disturbed))}",
                 flush=True,
             )
         lost = [str(num) for num, status in enumerate(statuses) if status == "lost"]
