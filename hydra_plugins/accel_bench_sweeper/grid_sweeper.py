@@ -107,8 +107,8 @@ class GridSweeper(BasicSweeper):
         disturbed = disturbed_rows(SweepLayout(sweep_dir), started)
         if disturbed:
             print(
-                f"[sweep] {len(disturbed)} ok row(s) disturbed (a busy host, other GPU work, outlier batches, an "
-                f"unsteady warm-up): post-process leaves them out unless include_disturbed=true; jobs "
+                f"[sweep] {len(disturbed)} ok row(s) disturbed (a busy host, other GPU work, outlier batches): "
+                f"post-process leaves them out unless include_disturbed=true; jobs "
                 f"{', '.join(sorted(Path(r.run_dir or '?').name for r in disturbed))}",
                 flush=True,
             )
