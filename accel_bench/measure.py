@@ -290,7 +290,7 @@ class _Side:
     def usable(self, first: "_Side", interleaved: bool) -> int:
         """Clean passes of this side, counting only those whose pair on ``first`` is clean when interleaved."""
         return sum(
-            check.clean and (not interleaved or first is self or first.checks[r].clean)
+            check.clean and (not interleaved or first is self or (r < len(first.checks) and first.checks[r].clean))
             for r, check in enumerate(self.checks)
         )
 

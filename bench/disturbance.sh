@@ -2,6 +2,7 @@
 # Numbers that know when they were disturbed, one scenario step per call:
 #
 #   bench/disturbance.sh cpu        # a tiny sweep on a quiet machine, then beside CPU-bound processes; post-process on both
+#   bench/disturbance.sh cpu_evaluator  # identical code in the evaluator, quiet and beside CPU-bound processes
 #   bench/disturbance.sh compiled   # GPU: deepcache_compile (reduce-overhead, fullgraph) interleaved against the
 #                                   #      CUDA-graph baseline and against the eager one
 #   bench/disturbance.sh other      # GPU: an eager DeepCache run while another process runs large products on the GPU
@@ -12,7 +13,7 @@
 # bench/disturbance_report.py collates them. Assumes the wheels are installed and PYTHONPATH set
 # (bench/RUNNING.md).
 set -euo pipefail
-step=${1:?usage: $0 cpu|compiled|other|evaluator}
+step=${1:?usage: $0 cpu|cpu_evaluator|compiled|other|evaluator}
 out=${OUT:-bench/results/disturbance}
 mkdir -p "$out"
 pipeline=${PIPELINE:-sd15}
@@ -36,6 +37,19 @@ case "$step" in
       cp /tmp/dist_$which/summary.csv "$out/cpu_${which}_summary.csv"
       python -m accel_bench.postprocess sweep_dir=/tmp/dist_$which out_dir=/tmp/dist_${which}_data include_random=true \
         verify=false "grid.pipelines=[tiny]" "grid.schedulers=[ddim]" "grid.steps=[10]" 2>&1 | tee "$out/cpu_${which}_postprocess.log" || true
+    done
+    ;;
+  cpu_evaluator)
+    # identical code, pair mode, target 1.5x: on a quiet machine, then beside CPU-bound processes
+    rm -rf /tmp/dist_cpu_ev && python bench/leftover_candidates.py /tmp/dist_cpu_ev tiny
+    for which in quiet busy; do
+      hogs=()
+      if [ $which = busy ]; then for _ in $(seq $((2 * $(nproc)))); do python -c "while True: pass" & hogs+=($!); done; fi
+      python -m accel_bench.evaluate baseline=/tmp/dist_cpu_ev/baseline.py candidate=/tmp/dist_cpu_ev/plain.py pipeline=tiny \
+        num_prompts=8 batch_size=4 target_speedup=1.5 out_dir=/tmp/dist_cpu_ev/eval_$which 2>&1 | quiet | tail -n 6 \
+        | tee -a "$out/cpu_evaluator.log" || true
+      [ ${#hogs[@]} -gt 0 ] && kill "${hogs[@]}"
+      cp /tmp/dist_cpu_ev/eval_$which/metrics.json "$out/cpu_evaluator_$which.json"
     done
     ;;
   compiled)

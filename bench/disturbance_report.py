@@ -66,9 +66,9 @@ def main(folder: str) -> None:
                 "postprocess": _left_out(root / f"cpu_{which}_postprocess.log"),
             }
     evaluations = {}
-    for path in sorted(root.glob("evaluator_*.json")):
+    for path in sorted(root.glob("*evaluator_*.json")):
         m = json.loads(path.read_text())
-        evaluations[path.stem.removeprefix("evaluator_")] = {
+        evaluations[path.stem.removeprefix("evaluator_").replace("cpu_evaluator_", "cpu_")] = {
             key: m.get(key)
             for key in (
                 "speedup",
@@ -86,10 +86,14 @@ def main(folder: str) -> None:
             )
         } | {"baseline_leftover_gpu_s": m["baseline"].get("leftover_gpu_s")}
     if evaluations:
+        # the GPU's clean evaluations are the reference for the GPU ones; the CPU pair is read on its own
         clean = [e["base_latency_s"] for k, e in evaluations.items() if k.startswith("plain") and e["base_latency_s"]]
         reference = sum(clean) / len(clean) if clean else None
-        for e in evaluations.values():
-            e["base_latency_vs_clean"] = e["base_latency_s"] / reference if reference and e["base_latency_s"] else None
+        for key, e in evaluations.items():
+            gpu = not key.startswith("cpu_")
+            e["base_latency_vs_clean"] = (
+                e["base_latency_s"] / reference if gpu and reference and e["base_latency_s"] else None
+            )
         report["evaluator"] = evaluations
     text = json.dumps(report, indent=2, sort_keys=True, default=float) + "\n"
     (root / "report.json").write_text(text)

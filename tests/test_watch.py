@@ -278,8 +278,13 @@ def test_a_candidate_cannot_choose_which_of_its_passes_count():
     # its slow pass was "not clean" (it may have made itself wait): dropping it would pass, so it stays open
     assert watched_verdict([2.0, 2.0, 2.0], [2.0, 2.0, 0.5, 2.0], 1.5, needed=3) == ("inconclusive", True)
     assert watched_verdict([2.0, 2.0, 2.0], [2.0, 2.0, 1.8, 2.0], 1.5, needed=3) == ("passed", False)
-    assert watched_verdict([2.0], [2.0, 0.9, 0.8], 1.5, needed=3) == ("inconclusive", True)  # too few clean
+    assert watched_verdict([2.0], [2.0, 0.9, 0.8], 1.5, needed=3) == ("inconclusive", True)
+    assert watched_verdict([2.0], [2.0], 1.5, needed=3) == ("inconclusive", True)  # too few clean to pass
     assert watched_verdict([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], 1.3, needed=3) == ("failed", False)
+    # slow on every pass, its own passes unclean (its processes made it wait): too slow all the same
+    assert watched_verdict([], [1.0, 1.1], 2.0, needed=2) == ("failed", False)
+    assert watched_verdict([], [2.5, 2.6], 2.0, needed=2) == ("inconclusive", True)
+    assert watched_verdict([], [], 2.0, needed=2) == ("inconclusive", True)  # every baseline pass disturbed
 
 
 def test_pairs_whose_baseline_pass_was_disturbed_are_left_out_of_a_verdict():

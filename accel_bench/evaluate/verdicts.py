@@ -71,14 +71,20 @@ def speed_verdict(ratios: Sequence[float], target: float) -> str:
 
 def watched_verdict(clean: Sequence[float], kept: Sequence[float], target: float, needed: int) -> tuple[str, bool]:
     """(verdict, whether a disturbance decided it). ``kept``: the per-pass speedups of every pass pair
-    whose baseline pass was clean; ``clean``: those whose candidate pass was clean too. A candidate
-    cannot choose which of its passes count: its passes that were not clean are dropped only where
-    keeping them gives the same verdict; where the two differ, or fewer than ``needed`` pairs are
-    clean, the verdict is ``inconclusive`` and disturbed."""
-    if len(clean) < max(1, needed):
+    whose baseline pass was clean (a candidate cannot disturb the baseline: it is frozen, its queued
+    work drained); ``clean``: those whose candidate pass was clean too. A candidate cannot choose which
+    of its passes count: its unclean passes are dropped only where keeping them gives the same verdict.
+    ``passed`` needs ``needed`` clean pairs; ``failed`` stands on every kept pair (the candidate's own
+    disturbance only ever slowed it). Otherwise the verdict is ``inconclusive`` and disturbed."""
+    if not kept:
         return "inconclusive", True
+    on_kept = speed_verdict(kept, target)
+    if not clean:
+        return ("failed", False) if on_kept == "failed" else ("inconclusive", True)
     verdict = speed_verdict(clean, target)
-    if len(kept) > len(clean) and speed_verdict(kept, target) != verdict:
+    if len(kept) > len(clean) and on_kept != verdict:
+        return "inconclusive", True
+    if verdict == "passed" and len(clean) < max(1, needed):
         return "inconclusive", True
     return verdict, False
 

@@ -50,10 +50,6 @@ class HostWatch:
         self.pids = pids
         self._start: Optional[dict[tuple[int, int], int]] = None
 
-    @staticmethod
-    def available() -> bool:
-        return _thread_waits(own_pids()) is not None
-
     def start(self) -> None:
         self._start = _thread_waits(self.pids())
 
