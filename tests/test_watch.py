@@ -140,9 +140,9 @@ def test_an_outlier_batch_is_seen_and_its_pass_measured_again(monkeypatch):
 
 def test_the_outlier_rule():
     assert outliers([1.0, 1.1, 0.9, 1.6, 1.0], [4] * 5) == [3]  # > 1.5x the median of its size
-    assert outliers([1.0, 1.0, 1.0, 0.6], [4] * 4) == [3]  # a fast one is as suspect
-    assert outliers([1.0, 9.0], [4, 4]) == []  # two batches of a size: no median to judge by
-    assert outliers([1.0, 1.0, 1.0, 0.4, 0.4], [4, 4, 4, 1, 1]) == []  # sizes judged apart
+    assert outliers([1.0, 1.0, 1.0, 1.0, 0.6], [4] * 5) == [4]  # a fast one is as suspect
+    assert outliers([1.0, 1.0, 1.0, 9.0], [4] * 4) == []  # four batches of a size: too few to judge by
+    assert outliers([1.0] * 5 + [0.4] * 2, [4] * 5 + [1] * 2) == []  # sizes judged apart
 
 
 def test_left_over_work_is_charged_to_the_side_that_left_it(monkeypatch):

@@ -17,12 +17,15 @@ from typing import Sequence
 OUTLIER_RATIO = 1.5
 
 
+MIN_BATCHES = 5  # of one size before any is judged: with fewer, one slow batch moves the median itself
+
+
 def outliers(times_s: Sequence[float], sizes: Sequence[int], ratio: float = OUTLIER_RATIO) -> list[int]:
-    """Indices of the outlying batches; a size seen fewer than three times has no median to judge by."""
+    """Indices of the outlying batches; a size seen fewer than ``MIN_BATCHES`` times is not judged."""
     by_size: dict[int, list[float]] = {}
     for seconds, size in zip(times_s, sizes):
         by_size.setdefault(size, []).append(seconds)
-    medians = {size: statistics.median(times) for size, times in by_size.items() if len(times) >= 3}
+    medians = {size: statistics.median(times) for size, times in by_size.items() if len(times) >= MIN_BATCHES}
     return [
         i
         for i, (seconds, size) in enumerate(zip(times_s, sizes))
