@@ -34,9 +34,11 @@ CPU = torch.device("cpu")
 
 
 @contextmanager
-def cpu_hogs():
-    """As many CPU-bound processes as the machine has CPUs: a process of ours then gets half of what it asks."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+def cpu_hogs(per_cpu: int = 1):
+    """``per_cpu`` CPU-bound processes for each CPU of the machine."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(per_cpu * (os.cpu_count() or 1))
+    ]
     try:
         time.sleep(0.5)
         yield
@@ -59,7 +61,7 @@ def _wait_share(seconds: float) -> float:
 
 def test_a_busy_host_is_seen_by_the_run_queue_wait():
     quiet = _wait_share(0.5)
-    with cpu_hogs():
+    with cpu_hogs(per_cpu=4):  # one spinning thread among 4 per CPU gets about 2/9 of a CPU: waits ~78%
         busy = _wait_share(0.5)
     assert quiet < CONTENDED_WAIT_SHARE < busy
 
