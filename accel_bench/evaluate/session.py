@@ -234,10 +234,9 @@ def watched_pairs(base: SideResult, side: SideResult) -> tuple[list[int], list[i
     return kept, [r for r in kept if side.clean(r)]
 
 
-def ratios(base: SideResult, side: SideResult, passes: Optional[Sequence[int]] = None) -> list[float]:
+def ratios(base: SideResult, side: SideResult, passes: Sequence[int]) -> list[float]:
     """Per-pass speedups: pass r of the baseline over pass r of the side (both saw the same inputs)."""
-    chosen = range(min(len(base.pass_latencies_s), len(side.pass_latencies_s))) if passes is None else passes
-    return pass_speedups([base.pass_latencies_s[r] for r in chosen], [side.pass_latencies_s[r] for r in chosen])
+    return pass_speedups([base.pass_latencies_s[r] for r in passes], [side.pass_latencies_s[r] for r in passes])
 
 
 def _inconclusive(results: dict[str, SideResult], baseline: str, spec: SideSpec) -> bool:
