@@ -143,6 +143,7 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
         (["baseline=a.py", "candidate=b.py", "pipeline=sd16"], "pipeline"),
         (["baseline=a.py", "candidate=b.py", "steps=abc"], "steps"),
         (["min_psnr_db=0"], "min_psnr_db"),
+        (["fewer_steps_margin_db=-1"], "fewer_steps_margin_db"),
         (["max_repeats=0"], "max_repeats"),
         (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "sandbox.memory_gb=-1"], "sandbox.memory_gb"),
     ],

@@ -267,6 +267,51 @@ def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)
 """,
     ),
+    # trivial accelerations: the task's own sampler at fewer steps, another sampler at fewer steps, a
+    # smaller image upscaled, a batch partly computed and partly copied
+    "half_steps": (
+        "no_better_than_fewer_steps",
+        """
+def inference(pipe, prompts, generator):
+    return pipe(prompt=list(prompts), generator=generator, num_inference_steps=STEPS // 2, height=64, width=64, output_type="np").images
+""",
+    ),
+    "two_thirds_steps": (
+        "no_better_than_fewer_steps",
+        """
+def inference(pipe, prompts, generator):
+    return pipe(prompt=list(prompts), generator=generator, num_inference_steps=2 * STEPS // 3, height=64, width=64, output_type="np").images
+""",
+    ),
+    "dpm_solver_half_steps": (
+        "no_better_than_fewer_steps",
+        """
+from diffusers import DPMSolverMultistepScheduler
+_load = load_pipeline
+def load_pipeline(model_id, device="cpu", dtype=torch.float32):
+    pipe = _load(model_id, device, dtype)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+    return pipe
+def inference(pipe, prompts, generator):
+    return pipe(prompt=list(prompts), generator=generator, num_inference_steps=STEPS // 2, height=64, width=64, output_type="np").images
+""",
+    ),
+    "low_resolution": (
+        "unfaithful",
+        """
+def inference(pipe, prompts, generator):
+    small = pipe(prompt=list(prompts), generator=generator, num_inference_steps=STEPS, height=32, width=32, output_type="pt").images
+    return torch.nn.functional.interpolate(small, size=(64, 64), mode="bicubic").clamp(0, 1)
+""",
+    ),
+    "partial_copy": (
+        "unfaithful",
+        """
+def inference(pipe, prompts, generator):
+    first = np.asarray(honest(pipe, prompts[:1], generator[:1]))
+    return np.concatenate([first, np.roll(first, 1, axis=2).repeat(len(prompts) - 1, 0)])
+""",
+    ),
     "crash": (
         "crashed",
         """
@@ -316,6 +361,7 @@ PROCESS_CHEATS = [
     "wrong_size",
 ]
 PIPELINE_CHEATS = ["other_seed"]  # what a prompt-keyed replay returns, on real images
+TRIVIAL = ["half_steps", "two_thirds_steps", "dpm_solver_half_steps", "low_resolution", "partial_copy"]
 
 
 def _source(cheat: str, core: str) -> str:
@@ -446,9 +492,17 @@ def test_cheats_on_the_process_fail_with_their_reason(tmp_path):
     assert all(r["sandbox"]["kind"] == "bwrap" and r["gt"]["status"] == "ok" for r in records.values())
 
 
-def test_honest_files_pass_on_the_pipeline_and_other_seeds_do_not(tmp_path):
-    candidates = {**{n: _source(CHEATS[n][1], HONEST_CORE) for n in PIPELINE_CHEATS}, **HONEST}
-    targets = {**{n: 1.5 for n in PIPELINE_CHEATS}, **{n: 0.5 for n in HONEST}}
+def test_honest_files_pass_on_the_pipeline_and_trivial_accelerations_do_not(tmp_path):
+    cheats = PIPELINE_CHEATS + TRIVIAL
+    candidates = {**{n: _source(CHEATS[n][1], HONEST_CORE) for n in cheats}, **HONEST}
+    # DeepCache is 1.5-2.3x on the tiny pipeline; the other shapes are not faster there: they are
+    # asked for no speedup (no cut to compare with), their images checked against the floor
+    targets = {
+        **{n: 1.5 for n in PIPELINE_CHEATS},
+        **{n: 1.05 for n in TRIVIAL},
+        **{n: 0.5 for n in HONEST},
+        "gt_deepcache": 1.05,
+    }
     _, records = _session(
         tmp_path,
         candidates,
@@ -456,7 +510,21 @@ def test_honest_files_pass_on_the_pipeline_and_other_seeds_do_not(tmp_path):
         generate_code(_gt_spec([]), "baseline"),
         generate_code(_gt_spec(["deepcache"]), "ground truth"),
     )
-    assert {n: records[n]["reason"] for n in PIPELINE_CHEATS} == {n: CHEATS[n][0] for n in PIPELINE_CHEATS}
+    assert {n: records[n]["reason"] for n in cheats} == {n: CHEATS[n][0] for n in cheats}, {
+        n: records[n]["error"] for n in cheats
+    }
+    for name in (
+        "half_steps",
+        "two_thirds_steps",
+        "dpm_solver_half_steps",
+    ):  # judged against the baseline cut to their speed
+        bar = records[name]["bar"]
+        assert bar["kind"] == "fewer_steps" and 1 <= bar["reference_steps"] < STEPS and bar["margin_db"] == 1.0
+        assert bar["psnr_db"] < bar["required_psnr_db"] and bar["images"] == 8, bar
+    for record in (records["gt_deepcache"], records["half_steps"]["gt"]):  # the honest method clears the bar
+        assert record["passed"] is True and record["bar"]["kind"] == "fewer_steps", record["bar"]
+        assert record["bar"]["psnr_db"] >= record["bar"]["required_psnr_db"]
+    assert records["gt_tome"]["bar"]["kind"] == "floor" and "no speedup" in records["gt_tome"]["bar"]["note"]
     for name in HONEST:  # every ground-truth shape, a file without inference(), a module-level pipe
         assert records[name]["passed"] is True and records[name]["reasons"] == [], (name, records[name]["error"])
         assert records[name]["psnr_min_db"] >= 25 and records[name]["images_checked"] == 8

@@ -33,3 +33,15 @@ def declared_steps(path: Path) -> Optional[int]:
             if isinstance(node.value, ast.Constant) and isinstance(node.value.value, int):
                 return node.value.value
     return None
+
+
+def settable_steps(path: Path) -> bool:
+    """Whether the evaluator can run the file at another step count: it has no ``inference()`` (the
+    pipeline is called with the count given) or its ``inference()`` can read a module-level
+    ``NUM_INFERENCE_STEPS``."""
+    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    names = {
+        t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+    }
+    defines_inference = any(isinstance(node, ast.FunctionDef) and node.name == "inference" for node in tree.body)
+    return not defines_inference or "NUM_INFERENCE_STEPS" in names

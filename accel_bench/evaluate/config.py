@@ -40,6 +40,8 @@ class EvaluateConfig:
     repeats: Any = "auto"  # 3 on a GPU, 1 on CPU
     max_repeats: int = 12  # an open verdict is re-measured up to this many passes
     min_psnr_db: float = 25.0  # fidelity floor: every image against the baseline's for the same input
+    # a file with a task must beat the baseline cut to its speed by this much pooled PSNR (null: floor only)
+    fewer_steps_margin_db: Optional[float] = 1.0
     device: str = "auto"
     dtype: str = "auto"
     timeout_s: int = 900  # for loading a file, and for each batch
@@ -81,6 +83,9 @@ def check(cfg: Any) -> str:
         raise ConfigError("batch_size", cfg.batch_size, "null (the task's) or an integer >= 1")
     if not 0 < cfg.min_psnr_db < 99:
         raise ConfigError("min_psnr_db", cfg.min_psnr_db, "a PSNR in dB between 0 and 99")
+    margin = cfg.fewer_steps_margin_db
+    if margin is not None and (isinstance(margin, bool) or not 0 <= margin < 30):
+        raise ConfigError("fewer_steps_margin_db", margin, "null (the floor alone) or a margin in dB in [0, 30)")
     load_prompts(cfg.prompts)
     if cfg.manifest is not None:
         if not Path(cfg.manifest).is_file():

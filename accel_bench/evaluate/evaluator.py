@@ -14,10 +14,10 @@ import torch
 from ..config import resolve_device, resolve_repeats, warmup_policy
 from ..metrics import choose_clip, clip_scorer
 from ..prompts import load_prompts
-from . import session
+from . import bar, session
 from .codefile import code_identity, declared_steps
 from .config import model_location
-from .records import clip_scores, compare, watched
+from .records import clip_scores, compare, needs_reference, watched
 from .sandbox import SandboxInfo
 from .session import SideResult, SideSpec
 
@@ -108,6 +108,37 @@ def _groups(entries: list[dict], root: Path, code_dir: Path, cfg: Any) -> dict[s
     return dict(sorted(groups.items(), key=lambda item: int(item[1][0]["prompt_id"])))
 
 
+def _references(
+    margin_db: Optional[float],
+    sides: list[SideSpec],
+    results: dict[str, SideResult],
+    settings: session.Settings,
+    info: SandboxInfo,
+    prompts: list[str],
+    secret: int,
+) -> dict[str, bar.Reference]:
+    """The baseline cut to each file's speed, for files with a task still in the running (None: no bar)."""
+    if margin_db is None:
+        return {}
+    base = results[sides[0].label]
+    speedups = {}
+    for spec in sides[1:]:
+        speed = needs_reference(base, results[spec.label], spec.targets)
+        if speed is not None:
+            speedups[spec.label] = speed
+    return bar.measure_references(sides[0], speedups, settings, info, prompts, secret)
+
+
+def _margin(cfg: Any, entry: Optional[dict] = None) -> Optional[float]:
+    """A task's margin over its fewer-steps reference: the manifest's, else the config's (null: the floor alone)."""
+    if entry is not None and "bar" in entry:
+        return entry["bar"].get("margin_db")
+    return cfg.fewer_steps_margin_db
+
+
+NO_BAR = "fewer_steps_margin_db=null: the fidelity floor alone"
+
+
 def _baseline_path(entry: dict, root: Path, code_dir: Path) -> Path:
     own = code_dir / entry["path_to_gen_code_baseline"]
     return own if own.is_file() else root / entry["path_to_reference_baseline"]
@@ -136,17 +167,27 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
             for e in group
         ]
         results, secret = session.run(sides, settings, info, prompts, cfg.input_seed)
+        margin = _margin(cfg, first)
+        references = _references(margin, sides, results, settings, info, prompts, secret)
         scorer = _scorer(cfg, weights)
         base = results["baseline"]
         base_scores = _base_scores(scorer, base)
         for entry in group:
             target, budget = entry["target_speedup"], entry["quality_budget"]
-            candidate = results[f"candidate {entry['prompt_id']}"]
+            label = f"candidate {entry['prompt_id']}"
+            candidate = results[label]
+            judged = dict(
+                min_psnr_db=cfg.min_psnr_db, margin_db=margin or 0.0, no_reference="" if margin is not None else NO_BAR
+            )
             metrics = {
                 "prompt_id": entry["prompt_id"],
                 "task_key": entry["task_key"],
-                **compare(base, candidate, base_scores, scorer, target, budget, cfg.min_psnr_db),
-                "gt": compare(base, results["gt"], base_scores, scorer, target, budget, cfg.min_psnr_db),
+                **compare(
+                    base, candidate, base_scores, scorer, target, budget, reference=references.get(label), **judged
+                ),
+                "gt": compare(
+                    base, results["gt"], base_scores, scorer, target, budget, reference=references.get("gt"), **judged
+                ),
                 "baseline": _baseline_record(base),
                 "num_images": len(prompts),
                 **_common(weights, secret, info, settings),
@@ -173,6 +214,10 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
                     "speedup_high": metrics["speedup_high"],
                     "clip_loss": metrics["clip_loss"],
                     "psnr_min_db": metrics["psnr_min_db"],
+                    "bar": (metrics["bar"] or {}).get("kind"),
+                    "bar_psnr_db": (metrics["bar"] or {}).get("psnr_db"),
+                    "bar_required_psnr_db": (metrics["bar"] or {}).get("required_psnr_db"),
+                    "bar_reference_steps": (metrics["bar"] or {}).get("reference_steps"),
                     "gt_status": metrics["gt"]["status"],
                     "gt_speedup": metrics["gt"]["speedup"],
                     "gt_clip_loss": metrics["gt"]["clip_loss"],
@@ -207,6 +252,8 @@ def evaluate_pair(cfg: Any, info: SandboxInfo) -> dict[str, Any]:
         for label in ("baseline", "candidate")
     ]
     results, secret = session.run(sides, settings, info, prompts, cfg.input_seed)
+    margin = _margin(cfg)
+    references = _references(margin, sides, results, settings, info, prompts, secret)
     scorer = _scorer(cfg, weights)
     base = results["baseline"]
     metrics = {
@@ -218,6 +265,9 @@ def evaluate_pair(cfg: Any, info: SandboxInfo) -> dict[str, Any]:
             cfg.target_speedup,
             cfg.quality_budget,
             cfg.min_psnr_db,
+            reference=references.get("candidate"),
+            margin_db=margin or 0.0,
+            no_reference="" if margin is not None else NO_BAR,
         ),
         "baseline": _baseline_record(base),
         "num_images": len(prompts),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from typing import Any, Optional
 
@@ -10,6 +11,7 @@ import numpy as np
 from ..record import Side
 from ..watch.checks import PassCheck
 from ..watch.device import busiest
+from .bar import Bar, Reference, judge
 from .session import SideResult, ratios, watched_pairs
 from .verdicts import REASONS, image_findings, median_interval, summarize_psnr, watched_verdict
 
@@ -48,6 +50,7 @@ def _empty(side: SideResult, target: Optional[float], budget: Optional[float], m
         "images_checked": 0,
         "images_unfaithful": 0,
         "min_psnr_db": min_psnr_db,
+        "bar": None,  # what fidelity was judged against: the floor, or the baseline cut to the same speed
         "target_speedup": target,
         "quality_budget": budget,
         "warmup_batches": side.warmup_batches,
@@ -80,6 +83,31 @@ def _disturbance(label: str, side: SideResult) -> list[str]:
     return [f"{label}: {', '.join(causes)}"] if causes else []
 
 
+NO_SPEEDUP = "a target of 1x or less asks for no speedup: there is no cut to compare with"
+
+
+def verdict_passes(base: SideResult, side: SideResult) -> list[int]:
+    """The pass pairs a side's speed is taken over: clean on both sides, else baseline-clean, else all."""
+    kept, clean = watched_pairs(base, side)
+    return clean or kept or list(range(min(len(base.pass_latencies_s), len(side.pass_latencies_s))))
+
+
+def needs_reference(base: SideResult, side: SideResult, targets: tuple[float, ...]) -> Optional[tuple[float, float]]:
+    """(the low end of its speedup, its median) for a file a fewer-steps reference must be measured
+    for: one with a task, measured, and not too slow for every target (a failed file needs no bar)."""
+    targets = tuple(t for t in targets if t > 1)  # a target of 1x or less has no cut to compare with
+    if not targets or base.failure is not None or side.failure is not None or not side.pass_latencies_s:
+        return None
+    kept, clean = watched_pairs(base, side)
+    if all(
+        watched_verdict(ratios(base, side, clean), ratios(base, side, kept), t, side.passes_asked)[0] == "failed"
+        for t in targets
+    ):
+        return None
+    found = ratios(base, side, verdict_passes(base, side))
+    return median_interval(found)[0], statistics.median(found)
+
+
 def compare(
     base: SideResult,
     side: SideResult,
@@ -88,8 +116,13 @@ def compare(
     target: Optional[float],
     budget: Optional[float],
     min_psnr_db: float,
+    reference: Optional[Reference] = None,
+    margin_db: float = 0.0,
+    no_reference: str = "",
 ) -> dict[str, Any]:
-    """The record of ``side`` measured against ``base`` in one session."""
+    """The record of ``side`` measured against ``base`` in one session. A file with a target is judged
+    against ``reference`` (the baseline cut to its speed) when one was measured, else against the floor
+    alone, ``no_reference`` saying why."""
     record = _empty(side, target, budget, min_psnr_db)
     reasons: list[str] = []
     if base.failure is not None:
@@ -112,7 +145,7 @@ def compare(
                 f"baseline's for the same prompt and seed (lowest {record['psnr_min_db']:.1f} dB)"
             )
         kept, clean = watched_pairs(base, side)
-        passes = clean or kept or list(range(min(len(base.pass_latencies_s), len(side.pass_latencies_s))))
+        passes = verdict_passes(base, side)
         found_ratios = ratios(base, side, passes)
         # a side summarized as the run summarizes its sides, over the passes its verdict uses
         summary = Side.of_passes([side.pass_latencies_s[r] for r in passes])
@@ -142,6 +175,16 @@ def compare(
             if budget is not None and (record["clip_loss"] is None or record["clip_loss"] > budget):
                 reasons.append("over_budget")
                 record["error"] = record["error"] or f"CLIP loss {record['clip_loss']:+.2%} over the budget {budget:g}"
+        if target is not None and found.wrong is None:
+            bar = (
+                judge(side.measured, base.measured, reference, margin_db, min_psnr_db)
+                if reference is not None
+                else Bar("floor", min_psnr_db, note=no_reference or (NO_SPEEDUP if target <= 1 else None))
+            )
+            record["bar"] = dataclasses.asdict(bar)
+            if not bar.cleared:
+                reasons.append("no_better_than_fewer_steps")
+                record["error"] = record["error"] or bar.explain()
         verdict, disturbed = (
             watched_verdict(ratios(base, side, clean), ratios(base, side, kept), target, side.passes_asked)
             if target is not None

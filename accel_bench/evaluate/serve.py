@@ -67,6 +67,10 @@ def generator(request: dict):
     namespace = runpy.run_path(request["code_path"], run_name="accel_bench_evaluate")
     pipe = _load(namespace, request)
     inference = namespace.get("inference")
+    if inference is not None and request.get("set_steps"):
+        if "NUM_INFERENCE_STEPS" not in inference.__globals__:
+            raise ValueError("its step count cannot be set: inference() reads no NUM_INFERENCE_STEPS constant")
+        inference.__globals__["NUM_INFERENCE_STEPS"] = request["steps"]
     if inference is None:
         if request["steps"] is None:
             raise ValueError(

@@ -34,6 +34,7 @@ class SideSpec:
     path: Path
     steps: Optional[int]
     targets: tuple[float, ...] = ()
+    set_steps: bool = False  # run the file at ``steps`` even where it declares its own (a fewer-steps reference)
 
 
 @dataclass
@@ -79,6 +80,7 @@ def launch(spec: SideSpec, settings: Settings, info: SandboxInfo) -> tuple[SideR
         "code_path": str(spec.path.resolve()),
         "model_id": settings.model_id,
         "steps": spec.steps,
+        "set_steps": spec.set_steps,
         "resolution": settings.resolution,
         "device": settings.device,
         "dtype": settings.dtype,

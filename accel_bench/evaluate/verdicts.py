@@ -39,6 +39,7 @@ REASONS = (
     "out_of_memory",
     "wrong_images",
     "unfaithful",
+    "no_better_than_fewer_steps",
     "over_budget",
     "disturbed",
     "too_slow",

@@ -1,0 +1,207 @@
+"""The bar a task's file must clear: more faithful to the baseline than the baseline itself with its
+steps cut to the same speed, by a margin.
+
+Cutting steps is the trivial way to any speedup; the papers of DeepCache, ToMe and T-GATE compare
+with it for that reason. The trusted side runs the reference in the same comparison: the baseline
+file, its own sampler, on the same inputs, with its step count set to the count whose measured speed
+matches the file's. Found by measurement, not by a model alone: a probe at ``ceil(steps / speedup)``
+(with ``speedup`` the low end of the file's interval: never faster than the file), a latency linear
+in the step count through the baseline and the probe gives the count at the file's median speed,
+and that count and the one above are measured; the fewest steps not measured faster than the file
+is the reference. (The fit alone, on a CPU, once chose a count its own noise made too cheap.)
+Fidelity is pooled over the images both saw: PSNR of the mean squared error, so a batch partly
+copied cannot hide its bad images behind a median.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import session
+from .codefile import settable_steps
+from .protocol import Exchange
+from .sandbox import SandboxInfo
+from .session import Settings, SideSpec
+
+FEWER_STEPS = "fewer_steps"
+REFERENCE_LABEL = "fewer steps {steps}"
+
+
+def probe_steps(steps: int, speedup: float) -> int:
+    """The first count tried, ``ceil(steps / speedup)``: a pipeline's fixed costs (text encoder, VAE,
+    transfers) make a cut save less than its share of the steps, so it is never faster than the file."""
+    return min(steps - 1, max(1, math.ceil(steps / max(speedup, 1.0) - 1e-9)))
+
+
+def fitted_steps(steps: int, speedup: float, probe: int, probe_speedup: float) -> int:
+    """The count at ``speedup`` on a latency linear in the step count through (``steps``, 1) and
+    (``probe``, 1 / ``probe_speedup``); the probe itself where the probe was no faster than the baseline."""
+    per_step = (1 - 1 / probe_speedup) / (steps - probe)
+    if not per_step > 0:
+        return probe
+    count = steps - (1 - 1 / max(speedup, 1.0)) / per_step
+    return min(probe, max(1, math.ceil(count - 1e-9)))
+
+
+def chosen_steps(measured: dict[int, "Reference"], candidates: Sequence[int], speedup: float) -> int:
+    """The fewest steps among ``candidates`` whose measured speedup is no higher than the file's
+    (a fitted count that measured faster than the file is not its equal); the last candidate (the
+    probe) when none is."""
+    for count in sorted(candidates):
+        reference = measured[count]
+        if reference.failure is None and reference.speedup <= speedup:
+            return count
+    return max(candidates)
+
+
+def _key(exchange: Exchange, i: int) -> tuple[str, int]:
+    return exchange.prompts[i], exchange.seeds[i]
+
+
+def pooled_psnr(
+    side: Sequence[Exchange], baseline: Sequence[Exchange], keys: Optional[set] = None
+) -> tuple[float, set]:
+    """(PSNR in dB of the mean squared error over every image of ``side`` with a baseline image for
+    the same input (and in ``keys``, if given), capped at 99 dB; the inputs it covered)."""
+    reference = {_key(e, i): e.images[i] for e in baseline for i in range(len(e.images))}
+    errors, covered = [], set()
+    for exchange in side:
+        for i, image in enumerate(exchange.images):
+            key = _key(exchange, i)
+            if key in reference and (keys is None or key in keys) and key not in covered:
+                covered.add(key)
+                diff = image.astype(np.float64) - reference[key].astype(np.float64)
+                errors.append(float(np.mean(diff**2)) / 255.0**2)
+    if not errors:
+        return float("nan"), covered
+    mse = statistics.fmean(errors)
+    return (99.0 if mse == 0 else min(99.0, 10 * math.log10(1 / mse))), covered
+
+
+@dataclass
+class Reference:
+    """The baseline cut to a step count, measured against the baseline in a session of its own."""
+
+    steps: int
+    speedup: Optional[float] = None  # median of its per-pass speedups over the baseline
+    measured: list[Exchange] = field(default_factory=list)
+    failure: Optional[str] = None
+
+
+@dataclass
+class Bar:
+    """What a file's fidelity was judged against; ``kind`` is ``fewer_steps`` or ``floor``."""
+
+    kind: str
+    min_psnr_db: float
+    margin_db: Optional[float] = None
+    reference_steps: Optional[int] = None
+    reference_speedup: Optional[float] = None
+    reference_psnr_db: Optional[float] = None
+    required_psnr_db: Optional[float] = None
+    psnr_db: Optional[float] = None  # the file's pooled PSNR over the reference's inputs
+    images: int = 0
+    note: Optional[str] = None  # why the floor alone judged a file with a task
+
+    @property
+    def cleared(self) -> bool:
+        return self.kind != FEWER_STEPS or self.psnr_db >= self.required_psnr_db
+
+    def explain(self) -> str:
+        return (
+            f"pooled PSNR {self.psnr_db:.2f} dB, below {self.required_psnr_db:.2f} dB: the baseline cut to "
+            f"{self.reference_steps} steps ({self.reference_speedup:.2f}x) reaches {self.reference_psnr_db:.2f} dB, "
+            f"and a task asks {self.margin_db:g} dB more"
+        )
+
+
+def judge(
+    side: Sequence[Exchange], baseline: Sequence[Exchange], reference: Reference, margin_db: float, min_psnr_db: float
+) -> Bar:
+    """The bar of a file whose reference was measured: fidelity over the inputs both saw."""
+    if reference.failure is not None:
+        return Bar("floor", min_psnr_db, note=f"no fewer-steps reference: {reference.failure}")
+    _, keys = pooled_psnr(reference.measured, baseline)
+    psnr, covered = pooled_psnr(side, baseline, keys)
+    if not covered:
+        return Bar("floor", min_psnr_db, note="no fewer-steps reference: it shared no input with the file")
+    reference_psnr, _ = pooled_psnr(reference.measured, baseline, covered)
+    if reference_psnr >= 99.0:
+        return Bar("floor", min_psnr_db, note="no fewer-steps reference: the baseline file ignores its step count")
+    return Bar(
+        FEWER_STEPS,
+        min_psnr_db,
+        margin_db=margin_db,
+        reference_steps=reference.steps,
+        reference_speedup=reference.speedup,
+        reference_psnr_db=reference_psnr,
+        required_psnr_db=reference_psnr + margin_db,
+        psnr_db=psnr,
+        images=len(covered),
+    )
+
+
+def _session(
+    base: SideSpec, counts: Sequence[int], settings: Settings, info: SandboxInfo, prompts: list[str], secret: int
+) -> dict[int, Reference]:
+    specs = [SideSpec(REFERENCE_LABEL.format(steps=count), base.path, count, set_steps=True) for count in counts]
+    results, _ = session.run([base, *specs], settings, info, prompts, secret)
+    measured_base, references = results[base.label], {}
+    for count, spec in zip(counts, specs):
+        result = results[spec.label]
+        if measured_base.failure is not None:
+            references[count] = Reference(
+                count, failure=f"the baseline failed beside it ({measured_base.failure.reason})"
+            )
+        elif result.failure is not None:
+            references[count] = Reference(count, failure=f"{result.failure.reason}: {result.failure.message}")
+        else:
+            kept, clean = session.watched_pairs(measured_base, result)
+            passes = (
+                clean or kept or list(range(min(len(measured_base.pass_latencies_s), len(result.pass_latencies_s))))
+            )
+            speedup = statistics.median(session.ratios(measured_base, result, passes))
+            references[count] = Reference(count, speedup, result.measured)
+    return references
+
+
+def measure_references(
+    base: SideSpec,
+    speedups: dict[str, tuple[float, float]],
+    settings: Settings,
+    info: SandboxInfo,
+    prompts: list[str],
+    secret: int,
+) -> dict[str, Reference]:
+    """For each file (label -> (the low end of its speedup, its median)), the baseline cut to the step
+    count whose measured speed matches the file's, on the comparison's inputs (``secret``). A session
+    of probes at ``probe_steps``; a session at the fitted count and one step more; the fewest steps
+    not measured faster than the file. Files of similar speed share their references."""
+    if not speedups:
+        return {}
+    failure = None
+    if base.steps is None or base.steps < 2:
+        failure = f"the baseline runs {base.steps} steps: there are no fewer"
+    elif not base.path.is_file() or not settable_steps(base.path):
+        failure = "the baseline file's step count cannot be set (inference() reads no NUM_INFERENCE_STEPS)"
+    if failure is not None:
+        return {label: Reference(0, failure=failure) for label in speedups}
+    probes = {label: probe_steps(base.steps, low) for label, (low, _) in speedups.items()}
+    measured = _session(base, sorted(set(probes.values())), settings, info, prompts, secret)
+    tried: dict[str, list[int]] = {}
+    for label, (_, median) in speedups.items():
+        probe = measured[probes[label]]
+        if probe.failure is not None:
+            tried[label] = [probe.steps]
+            continue
+        fitted = fitted_steps(base.steps, median, probe.steps, probe.speedup)
+        tried[label] = sorted({fitted, min(fitted + 1, probe.steps), probe.steps})
+    missing = sorted({count for counts in tried.values() for count in counts} - set(measured))
+    if missing:
+        measured.update(_session(base, missing, settings, info, prompts, secret))
+    return {label: measured[chosen_steps(measured, tried[label], speedups[label][1])] for label in speedups}

@@ -1,0 +1,95 @@
+"""The fewer-steps bar's arithmetic: which step counts are tried and chosen, pooled fidelity, the judgement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from accel_bench.evaluate.bar import (
+    FEWER_STEPS,
+    Reference,
+    chosen_steps,
+    fitted_steps,
+    judge,
+    pooled_psnr,
+    probe_steps,
+)
+from accel_bench.evaluate.codefile import settable_steps
+from accel_bench.evaluate.protocol import Exchange
+
+
+def test_the_probe_is_never_faster_than_the_file_and_always_a_cut():
+    assert probe_steps(20, 2.0) == 10 and probe_steps(20, 1.9) == 11 and probe_steps(20, 2.1) == 10
+    assert probe_steps(20, 0.8) == 19 and probe_steps(20, 50.0) == 1
+
+
+def test_the_fit_finds_the_count_of_a_linear_latency():
+    fixed, per_step, steps = 0.27, 0.0365, 20  # a pipeline whose text encoder and VAE cost 27% of a 20-step call
+
+    def speedup(count):
+        return (fixed + per_step * steps) / (fixed + per_step * count)
+
+    probe = probe_steps(steps, speedup(6))
+    assert probe == 10  # 20 / 2.04x: a cut that ignores the fixed cost is slower than the file
+    assert fitted_steps(steps, speedup(6), probe, speedup(probe)) == 6
+    assert fitted_steps(steps, speedup(6) * 0.99, probe, speedup(probe)) == 7  # never below the file's speed
+    assert fitted_steps(steps, 3.0, 12, 0.95) == 12  # a probe no faster than the baseline: the probe stands
+
+
+def test_a_fitted_count_measured_faster_than_the_file_is_not_chosen():
+    measured = {5: Reference(5, 2.4), 6: Reference(6, 2.1), 7: Reference(7, 1.8)}
+    assert chosen_steps(measured, [5, 6, 7], 2.2) == 6
+    assert chosen_steps(measured, [5, 6, 7], 1.5) == 7  # none as slow as the file: the probe
+    assert chosen_steps({**measured, 6: Reference(6, failure="crashed")}, [5, 6, 7], 2.2) == 7
+
+
+def _exchange(prompts, seeds, images):
+    return Exchange(list(prompts), list(seeds), np.asarray(images, dtype=np.uint8))
+
+
+def test_pooled_fidelity_is_not_fooled_by_a_batch_partly_copied():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (4, 8, 8, 3))
+    honest = np.clip(base + rng.integers(-3, 4, base.shape), 0, 255)
+    copied = honest.copy()
+    copied[2:] = np.roll(honest[:1], 1, axis=2)  # two of four images are another's, shifted
+    baseline = [_exchange("abcd", range(4), base)]
+    good, keys = pooled_psnr([_exchange("abcd", range(4), honest)], baseline)
+    bad, _ = pooled_psnr([_exchange("abcd", range(4), copied)], baseline)
+    median_of_copied = np.median(
+        [10 * np.log10(255.0**2 / np.mean((c.astype(float) - b) ** 2)) for c, b in zip(copied, base)]
+    )
+    assert len(keys) == 4 and good > 35 and bad < 15 and median_of_copied > bad + 10
+    only, covered = pooled_psnr([_exchange("abcd", range(4), copied)], baseline, keys={("a", 0), ("b", 1)})
+    assert covered == {("a", 0), ("b", 1)} and abs(only - good) < 3
+
+
+def test_judged_against_the_reference_on_the_inputs_both_saw():
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (2, 8, 8, 3))
+    baseline = [_exchange("ab", [0, 1], base)]
+    near = [_exchange("ab", [0, 1], np.clip(base + 1, 0, 255))]
+    far = [_exchange("ab", [0, 1], np.clip(base + 8, 0, 255))]
+    bar = judge(near, baseline, Reference(10, 1.9, far), margin_db=1.0, min_psnr_db=25)
+    assert bar.kind == FEWER_STEPS and bar.cleared and bar.reference_steps == 10 and bar.images == 2
+    assert bar.required_psnr_db == bar.reference_psnr_db + 1.0
+    same = judge(far, baseline, Reference(10, 1.9, far), margin_db=1.0, min_psnr_db=25)
+    assert not same.cleared and "10 steps" in same.explain()
+    assert judge(near, baseline, Reference(10, 1.0, baseline), 1.0, 25).note.endswith("ignores its step count")
+    assert judge(near, baseline, Reference(10, failure="crashed: x"), 1.0, 25).kind == "floor"
+
+
+def test_a_file_whose_inference_hard_codes_its_steps_cannot_be_cut(tmp_path: Path):
+    cases = {
+        "generated.py": "NUM_INFERENCE_STEPS = 20\ndef inference(pipe, prompts, generator):\n    return pipe(num_inference_steps=NUM_INFERENCE_STEPS)\n",
+        "no_inference.py": "pipe = None\n",
+        "literal.py": "def inference(pipe, prompts, generator):\n    return pipe(num_inference_steps=20)\n",
+    }
+    for name, source in cases.items():
+        (tmp_path / name).write_text(source)
+    assert {name: settable_steps(tmp_path / name) for name in cases} == {
+        "generated.py": True,
+        "no_inference.py": True,
+        "literal.py": False,
+    }
