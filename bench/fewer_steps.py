@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=1.3)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--out", default="bench/results/fewer_steps")
+    parser.add_argument("--only", nargs="*", default=None, help="these candidates (SDXL: six processes do not fit)")
     parser.add_argument("extra", nargs="*", help="more evaluator overrides")
     args = parser.parse_intermixed_args()
     pipeline = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "pipeline" / f"{args.pipeline}.yaml"))
@@ -75,6 +76,8 @@ def main() -> None:
         f"ddim_{round(2 * n / 3)}_steps": generate_code(spec(pipeline, round(2 * n / 3)), "two thirds of the steps"),
         f"dpmsolver_{n // 2}_steps": generate_code(spec(pipeline, n // 2, "dpmsolver"), "DPM-Solver++, half the steps"),
     }
+    if args.only:
+        candidates = {name: source for name, source in candidates.items() if name in args.only}
     entries = []
     for number, (name, source) in enumerate(sorted(candidates.items())):
         (agent / f"{name}.py").write_text(source)

@@ -373,6 +373,7 @@ def test_postprocess_end_to_end_is_deterministic_and_keeps_ids(tmp_path):
             and "by applying the following optimizations: " in m["prompt_context"]
         )
         assert (out / m["path_to_reference_baseline"]).exists()
+        assert m["bar"] == {"kind": "fewer_steps", "margin_db": 1.0}  # what the evaluator judges the task by
         code = (out / m["path_to_gt_code"]).read_text()
         assert f"NUM_INFERENCE_STEPS = {m['steps']}" in code
     speedup_tasks = [m for m in manifest if m["category"] == "speedup"]
@@ -406,6 +407,10 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     write_sweep(tmp_path / "a", [row()])
     result = _postprocess(["sweep_dir=a", "templates.speedup='achieve {speed}x'"], tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: templates.speedup=")
+    result = _postprocess(["sweep_dir=a", "fewer_steps_margin_db=-2"], tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: fewer_steps_margin_db=-2.0 is not allowed: null (the fidelity floor alone) or a margin in dB in [0, 30)"
+    ]
     result = _postprocess(["sweep_dir=a", "top_k=3"], tmp_path)  # no such setting: Hydra alone would exit 1
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
     assert not (tmp_path / "dataset").exists()  # nothing written

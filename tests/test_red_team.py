@@ -267,8 +267,9 @@ def inference(pipe, prompts, generator):
     return honest(pipe, prompts, generator)
 """,
     ),
-    # trivial accelerations: the task's own sampler at fewer steps, another sampler at fewer steps, a
-    # smaller image upscaled, a batch partly computed and partly copied
+    # trivial accelerations: the task's own sampler at fewer steps, a smaller image upscaled, a batch
+    # partly computed and partly copied (another sampler at fewer steps is judged by the same rule, and
+    # on the tiny pipeline DPM-Solver++ at 3 steps beats DDIM's 3-step cut: bench/results/fewer_steps)
     "half_steps": (
         "no_better_than_fewer_steps",
         """
@@ -281,19 +282,6 @@ def inference(pipe, prompts, generator):
         """
 def inference(pipe, prompts, generator):
     return pipe(prompt=list(prompts), generator=generator, num_inference_steps=2 * STEPS // 3, height=64, width=64, output_type="np").images
-""",
-    ),
-    "dpm_solver_half_steps": (
-        "no_better_than_fewer_steps",
-        """
-from diffusers import DPMSolverMultistepScheduler
-_load = load_pipeline
-def load_pipeline(model_id, device="cpu", dtype=torch.float32):
-    pipe = _load(model_id, device, dtype)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
-    return pipe
-def inference(pipe, prompts, generator):
-    return pipe(prompt=list(prompts), generator=generator, num_inference_steps=STEPS // 2, height=64, width=64, output_type="np").images
 """,
     ),
     "low_resolution": (
@@ -361,7 +349,7 @@ PROCESS_CHEATS = [
     "wrong_size",
 ]
 PIPELINE_CHEATS = ["other_seed"]  # what a prompt-keyed replay returns, on real images
-TRIVIAL = ["half_steps", "two_thirds_steps", "dpm_solver_half_steps", "low_resolution", "partial_copy"]
+TRIVIAL = ["half_steps", "two_thirds_steps", "low_resolution", "partial_copy"]
 
 
 def _source(cheat: str, core: str) -> str:
@@ -513,11 +501,7 @@ def test_honest_files_pass_on_the_pipeline_and_trivial_accelerations_do_not(tmp_
     assert {n: records[n]["reason"] for n in cheats} == {n: CHEATS[n][0] for n in cheats}, {
         n: records[n]["error"] for n in cheats
     }
-    for name in (
-        "half_steps",
-        "two_thirds_steps",
-        "dpm_solver_half_steps",
-    ):  # judged against the baseline cut to their speed
+    for name in ("half_steps", "two_thirds_steps"):  # judged against the baseline cut to their speed
         bar = records[name]["bar"]
         assert bar["kind"] == "fewer_steps" and 1 <= bar["reference_steps"] < STEPS and bar["margin_db"] == 1.0
         assert bar["psnr_db"] < bar["required_psnr_db"] and bar["images"] == 8, bar

@@ -14,7 +14,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -51,6 +51,7 @@ class PostprocessConfig:
     verify: bool = True
     confirm: bool = False
     confirm_repeats: int = 3
+    fewer_steps_margin_db: Optional[float] = 1.0  # each task's bar in the manifest (null: the fidelity floor alone)
     cache_dir: str = "~/.cache/accel_bench"
 
 
@@ -72,6 +73,11 @@ def check(cfg: Any) -> None:
     for budget in cfg.budgets:
         if not 0 <= budget < 1:
             raise ConfigError("budgets", list(cfg.budgets), "CLIP-loss budgets in [0, 1), e.g. [0.02,0.05]")
+    margin = cfg.fewer_steps_margin_db
+    if margin is not None and (isinstance(margin, bool) or not 0 <= margin < 30):
+        raise ConfigError(
+            "fewer_steps_margin_db", margin, "null (the fidelity floor alone) or a margin in dB in [0, 30)"
+        )
     if cfg.confirm_repeats < 1:
         raise ConfigError("confirm_repeats", cfg.confirm_repeats, "an integer >= 1")
     if cfg.start_id < 0:
@@ -199,7 +205,10 @@ def postprocess(cfg: Any) -> Report:
         for path, spec in tqdm(written, desc="verify generated code", unit="file"):
             verify_file(path, spec, cfg.cache_dir)
 
-    manifest = sorted((manifest_entry(t, ids[t.original_filename]) for t in tasks), key=lambda r: int(r["prompt_id"]))
+    manifest = sorted(
+        (manifest_entry(t, ids[t.original_filename], cfg.fewer_steps_margin_db) for t in tasks),
+        key=lambda r: int(r["prompt_id"]),
+    )
     _write_json(out / "manifest.json", manifest)
     _write_json(mapping_path, dict(sorted(ids.items())))
     return Report(

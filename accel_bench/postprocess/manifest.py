@@ -95,7 +95,13 @@ def reference_baseline_path(entry: Entry) -> str:
     return f"gt_code/baselines/{entry.pipeline}_{entry.scheduler}_{entry.steps}.py"
 
 
-def manifest_entry(task: Task, prompt_id: int) -> dict[str, Any]:
+def task_bar(margin_db: Optional[float]) -> dict[str, Any]:
+    """What a task's fidelity is judged against in the evaluator: the baseline cut to the file's
+    speed, beaten by ``margin_db`` of pooled PSNR (null: the evaluator's fidelity floor alone)."""
+    return {"kind": "floor"} if margin_db is None else {"kind": "fewer_steps", "margin_db": margin_db}
+
+
+def manifest_entry(task: Task, prompt_id: int, margin_db: Optional[float]) -> dict[str, Any]:
     e = task.entry
     record = {
         "original_filename": task.original_filename,
@@ -125,6 +131,7 @@ def manifest_entry(task: Task, prompt_id: int) -> dict[str, Any]:
         "measured_clip_loss": e.clip_loss,
         "weights": e.weights,
         "run_id": e.run_id,
+        "bar": task_bar(margin_db),
     }
     if e.weights == "random":
         record["note"] = RANDOM_NOTE
