@@ -22,13 +22,24 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from . import session
 from .codefile import settable_steps
 from .protocol import Exchange
 from .sandbox import SandboxInfo
 from .session import Settings, SideSpec
+from .verdicts import images_by_input, input_key
 
 FEWER_STEPS = "fewer_steps"
+MARGIN_ALLOWED = "null (the fidelity floor alone) or a margin in dB in [0, 30)"
+
+
+def check_margin(margin: Optional[float]) -> None:
+    """``fewer_steps_margin_db``, in the evaluator's config and post-process's alike."""
+    if margin is not None and (isinstance(margin, bool) or not 0 <= margin < 30):
+        raise ConfigError("fewer_steps_margin_db", margin, MARGIN_ALLOWED)
+
+
 REFERENCE_LABEL = "fewer steps {steps}"
 
 
@@ -59,20 +70,16 @@ def chosen_steps(measured: dict[int, "Reference"], candidates: Sequence[int], sp
     return max(candidates)
 
 
-def _key(exchange: Exchange, i: int) -> tuple[str, int]:
-    return exchange.prompts[i], exchange.seeds[i]
-
-
 def pooled_psnr(
     side: Sequence[Exchange], baseline: Sequence[Exchange], keys: Optional[set] = None
 ) -> tuple[float, set]:
     """(PSNR in dB of the mean squared error over every image of ``side`` with a baseline image for
     the same input (and in ``keys``, if given), capped at 99 dB; the inputs it covered)."""
-    reference = {_key(e, i): e.images[i] for e in baseline for i in range(len(e.images))}
+    reference = images_by_input(baseline)
     errors, covered = [], set()
     for exchange in side:
         for i, image in enumerate(exchange.images):
-            key = _key(exchange, i)
+            key = input_key(exchange, i)
             if key in reference and (keys is None or key in keys) and key not in covered:
                 covered.add(key)
                 diff = image.astype(np.float64) - reference[key].astype(np.float64)

@@ -12,6 +12,7 @@ from ..config import CONF_DIR, ClipConfig, PipelineConfig, PromptsConfig, group_
 from ..errors import ConfigError
 from ..pipelines import random_weights_dir
 from ..prompts import load_prompts
+from .bar import check_margin
 from .sandbox import SandboxConfig
 
 PIPELINES = tuple(group_options("pipeline"))
@@ -83,9 +84,7 @@ def check(cfg: Any) -> str:
         raise ConfigError("batch_size", cfg.batch_size, "null (the task's) or an integer >= 1")
     if not 0 < cfg.min_psnr_db < 99:
         raise ConfigError("min_psnr_db", cfg.min_psnr_db, "a PSNR in dB between 0 and 99")
-    margin = cfg.fewer_steps_margin_db
-    if margin is not None and (isinstance(margin, bool) or not 0 <= margin < 30):
-        raise ConfigError("fewer_steps_margin_db", margin, "null (the floor alone) or a margin in dB in [0, 30)")
+    check_margin(cfg.fewer_steps_margin_db)
     load_prompts(cfg.prompts)
     if cfg.manifest is not None:
         if not Path(cfg.manifest).is_file():

@@ -98,18 +98,23 @@ class ImageFindings:
     unfaithful: int  # checked images below the floor
 
 
-def _key(exchange: Exchange, i: int) -> tuple[str, int]:
+def input_key(exchange: Exchange, i: int) -> tuple[str, int]:
+    """What makes an image the same input's: its prompt and seed."""
     return exchange.prompts[i], exchange.seeds[i]
+
+
+def images_by_input(exchanges: Sequence[Exchange]) -> dict[tuple[str, int], np.ndarray]:
+    return {input_key(e, i): e.images[i] for e in exchanges for i in range(len(e.images))}
 
 
 def image_findings(side: Sequence[Exchange], baseline: Sequence[Exchange], min_psnr_db: float) -> ImageFindings:
     """Check every image a side returned against the baseline's images for the same inputs."""
-    reference = {_key(e, i): e.images[i] for e in baseline for i in range(len(e.images))}
+    reference = images_by_input(baseline)
     seen: dict[str, tuple[str, int]] = {}
     wrong, values = None, []
     for exchange in side:
         for i, image in enumerate(exchange.images):
-            key = _key(exchange, i)
+            key = input_key(exchange, i)
             if wrong is None and int(image.max()) - int(image.min()) <= 2:
                 wrong = f"a constant image (all pixels {int(image.min())}..{int(image.max())}) for prompt {key[0]!r}"
             digest = hashlib.sha1(image.tobytes()).hexdigest()

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from ..errors import ConfigError
+from ..evaluate.bar import check_margin
 from ..record import RESULT_FILE
 from ..sweep.layout import SweepLayout
 from .codegen import CodeSpec, generate_code
@@ -73,11 +74,7 @@ def check(cfg: Any) -> None:
     for budget in cfg.budgets:
         if not 0 <= budget < 1:
             raise ConfigError("budgets", list(cfg.budgets), "CLIP-loss budgets in [0, 1), e.g. [0.02,0.05]")
-    margin = cfg.fewer_steps_margin_db
-    if margin is not None and (isinstance(margin, bool) or not 0 <= margin < 30):
-        raise ConfigError(
-            "fewer_steps_margin_db", margin, "null (the fidelity floor alone) or a margin in dB in [0, 30)"
-        )
+    check_margin(cfg.fewer_steps_margin_db)
     if cfg.confirm_repeats < 1:
         raise ConfigError("confirm_repeats", cfg.confirm_repeats, "an integer >= 1")
     if cfg.start_id < 0:
