@@ -1,8 +1,8 @@
 """Baselines measured once: kept per process, and shared on disk by a sweep's parallel jobs.
 
 The key holds everything that changes a baseline measurement (pipeline, scheduler, steps,
-batching, prompts, seed, warm-up, device, dtype, guidance, resolution, FLOP counting, CLIP
-model). On disk the first job to take a key's file lock measures; the others wait and load.
+batching, prompts, seed, warm-up, device, dtype, guidance, resolution, FLOP counting, the metrics and
+their weights). On disk the first job to take a key's file lock measures; the others wait and load.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _IN_PROCESS: dict[str, "Baseline"] = {}
 @dataclass(frozen=True)
 class Baseline:
     measurement: Measurement
-    clip_scores: np.ndarray  # per image, in prompt order
+    references: dict[str, np.ndarray]  # metric name -> what it computed once from these images (Metric.reference)
 
 
 def baseline_key(**fields: Any) -> str:
@@ -37,7 +37,8 @@ def _save(folder: Path, key: str, baseline: Baseline) -> None:
     m = baseline.measurement
     timings = {f.name: getattr(m, f.name) for f in dataclasses.fields(m) if f.name not in ("images", "checks")}
     timings["checks"] = [dataclasses.asdict(check) for check in m.checks]
-    np.savez(folder / f"{key}.tmp.npz", images=m.images, clip_scores=baseline.clip_scores)
+    references = {f"reference_{name}": value for name, value in baseline.references.items()}
+    np.savez(folder / f"{key}.tmp.npz", images=m.images, **references)
     (folder / f"{key}.tmp.npz").replace(folder / f"{key}.npz")
     (folder / f"{key}.json").write_text(json.dumps(timings, indent=1) + "\n")  # written last: marks it complete
 
@@ -48,7 +49,8 @@ def _load(folder: Path, key: str) -> Optional[Baseline]:
     timings = json.loads((folder / f"{key}.json").read_text())
     timings["checks"] = [PassCheck.from_json(check) for check in timings.get("checks", [])]
     arrays = np.load(folder / f"{key}.npz")
-    return Baseline(Measurement(images=arrays["images"], **timings), arrays["clip_scores"])
+    references = {name.removeprefix("reference_"): arrays[name] for name in arrays.files if name != "images"}
+    return Baseline(Measurement(images=arrays["images"], **timings), references)
 
 
 def get_or_measure(

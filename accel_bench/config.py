@@ -17,10 +17,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig
 
-from . import accelerators
+from . import accelerators, metrics
 from .accelerators import Target
 from .errors import ConfigError, exit_2_on_config_error
 from .measure import WarmupPolicy
+from .metrics import ClipConfig, LpipsConfig
 from .pipelines import architecture_config, is_local_path
 from .prompts import load_prompts
 from .record import check_summary
@@ -58,13 +59,6 @@ class PromptsConfig:
     path: Optional[str] = None
 
 
-@dataclass
-class ClipConfig:
-    model: str = "auto"  # auto | tiny | an open_clip model name
-    pretrained: Optional[str] = None  # open_clip pretrained tag; null = random init
-    batch_size: int = 16
-
-
 AccelConfig = make_dataclass(
     "AccelConfig",
     [("name", str, MISSING), ("methods", List[str], field(default_factory=list))]
@@ -84,7 +78,9 @@ class RunConfig:
     scheduler: SchedulerConfig = MISSING
     accel: AccelConfig = MISSING  # type: ignore[valid-type]
     prompts: PromptsConfig = MISSING
+    metrics: List[str] = field(default_factory=lambda: list(metrics.DEFAULT))  # accel_bench.metrics, by name
     clip: ClipConfig = field(default_factory=ClipConfig)
+    lpips: LpipsConfig = field(default_factory=LpipsConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     steps: int = 50
     batch_size: int = 4
@@ -234,6 +230,7 @@ class Checked:
     base_methods: list[accelerators.Accelerator]  # the baseline's: none (eager) or torch.compile
     prompts: list[str]  # the first num_prompts
     device: str  # resolved: cpu | cuda | cuda:N
+    metrics: list[str]  # what scores the images, in accel_bench.metrics' order
 
 
 def check(cfg: DictConfig) -> "Checked":
@@ -271,8 +268,7 @@ def check(cfg: DictConfig) -> "Checked":
         check_summary(Path(cfg.summary_path))
     except ValueError as error:
         raise ConfigError("summary_path", cfg.summary_path, f"a new file or an accel_bench summary ({error})") from None
-    if cfg.clip.batch_size < 1:
-        raise ConfigError("clip.batch_size", cfg.clip.batch_size, "an integer >= 1")
+    chosen_metrics = metrics.check(cfg)
 
     pipeline = cfg.pipeline
     if pipeline.family not in FAMILIES:
@@ -316,7 +312,7 @@ def check(cfg: DictConfig) -> "Checked":
         least, why = method.warmup_needed()
         if cfg.warmup_batches != "auto" and cfg.warmup_batches < least:
             raise ConfigError("warmup_batches", cfg.warmup_batches, f"auto or >= {least} {why}")
-    return Checked(target, methods, base_methods, prompts[: cfg.num_prompts], device)
+    return Checked(target, methods, base_methods, prompts[: cfg.num_prompts], device, chosen_metrics)
 
 
 def resolve_device(device: str) -> str:

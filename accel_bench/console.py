@@ -18,9 +18,11 @@ def format_summary(row: Row, summary_path: str) -> str:
     if row.status != "ok":
         return f"{row.status}: {row.error}\nrow appended to {summary_path}"
     a, b = row.accelerated, row.base
-    fidelity = f"PSNR {fmt(row.psnr_db, '.1f')} dB, SSIM {fmt(row.ssim, '.3f')}"
-    random_note = (
-        "  (random weights: not a quality measure)" if row.clip_weights == "random" or row.weights == "random" else ""
+    fidelity = f"PSNR {fmt(row.psnr_db, '.1f')} dB, SSIM {fmt(row.ssim, '.3f')}, LPIPS {fmt(row.lpips, '.4f')}"
+    random = row.weights == "random" or any(w.endswith("/random") for w in row.metric_weights.values())
+    random_note = "  (random weights: not a quality measure)" if random else ""
+    scored_by = ", ".join(
+        f"{name} {weights}" for name, weights in sorted(row.metric_weights.items()) if weights != "none"
     )
     lines = [
         f"{row.pipeline_label} [{row.weights} weights] | {row.scheduler_class} {row.steps} steps | "
@@ -42,8 +44,8 @@ def format_summary(row: Row, summary_path: str) -> str:
             else []
         ),
         f"{'CLIP score':24}{fmt(b.clip_score, '.2f'):>12}{fmt(a.clip_score, '.2f'):>22}   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
-        f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}",
-        f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | CLIP {row.clip_model} ({row.clip_weights})",
+        f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}{random_note if row.lpips is not None else ''}",
+        f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | scored by {scored_by or '-'}",
         *watch_lines(row),
         f"row appended to {summary_path}; details in {row.run_dir}/{RESULT_FILE}",
     ]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import accelerators, config
+from . import accelerators, config, metrics
 from .baselines import Baseline, baseline_key, get_or_measure
 from .environment import (
     DTYPE_NAMES,
@@ -36,7 +36,6 @@ from .environment import (
 from .errors import ConfigError
 from .images import to_uint8
 from .measure import Generate, Measurement, measure_sides, paired_passes, speedup_ratios
-from .metrics import choose_clip, clip_scorer, psnr_db, ssim
 from .pipelines import LoadedPipeline, cached_pipeline, set_scheduler
 from .record import Row, Side, append_summary, upsert_summary, write_result
 
@@ -215,8 +214,7 @@ def _run_checked(
     prepared = prepare_pipeline(cfg, gpus_asked, checked.device)
     loaded, device, dtype, resolution = prepared.loaded, prepared.device, prepared.dtype, prepared.resolution
     pipe, prompts, methods, base_methods = loaded.pipe, checked.prompts, checked.methods, checked.base_methods
-    clip = choose_clip(cfg.clip.model, cfg.clip.pretrained, cfg.pipeline.weights)
-    scorer = clip_scorer(clip, device, cfg.clip.batch_size)
+    scorers = metrics.build(checked.metrics, cfg, cfg.pipeline.weights, device)
     log.info(
         "%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s, against the %s baseline",
         cfg.pipeline.label,
@@ -234,7 +232,7 @@ def _run_checked(
 
     def measure_baseline() -> Baseline:
         (measured,) = _measure([("baseline", base_methods)], pipe, prompts, cfg, device, resolution, interleave=False)
-        return Baseline(measured, scorer.scores(measured.images, prompts))
+        return Baseline(measured, _references(scorers, measured.images, prompts))
 
     if cfg.interleave:  # the baseline is re-measured, its passes alternating with the accelerated ones
         base_side, accel_side = _measure(
@@ -246,13 +244,13 @@ def _run_checked(
             resolution,
             interleave=True,
         )
-        baseline, baseline_cached = Baseline(base_side, scorer.scores(base_side.images, prompts)), False
+        baseline, baseline_cached = Baseline(base_side, _references(scorers, base_side.images, prompts)), False
     else:
         key = baseline_key(
             pipeline={k: cfg.pipeline[k] for k in ("family", "weights", "architecture", "model_id")},
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
             prompts=prompts,
-            clip=clip.label,
+            metrics={m.name: m.weights for m in scorers},
             device=physical_device(device),
             dtype=DTYPE_NAMES[dtype],
             resolution=resolution,
@@ -278,20 +276,15 @@ def _run_checked(
         (accel_side,) = _measure([(cfg.accel.name, methods)], pipe, prompts, cfg, device, resolution, interleave=False)
     base, accel = baseline.measurement, accel_side
     scoring_began = time.perf_counter()
-    base_clip = float(baseline.clip_scores.mean())
-    accel_clip = float(scorer.scores(accel.images, prompts).mean())
-    fidelity_psnr, fidelity_ssim = (
-        float(np.mean(psnr_db(base.images, accel.images))),
-        float(np.mean(ssim(base.images, accel.images, device))),
-    )
+    scored = [m.score(base.images, accel.images, prompts, baseline.references.get(m.name)) for m in scorers]
     scoring_s = time.perf_counter() - scoring_began
     if cfg.save_images:
         _save_images(run_dir, {"baseline": base, "accel": accel})
 
     base_passes, accel_passes = paired_passes(base, accel, interleaved=bool(cfg.interleave))
     ratios = speedup_ratios(base, accel, interleaved=bool(cfg.interleave))
-    accelerated = Side.of(accel, accel_clip, compiled=accelerators.compiles(methods), passes=accel_passes)
-    base_side = Side.of(base, base_clip, compiled=bool(base_methods), passes=base_passes)
+    accelerated = Side.of(accel, compiled=accelerators.compiles(methods), passes=accel_passes)
+    base_side = Side.of(base, compiled=bool(base_methods), passes=base_passes)
     row = Row(
         status="ok",
         num_images=accel.num_images,
@@ -310,16 +303,20 @@ def _run_checked(
         speedup_min=min(ratios),
         speedup_max=max(ratios),
         flops_ratio=_ratio(base.flops_per_image, accel.flops_per_image),
-        clip_loss=_ratio(base_clip - accel_clip, base_clip),
-        clip_model=clip.label,
-        clip_weights=clip.weights,
-        psnr_db=fidelity_psnr,
-        ssim=fidelity_ssim,
+        metric_weights={m.name: found.weights for m, found in zip(scorers, scored)},
         scoring_s=scoring_s,
         isolation=accel.isolation,
         accelerated=accelerated,
         base=base_side,
         **identity,
     )
+    for found in scored:
+        row.put(found.values)
     row.disturbed = row.disturbance()
     return row
+
+
+def _references(scorers: list[metrics.Metric], images: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
+    """What each metric computes once from a baseline's images, kept with the baseline."""
+    found = {m.name: m.reference(images, prompts) for m in scorers}
+    return {name: value for name, value in found.items() if value is not None}

@@ -68,9 +68,7 @@ class Side:
         )
 
     @classmethod
-    def of(
-        cls, measured: Measurement, clip_score: float, compiled: bool, passes: Optional[Sequence[int]] = None
-    ) -> "Side":
+    def of(cls, measured: Measurement, compiled: bool, passes: Optional[Sequence[int]] = None) -> "Side":
         """The side over the ``passes`` its comparison uses (``measure.paired_passes``; default all)."""
         passes = range(measured.repeats) if passes is None else passes
         batches = [t for r in passes for t in measured.pass_batch_times_s(r)]
@@ -83,7 +81,6 @@ class Side:
             batch_time_max_s=max(batches),
             flops_per_image=measured.flops_per_image,
             peak_mem_gb=measured.peak_mem_gb,
-            clip_score=clip_score,
             warmup_batches=measured.warmup_batches,
             warmup_s=sum(measured.warmup_times_s),
             measured_s=measured.measured_s,
@@ -126,8 +123,9 @@ class Row:
 
     ``speedup`` = base latency / accelerated latency (the median of per-repeat ratios);
     ``flops_ratio`` = base FLOPs / accelerated FLOPs (the speedup the FLOPs alone would predict);
-    ``clip_loss`` = (base CLIP - accelerated CLIP) / base CLIP; PSNR and SSIM compare each
-    accelerated image with the baseline image of the same prompt.
+    ``clip_loss`` = (base CLIP - accelerated CLIP) / base CLIP; PSNR, SSIM and LPIPS compare each
+    accelerated image with the baseline image of the same prompt (``accel_bench.metrics``; a metric
+    the run's ``metrics`` list left out leaves its columns empty).
     """
 
     run_id: str  # sha1 of the resolved run config: the same config gives the same id
@@ -155,6 +153,9 @@ class Row:
     clip_weights: Optional[str] = None
     psnr_db: Optional[float] = None
     ssim: Optional[float] = None
+    ssim_loss: Optional[float] = None  # 1 - SSIM: what a budget on SSIM bounds
+    lpips: Optional[float] = None  # mean LPIPS against the baseline's image for the same prompt and seed
+    metric_weights: dict[str, str] = field(default_factory=dict)  # metric -> what scored it (metrics.Metric.weights)
     versions: dict[str, str] = field(default_factory=dict)
     pipeline_label: Optional[str] = None
     family: Optional[str] = None  # sd | sdxl
@@ -171,7 +172,7 @@ class Row:
     repeats: Optional[int] = None  # passes over the prompt set, per side
     interleaved: Optional[bool] = None  # baseline and accelerated passes alternated (baseline re-measured)
     baseline: Optional[str] = None  # what the speedup is over: eager, or compile:<mode> (the UNet, whole graph)
-    scoring_s: Optional[float] = None  # seconds of this job's CLIP scoring and PSNR / SSIM
+    scoring_s: Optional[float] = None  # seconds of this job's metrics (accel_bench.metrics) on its images
     pipeline_load_s: Optional[float] = None  # 0 when the process already had the pipeline
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
     # wall seconds since the process's previous job (its first: since the process started)
@@ -194,6 +195,20 @@ class Row:
             if side.causes()
         ]
         return " | ".join(parts) or None
+
+    def put(self, values: dict[str, Any]) -> None:
+        """Set values by their flat (CSV) column names: ``base_x`` is the baseline side's ``x``."""
+        for column, value in values.items():
+            for name, prefix in sorted(_SIDE_PREFIXES.items(), key=lambda item: -len(item[1])):
+                side = getattr(self, name)
+                key = column[len(prefix) :]
+                if column.startswith(prefix) and key in {f.name for f in dataclasses.fields(Side)}:
+                    setattr(side, key, value)
+                    break
+            else:
+                if column not in _FIELDS:
+                    raise KeyError(f"{column} is no column of the row")
+                setattr(self, column, value)
 
     def to_json(self) -> dict[str, Any]:
         """Nested: the sides under ``accelerated`` and ``base``."""

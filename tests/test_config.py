@@ -77,6 +77,8 @@ RULES = [
     (["baseline.compile=fast"], "baseline.compile"),
     (["baseline.compile=reduce-overhead", "device=cpu"], "baseline.compile"),  # CUDA graphs need a GPU
     (["accel=deepcache", "baseline.compile=default", "warmup_batches=0"], "warmup_batches"),
+    (["metrics=[clip,fid]"], "metrics"),
+    (["lpips.net=resnet"], "lpips.net"),
     (["dtype=fp8"], "dtype"),
     (["dtype=fp16", "device=cpu"], "dtype"),
     ([f"device=cuda:{torch.cuda.device_count()}"], "device"),

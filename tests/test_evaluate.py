@@ -24,6 +24,7 @@ from accel_bench.evaluate.serve import as_images
 from accel_bench.evaluate.session import SideResult, SideSpec
 from accel_bench.evaluate.verdicts import median_interval, speed_verdict
 from accel_bench.measure import FreshInputs, WarmupPolicy, measure_sides
+from accel_bench.metrics import Metric, Scored
 
 from .test_postprocess import row, write_sweep
 
@@ -120,6 +121,12 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
         assert side["passed"] == (side["reason"] is None)
         assert side["passed"] <= (side["speedup"] >= 1.5 and side["clip_loss"] <= 0.05)
     assert metrics["clip_loss"] == metrics["gt"]["clip_loss"]  # the same code gives the same images
+    assert metrics["lpips"] == metrics["gt"]["lpips"] and metrics["lpips"] >= 0 and entry["budget_metric"] == "clip"
+    assert metrics["metric_weights"] == {
+        "clip": "accel-bench-tiny-clip/random",
+        "lpips": "lpips-v0.1/alex/random",
+        "ssim": "none",
+    }
     assert metrics["psnr_min_db"] == metrics["gt"]["psnr_min_db"] >= 25 and metrics["images_checked"] == 2
     assert metrics["baseline"]["path"].endswith(entry["path_to_reference_baseline"])
     assert metrics["model_weights"] == "random" and isinstance(metrics["input_seed"], int)
@@ -146,6 +153,8 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
         (["baseline=a.py", "candidate=b.py", "steps=abc"], "steps"),
         (["min_psnr_db=0"], "min_psnr_db"),
         (["fewer_steps_margin_db=-1"], "fewer_steps_margin_db"),
+        (["budget_metric=psnr"], "budget_metric"),
+        (["metrics=[clip,hpsv2]"], "metrics"),
         (["max_repeats=0"], "max_repeats"),
         (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "sandbox.memory_gb=-1"], "sandbox.memory_gb"),
     ],
@@ -256,12 +265,18 @@ def test_the_verdict_interval_is_the_range_for_few_passes_and_narrows_with_more(
     ] == ["passed", "failed", "inconclusive"]
 
 
-class _Scorer:
-    """CLIP stand-in: a score per image, its mean brightness."""
+class _Brightness(Metric):
+    """CLIP stand-in: a score per image, its mean brightness; its loss the relative drop."""
 
-    def scores(self, images, prompts):
-        assert len(images) == len(prompts)
-        return 10 + images.reshape(len(images), -1).mean(axis=1)
+    name = "clip"
+    columns = ("clip_score", "base_clip_score", "clip_loss")
+    budget_column = "clip_loss"
+    weights = "brightness"
+
+    def score(self, base_images, images, prompts, reference):
+        assert len(images) == len(prompts) == len(base_images)
+        base, mine = (float(np.mean(10 + x.reshape(len(x), -1).mean(axis=1))) for x in (base_images, images))
+        return Scored({"clip_score": mine, "base_clip_score": base, "clip_loss": (base - mine) / base}, self.weights)
 
 
 def _side(label, images, seconds, failure=None):
@@ -287,15 +302,11 @@ def test_records_name_every_reason_that_applies(make, seconds, target, budget, r
     base_images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     base = _side("baseline", base_images, [1.0, 1.0])
     side = _side("candidate", make(base_images), seconds)
-    scorer = _Scorer()
-    record = compare(
-        base, side, scorer.scores(base_images.astype(np.float32) / 255, list("abcd")), scorer, target, budget, 25.0
-    )
+    record = compare(base, side, [_Brightness()], target, budget, 25.0)
     assert record["reasons"] == reasons and record["reason"] == (reasons[0] if reasons else None)
     assert record["passed"] is (not reasons) and record["images_checked"] == 4
-    failed = compare(
-        _side("baseline", base_images, [], Failure("crashed", "boom")), side, None, scorer, target, budget, 25.0
-    )
+    assert record["metric_weights"] == ({"clip": "brightness"} if "wrong_images" not in reasons else {})
+    failed = compare(_side("baseline", base_images, [], Failure("crashed", "boom")), side, [], target, budget, 25.0)
     assert failed["reason"] == "baseline_failed" and failed["passed"] is False
 
 
@@ -367,16 +378,7 @@ def test_an_open_verdict_is_re_measured_and_stays_open_if_the_passes_disagree(tm
     settings = session.Settings("unused", 64, 2, "cpu", "auto", 0, WarmupPolicy(1), 2, 6, 60)
     sides = [SideSpec("baseline", tmp_path / "base.py", 6), SideSpec("erratic", tmp_path / "erratic.py", 6, (1.0,))]
     results, _ = session.run(sides, settings, info, list("abcd"), input_seed=3)
-    scorer = _Scorer()
-    record = compare(
-        results["baseline"],
-        results["erratic"],
-        scorer.scores(np.zeros((8, 1, 1, 3)), list("abcdefgh")),
-        scorer,
-        1.0,
-        None,
-        25.0,
-    )
+    record = compare(results["baseline"], results["erratic"], [_Brightness()], 1.0, None, 25.0)
     # re-measured to the cap; its passes of the minority speed are outlier batches, which the record names,
     # and with or without them the verdict stays open
     assert record["passes_measured"] == 6 and record["verdict"] == "inconclusive" and record["reason"] == "inconclusive"

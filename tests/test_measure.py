@@ -79,7 +79,7 @@ def test_timing_arithmetic_names_its_denominators(monkeypatch):
     assert result.warmup_times_s == [5.0]
     assert result.batch_times_s == [1.0, 2.0, 3.0]
     assert result.latency_s == pytest.approx(6.0 / 5)  # seconds per image: total / images
-    assert Side.of(result, clip_score=0.0, compiled=False).images_per_s == pytest.approx(5 / 6.0)  # as the row keeps it
+    assert Side.of(result, compiled=False).images_per_s == pytest.approx(5 / 6.0)  # as the row keeps it
     assert (result.batch_time_median_s, result.batch_time_min_s, result.batch_time_max_s) == (2.0, 1.0, 3.0)
 
 

@@ -61,3 +61,79 @@ def test_random_clip_score_is_deterministic_and_in_range():
 def test_unknown_clip_model_fails_loudly():
     with pytest.raises(RuntimeError):
         ClipScorer(ClipChoice("no-such-clip-model", None), torch.device("cpu"))
+
+
+def test_lpips_orders_distortions_and_is_the_same_random_network_every_time():
+    """Its heads ship with the package; a random backbone is seeded, so random-weight rows agree run to run."""
+    from accel_bench.metrics.perceptual import lpips_distances, lpips_network
+
+    a, slight = _pair(seed=1, noise=0.02)
+    _, heavy = _pair(seed=1, noise=0.3)
+    net = lpips_network("alex", False, torch.device("cpu"))
+    near, far, same = (lpips_distances(net, a, b, batch_size=2) for b in (slight, heavy, a))
+    assert near.shape == (3,) and np.allclose(same, 0, atol=1e-6)
+    assert (near > 0).all() and (far > near).all()
+    lpips_network.cache_clear()
+    again = lpips_distances(lpips_network("alex", False, torch.device("cpu")), a, heavy, batch_size=3)
+    np.testing.assert_allclose(again, far, rtol=1e-5)
+
+
+def test_every_metric_fills_only_row_columns_and_says_what_scored_it():
+    from omegaconf import OmegaConf
+
+    from accel_bench import metrics
+    from accel_bench.config import RunConfig
+    from accel_bench.metrics.perceptual import pretrained_backbone, weights_label
+    from accel_bench.record import COLUMNS
+
+    cfg = OmegaConf.structured(RunConfig)
+    a, b = _pair(noise=0.05)
+    prompts = ["a cat", "a dog", "a car"]
+    built = metrics.build(list(metrics.METRICS), cfg, "random", torch.device("cpu"))
+    assert [m.name for m in built] == list(metrics.METRICS) == ["clip", "psnr", "ssim", "lpips"]
+    for metric in built:
+        scored = metric.score(a, b, prompts, metric.reference(a, prompts))
+        assert set(scored.values) == set(metric.columns) <= set(COLUMNS), metric.name
+        assert metric.budget_column is None or metric.budget_column in metric.columns
+        assert scored.weights == "none" or scored.weights.endswith("/random"), scored.weights  # random pipeline
+    by_name = {m.name: m for m in built}
+    assert by_name["ssim"].score(a, a, prompts, None).values["ssim_loss"] == pytest.approx(0.0)
+    assert by_name["clip"].score(a, a, prompts, None).values["clip_loss"] == pytest.approx(0.0, abs=1e-6)
+    # the ImageNet backbone for pretrained pipelines (its download is the user's), labelled so
+    assert [pretrained_backbone(b, w) for b in ("auto", "pretrained", "random") for w in ("pretrained", "random")] == [
+        True,
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert weights_label("vgg", True) == "lpips-v0.1/vgg/imagenet"
+    assert metrics.BUDGET_METRICS == ("clip", "ssim", "lpips")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"metrics": ["clip", "fid"]}, "metrics"),
+        ({"metrics": ["clip", "clip"]}, "metrics"),
+        ({"metrics": []}, "metrics"),
+        ({"lpips": {"net": "resnet"}}, "lpips.net"),
+        ({"lpips": {"backbone": "imagenet"}}, "lpips.backbone"),
+        ({"lpips": {"batch_size": 0}}, "lpips.batch_size"),
+    ],
+)
+def test_metric_config_errors_name_the_key(override, key):
+    from omegaconf import OmegaConf
+
+    from accel_bench import metrics
+    from accel_bench.config import RunConfig
+    from accel_bench.errors import ConfigError
+
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), override)
+    with pytest.raises(ConfigError) as found:
+        metrics.check(cfg)
+    assert found.value.key == key
+    with pytest.raises(ConfigError) as found:
+        metrics.check_budget_metric("psnr")  # a PSNR is no loss a budget can bound
+    assert "clip | ssim | lpips" in str(found.value)

@@ -91,7 +91,7 @@ def test_repeats_give_median_and_spread(monkeypatch):
         fake_generate, list("abcd"), batch_size=2, seed=0, warmup_batches=0, repeats=3, device=CPU, count_flops=False
     )
     assert result.repeat_latencies_s == [0.5, 1.0, 0.75]
-    side = Side.of(result, clip_score=0.0, compiled=False)  # as the row keeps it
+    side = Side.of(result, compiled=False)  # as the row keeps it
     assert (result.latency_s, side.latency_s, side.latency_min_s, side.latency_max_s) == (0.75, 0.75, 0.5, 1.0)
     assert side.latency_spread == pytest.approx(0.5 / 0.75) and side.images_per_s == pytest.approx(1 / 0.75)
     assert result.measured_s == pytest.approx(9.0)  # every measured batch of every repeat

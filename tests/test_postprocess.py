@@ -411,9 +411,39 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: fewer_steps_margin_db=-2.0 is not allowed: null (the fidelity floor alone) or a margin in dB in [0, 30)"
     ]
+    result = _postprocess(["sweep_dir=a", "budget_metric=psnr_db"], tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: budget_metric='psnr_db' is not allowed: clip | ssim | lpips"
+    ]
+    result = _postprocess(["sweep_dir=a", "budget_metric=lpips", "budgets=[0.1,2]"], tmp_path)
+    assert result.returncode == 2 and "budgets on LPIPS in [0, 1)" in result.stderr
     result = _postprocess(["sweep_dir=a", "top_k=3"], tmp_path)  # no such setting: Hydra alone would exit 1
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
     assert not (tmp_path / "dataset").exists()  # nothing written
+
+
+def test_budgets_bound_the_metric_they_name(tmp_path):
+    """budget_metric=lpips selects under LPIPS; a row that did not measure it is left out, and says so."""
+    from accel_bench.postprocess.select import left_out
+
+    rows = [
+        row(speedup=3.0, clip_loss=0.001, lpips=0.2),
+        row(accel="tome", speedup=2.0, clip_loss=0.03, lpips=0.05),
+        row(accel="tgate", speedup=2.5, clip_loss=0.0),  # measured without LPIPS (metrics=[clip,...])
+    ]
+    folder = write_sweep(tmp_path / "sweep", rows)
+    by_clip, _ = read_summaries([folder])
+    assert [(e.accel, e.budget_metric, e.loss) for e in select(by_clip, [0.01], True)] == [("deepcache", "clip", 0.001)]
+    by_lpips, statuses = read_summaries([folder], "lpips")
+    (entry,) = select(by_lpips, [0.1], True, "lpips")
+    assert (entry.accel, entry.loss, entry.clip_loss, entry.budget_metric) == ("tome", 0.05, 0.03, "lpips")
+    reasons = left_out(by_lpips, include_random=True, include_disturbed=False)
+    assert [m.accel for m in reasons["the budget metric not measured (not in the sweep's metrics list)"]] == ["tgate"]
+    (gap,) = gaps([("tiny", "ddim", 25)], [0.01], by_lpips, statuses, [], True, "LPIPS")
+    assert gap.reason == "no accelerated row within the budget (lowest LPIPS among faster rows: 0.0500)"
+    unmeasured, statuses = read_summaries([write_sweep(tmp_path / "old", [rows[2]])], "lpips")
+    (gap,) = gaps([("tiny", "ddim", 25)], [0.1], unmeasured, statuses, [], True, "LPIPS")
+    assert gap.reason.startswith("LPIPS not measured by the accelerated rows")
 
 
 def test_candidates_exclude_controls_and_slowdowns(tmp_path):

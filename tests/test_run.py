@@ -106,7 +106,14 @@ def test_cli_run_writes_row_result_and_images(tmp_path):
     assert row.flops_per_image < row.base_flops_per_image  # DeepCache skips work
     assert row.clip_loss == pytest.approx((row.base_clip_score - row.clip_score) / row.base_clip_score)
     assert (row.clip_model, row.clip_weights) == ("accel-bench-tiny-clip", "random")
-    assert 0 < row.ssim <= 1 and row.psnr_db > 0
+    assert 0 < row.ssim <= 1 and row.psnr_db > 0 and row.ssim_loss == pytest.approx(1 - row.ssim)
+    assert 0 < row.lpips < 1  # DeepCache's images differ from the baseline's, a little
+    assert json.loads(row.metric_weights) == {
+        "clip": "accel-bench-tiny-clip/random",
+        "lpips": "lpips-v0.1/alex/random",
+        "psnr": "none",
+        "ssim": "none",
+    }
     assert (row["device"], row["dtype"]) == ("cpu", "fp32") and pd.isna(row["peak_mem_gb"])
     assert row.host_cpu == row.device_name  # on a CPU run the device is the host
     assert row.measured_s == pytest.approx(row.latency_s * row.num_images)  # one repeat on the CPU
@@ -118,6 +125,18 @@ def test_cli_run_writes_row_result_and_images(tmp_path):
     assert saved["row"]["run_id"] == row.run_id and saved["config"]["accel"]["cache_interval"] == 2
     for side in ("baseline", "accel"):
         assert sorted(p.name for p in (run_dir / "images" / side).iterdir()) == ["0000.png", "0001.png", "0002.png"]
+
+
+def test_the_metrics_list_decides_what_is_scored(tmp_path):
+    """A metric left out of ``metrics`` leaves its columns empty (not zero): nothing claims a score not taken."""
+    summary = tmp_path / "summary.csv"
+    result = run_cli([*FAST, "metrics=[psnr,lpips]", f"summary_path={summary}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = read_rows(summary)
+    assert row.clip_loss is None and row.accelerated.clip_score is None and row.ssim is None
+    assert row.psnr_db > 0 and row.lpips > 0
+    assert row.metric_weights == {"lpips": "lpips-v0.1/alex/random", "psnr": "none"}
+    assert "CLIP score" in result.stdout and "LPIPS" in result.stdout
 
 
 def test_same_config_same_images_and_files(tmp_path, monkeypatch):

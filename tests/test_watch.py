@@ -114,7 +114,7 @@ def test_a_contended_pass_is_measured_again_and_left_out(monkeypatch):
     # pass 2's first batch waited 90% of its time for a CPU: measured again, the figures use passes 1 and 3
     measured = _sides(monkeypatch, Watch(ScriptedHost([0.0, 0.01, 0.9, 0.0, 0.02, 0.0]), DeviceWatch(CPU)))
     assert measured.repeats == 3 and measured.clean_passes == [0, 2]
-    side = Side.of(measured, 0.0, compiled=False, passes=measured.clean_passes)
+    side = Side.of(measured, compiled=False, passes=measured.clean_passes)
     assert (side.dropped_passes, side.contended_batches, side.causes()) == (1, 0, [])
 
 
@@ -123,7 +123,7 @@ def test_contention_that_persists_is_reported_not_hidden(monkeypatch):
     assert measured.repeats == 4 and measured.clean_passes == []  # the cap: max_repeats
     base_passes, passes = paired_passes(measured, measured, interleaved=False)
     assert passes == [0, 1, 2, 3]  # no clean pass: all of them, and the row says why
-    side = Side.of(measured, 0.0, compiled=False, passes=passes)
+    side = Side.of(measured, compiled=False, passes=passes)
     assert side.contended_batches == 8 and side.host_wait_max == 0.9
     assert side.causes() == ["8 batch(es) on a busy host (waited up to 90% for a CPU)"]
     row_ = Row(run_id="x", timestamp="t", status="ok", accel="deepcache", accelerated=side, base=Side())
@@ -218,7 +218,7 @@ def test_a_pass_beside_other_gpu_work_is_disturbed(monkeypatch):
     measured = _sides(monkeypatch, watch)
     assert measured.clean_passes == [] and measured.isolation == "checked"
     assert measured.checks[0].causes() == ["other GPU work: pid 200 (up to 57% SM)"]
-    side = Side.of(measured, 0.0, compiled=False)
+    side = Side.of(measured, compiled=False)
     assert (side.disturbed_passes, side.other_gpu_work) == (4, ["pid 200 (up to 57% SM)"])
 
 
@@ -306,6 +306,6 @@ def test_pairs_whose_baseline_pass_was_disturbed_are_left_out_of_a_verdict():
     # the baseline's second pass ran on a busy host (slow): the candidate would look 3x there
     base = side("baseline", [1.0, 3.0, 1.0], [PassCheck(), busy, PassCheck()])
     candidate = side("candidate", [1.0, 1.0, 1.0], [PassCheck()] * 3, (1.3,))
-    record = compare(base, candidate, None, None, 1.3, None, 25.0)
+    record = compare(base, candidate, [], 1.3, None, 25.0)
     assert record["speedups"] == [1.0, 1.0] and record["reason"] == "too_slow"
     assert record["disturbed"] == "baseline: busy host" and record["clean_passes"] == 2

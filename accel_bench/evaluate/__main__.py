@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> None:
             f"  latency {fmt(m['latency_s'], '.4f')} s/image vs baseline {fmt(m['base_latency_s'], '.4f')}: "
             f"speedup {fmt(m['speedup'], '.2f')}x ({fmt(m['speedup_low'], '.2f')}-{fmt(m['speedup_high'], '.2f')} over "
             f"{m['repeats']} passes), CLIP loss {fmt(m['clip_loss'], '+.2%')}, PSNR {fmt(m['psnr_db'], '.1f')} dB "
-            f"(lowest {fmt(m['psnr_min_db'], '.1f')}), round trip {fmt(m['round_trip_share'], '.2%')} of a batch"
+            f"(lowest {fmt(m['psnr_min_db'], '.1f')}), LPIPS {fmt(m['lpips'], '.4f')}, round trip {fmt(m['round_trip_share'], '.2%')} of a batch"
         )
         if m["disturbed"]:
             print(f"  DISTURBED ({m['clean_passes']} pass pairs clean on both sides): {m['disturbed']}")
@@ -52,7 +52,7 @@ def main(cfg: DictConfig) -> None:
                     "(waited out after its passes, charged to it)"
                 )
         if m["model_weights"] == "random":
-            print("  (random weights: speed is real, CLIP loss and PSNR are not quality measures)")
+            print("  (random weights: speed is real, CLIP loss, LPIPS and PSNR are not quality measures)")
         return
     rows = evaluate_manifest(cfg, info)
     ok = [r for r in rows if r["status"] == "ok"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
-from ..config import CONF_DIR, ClipConfig, PipelineConfig, PromptsConfig, group_options
+from .. import metrics
+from ..config import CONF_DIR, PipelineConfig, PromptsConfig, group_options
 from ..errors import ConfigError
+from ..metrics import ClipConfig, LpipsConfig
 from ..pipelines import random_weights_dir
 from ..prompts import load_prompts
 from .bar import check_margin
@@ -28,6 +30,7 @@ class EvaluateConfig:
     steps: Optional[int] = None
     target_speedup: Optional[float] = None
     quality_budget: Optional[float] = None
+    budget_metric: str = "clip"  # pair mode: the metric quality_budget bounds (a manifest's entries name their own)
     out_dir: Optional[str] = None
     models: Dict[str, str] = field(default_factory=lambda: {name: "auto" for name in PIPELINES})
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
@@ -49,7 +52,9 @@ class EvaluateConfig:
     save_images: bool = False
     allow_unsandboxed: bool = False
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    metrics: List[str] = field(default_factory=lambda: ["clip", "ssim", "lpips"])  # PSNR: the image checks' own
     clip: ClipConfig = field(default_factory=ClipConfig)
+    lpips: LpipsConfig = field(default_factory=LpipsConfig)
     cache_dir: str = "~/.cache/accel_bench"
 
 
@@ -85,6 +90,8 @@ def check(cfg: Any) -> str:
     if not 0 < cfg.min_psnr_db < 99:
         raise ConfigError("min_psnr_db", cfg.min_psnr_db, "a PSNR in dB between 0 and 99")
     check_margin(cfg.fewer_steps_margin_db)
+    metrics.check(cfg)
+    metrics.check_budget_metric(cfg.budget_metric)
     load_prompts(cfg.prompts)
     if cfg.manifest is not None:
         if not Path(cfg.manifest).is_file():

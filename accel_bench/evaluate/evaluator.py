@@ -11,13 +11,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .. import metrics as metric_plugins
 from ..config import resolve_device, resolve_repeats, warmup_policy
-from ..metrics import choose_clip, clip_scorer
 from ..prompts import load_prompts
 from . import bar, session
 from .codefile import code_identity, declared_steps
 from .config import model_location
-from .records import clip_scores, compare, needs_reference, watched
+from .records import compare, needs_reference, watched
 from .sandbox import SandboxInfo
 from .session import SideResult, SideSpec
 
@@ -43,12 +43,15 @@ def _settings(cfg: Any, model_id: str, resolution: int, batch_size: int) -> sess
     )
 
 
-def _scorer(cfg: Any, weights: str):
-    return clip_scorer(
-        choose_clip(cfg.clip.model, cfg.clip.pretrained, weights),
-        torch.device(resolve_device(cfg.device)),
-        cfg.clip.batch_size,
-    )
+def _scorers(cfg: Any, weights: str, budget_metrics: set[str]) -> list[metric_plugins.Metric]:
+    """The configured metrics, and every metric a budget is set on."""
+    names = sorted(set(cfg.metrics) | budget_metrics, key=list(metric_plugins.METRICS).index)
+    return metric_plugins.build(names, cfg, weights, torch.device(resolve_device(cfg.device)))
+
+
+def budget_metric(entry: dict) -> str:
+    """The metric a task's quality budget bounds (a manifest written before budgets had a metric: CLIP)."""
+    return entry.get("budget_metric", "clip")
 
 
 def _save_images(folder: Path, results: dict[str, SideResult], batches: int) -> None:
@@ -61,10 +64,6 @@ def _save_images(folder: Path, results: dict[str, SideResult], batches: int) -> 
             images = np.concatenate([e.images for e in result.measured[:batches]])
             for index, pixels in enumerate(images):
                 Image.fromarray(pixels).save(folder / label / f"{index:04d}.png")
-
-
-def _base_scores(scorer: Any, base: SideResult) -> Optional[np.ndarray]:
-    return clip_scores(scorer, base) if base.failure is None and base.measured else None
 
 
 def _baseline_record(base: SideResult) -> dict[str, Any]:
@@ -169,25 +168,23 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
         results, secret = session.run(sides, settings, info, prompts, cfg.input_seed)
         margin = _margin(cfg, first)
         references = _references(margin, sides, results, settings, info, prompts, secret)
-        scorer = _scorer(cfg, weights)
+        scorers = _scorers(cfg, weights, {budget_metric(e) for e in group})
         base = results["baseline"]
-        base_scores = _base_scores(scorer, base)
         for entry in group:
             target, budget = entry["target_speedup"], entry["quality_budget"]
             label = f"candidate {entry['prompt_id']}"
             candidate = results[label]
             judged = dict(
-                min_psnr_db=cfg.min_psnr_db, margin_db=margin or 0.0, no_reference="" if margin is not None else NO_BAR
+                min_psnr_db=cfg.min_psnr_db,
+                margin_db=margin or 0.0,
+                no_reference="" if margin is not None else NO_BAR,
+                budget_metric=budget_metric(entry),
             )
             metrics = {
                 "prompt_id": entry["prompt_id"],
                 "task_key": entry["task_key"],
-                **compare(
-                    base, candidate, base_scores, scorer, target, budget, reference=references.get(label), **judged
-                ),
-                "gt": compare(
-                    base, results["gt"], base_scores, scorer, target, budget, reference=references.get("gt"), **judged
-                ),
+                **compare(base, candidate, scorers, target, budget, reference=references.get(label), **judged),
+                "gt": compare(base, results["gt"], scorers, target, budget, reference=references.get("gt"), **judged),
                 "baseline": _baseline_record(base),
                 "num_images": len(prompts),
                 **_common(weights, secret, info, settings),
@@ -205,6 +202,7 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
                     "difficulty": entry["difficulty"],
                     "target_speedup": target,
                     "quality_budget": budget,
+                    "budget_metric": budget_metric(entry),
                     "status": metrics["status"],
                     "verdict": metrics["verdict"],
                     "passed": metrics["passed"],
@@ -213,6 +211,7 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
                     "speedup_low": metrics["speedup_low"],
                     "speedup_high": metrics["speedup_high"],
                     "clip_loss": metrics["clip_loss"],
+                    "lpips": metrics["lpips"],
                     "psnr_min_db": metrics["psnr_min_db"],
                     "bar": (metrics["bar"] or {}).get("kind"),
                     "bar_psnr_db": (metrics["bar"] or {}).get("psnr_db"),
@@ -254,17 +253,17 @@ def evaluate_pair(cfg: Any, info: SandboxInfo) -> dict[str, Any]:
     results, secret = session.run(sides, settings, info, prompts, cfg.input_seed)
     margin = _margin(cfg)
     references = _references(margin, sides, results, settings, info, prompts, secret)
-    scorer = _scorer(cfg, weights)
+    scorers = _scorers(cfg, weights, {cfg.budget_metric} if cfg.quality_budget is not None else set())
     base = results["baseline"]
     metrics = {
         **compare(
             base,
             results["candidate"],
-            _base_scores(scorer, base),
-            scorer,
+            scorers,
             cfg.target_speedup,
             cfg.quality_budget,
             cfg.min_psnr_db,
+            budget_metric=cfg.budget_metric,
             reference=references.get("candidate"),
             margin_db=margin or 0.0,
             no_reference="" if margin is not None else NO_BAR,

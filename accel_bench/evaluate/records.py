@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-import numpy as np
-
+from ..metrics import METRICS, Metric
 from ..record import Side
 from ..watch.checks import PassCheck
 from ..watch.device import busiest
 from .bar import Bar, Reference, judge
 from .session import SideResult, ratios, watched_pairs
-from .verdicts import REASONS, image_findings, median_interval, summarize_psnr, watched_verdict
+from .verdicts import REASONS, image_findings, median_interval, paired_images, summarize_psnr, watched_verdict
 
 
-def clip_scores(scorer: Any, result: SideResult) -> np.ndarray:
-    images = np.concatenate([e.images for e in result.measured]).astype(np.float32) / 255
-    return scorer.scores(images, [p for e in result.measured for p in e.prompts])
-
-
-def _empty(side: SideResult, target: Optional[float], budget: Optional[float], min_psnr_db: float) -> dict[str, Any]:
+def _empty(
+    side: SideResult, target: Optional[float], budget: Optional[float], budget_metric: str, min_psnr_db: float
+) -> dict[str, Any]:
     return {
         "path": str(side.spec.path),
         "status": "failed",
@@ -42,10 +38,9 @@ def _empty(side: SideResult, target: Optional[float], budget: Optional[float], m
         "latency_spread": None,
         "clean_passes": None,  # pairs of passes clean on both sides: the verdict's passes
         "disturbed": None,  # what made passes not clean, per side
-        "clip_score": None,
-        "base_clip_score": None,
-        "clip_loss": None,
-        "psnr_db": None,
+        **{column: None for cls in METRICS.values() for column in cls.columns},  # the metrics' values
+        "metric_weights": {},  # metric -> what scored it (accel_bench.metrics)
+        "psnr_db": None,  # the median of the per-image checks against the floor
         "psnr_min_db": None,
         "images_checked": 0,
         "images_unfaithful": 0,
@@ -53,6 +48,7 @@ def _empty(side: SideResult, target: Optional[float], budget: Optional[float], m
         "bar": None,  # what fidelity was judged against: the floor, or the baseline cut to the same speed
         "target_speedup": target,
         "quality_budget": budget,
+        "budget_metric": budget_metric if budget is not None else None,
         "warmup_batches": side.warmup_batches,
         "batch_time_s": side.batch_time_s,
         "round_trip_s": side.round_trip_s,
@@ -111,11 +107,11 @@ def needs_reference(base: SideResult, side: SideResult, targets: tuple[float, ..
 def compare(
     base: SideResult,
     side: SideResult,
-    base_scores: Optional[np.ndarray],
-    scorer: Any,
+    scorers: Sequence[Metric],
     target: Optional[float],
     budget: Optional[float],
     min_psnr_db: float,
+    budget_metric: str = "clip",
     reference: Optional[Reference] = None,
     margin_db: float = 0.0,
     no_reference: str = "",
@@ -123,7 +119,7 @@ def compare(
     """The record of ``side`` measured against ``base`` in one session. A file with a target is judged
     against ``reference`` (the baseline cut to its speed) when one was measured, else against the floor
     alone, ``no_reference`` saying why."""
-    record = _empty(side, target, budget, min_psnr_db)
+    record = _empty(side, target, budget, budget_metric, min_psnr_db)
     reasons: list[str] = []
     if base.failure is not None:
         reasons.append("baseline_failed")
@@ -165,16 +161,21 @@ def compare(
             clean_passes=len(clean),
             disturbed=" | ".join(_disturbance("baseline", base) + _disturbance("this file", side)) or None,
         )
-        if found.wrong is None and base_scores is not None:
-            base_clip, clip = float(base_scores.mean()), float(clip_scores(scorer, side).mean())
-            record.update(
-                base_clip_score=base_clip,
-                clip_score=clip,
-                clip_loss=(base_clip - clip) / base_clip if base_clip else None,
-            )
-            if budget is not None and (record["clip_loss"] is None or record["clip_loss"] > budget):
+        if found.wrong is None and found.checked:
+            base_images, images, prompts = paired_images(side.measured, base.measured)
+            for metric in scorers:
+                if metric.name != "psnr":  # PSNR is the image checks' own, per image
+                    scored = metric.score(base_images, images, prompts, None)
+                    record.update(scored.values)
+                    record["metric_weights"][metric.name] = scored.weights
+        if found.wrong is None and budget is not None:
+            cls = METRICS[budget_metric]
+            value = record.get(cls.budget_column)
+            if value is None or value > budget:
                 reasons.append("over_budget")
-                record["error"] = record["error"] or f"CLIP loss {record['clip_loss']:+.2%} over the budget {budget:g}"
+                record["error"] = record["error"] or (
+                    f"{cls.budget_label} {'not measured' if value is None else format(value, '.4f')} over the budget {budget:g}"
+                )
         if target is not None and found.wrong is None:
             bar = (
                 judge(side.measured, base.measured, reference, margin_db, min_psnr_db)

@@ -107,6 +107,18 @@ def images_by_input(exchanges: Sequence[Exchange]) -> dict[tuple[str, int], np.n
     return {input_key(e, i): e.images[i] for e in exchanges for i in range(len(e.images))}
 
 
+def paired_images(side: Sequence[Exchange], baseline: Sequence[Exchange]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(the baseline's images, the side's, their prompts) for every input both saw, as [0, 1] arrays."""
+    reference = images_by_input(baseline)
+    keys = [input_key(e, i) for e in side for i in range(len(e.images))]
+    mine = [e.images[i] for e in side for i in range(len(e.images))]
+    pairs = [(reference[k], image, k[0]) for k, image in zip(keys, mine) if k in reference]
+    if not pairs:
+        return np.zeros((0, 1, 1, 3)), np.zeros((0, 1, 1, 3)), []
+    base, images, prompts = zip(*pairs)
+    return np.stack(base).astype(np.float32) / 255, np.stack(images).astype(np.float32) / 255, list(prompts)
+
+
 def image_findings(side: Sequence[Exchange], baseline: Sequence[Exchange], min_psnr_db: float) -> ImageFindings:
     """Check every image a side returned against the baseline's images for the same inputs."""
     reference = images_by_input(baseline)

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from .. import metrics
 from ..errors import ConfigError
 from ..evaluate.bar import check_margin
 from ..record import RESULT_FILE
@@ -44,6 +45,7 @@ class PostprocessConfig:
     sweep_dir: Any = MISSING  # a folder or a list of folders written by run.py -m
     out_dir: str = "dataset"
     budgets: List[float] = MISSING
+    budget_metric: str = "clip"  # what the budgets bound: clip (CLIP loss) | ssim (1 - SSIM) | lpips
     include_random: bool = False
     include_disturbed: bool = False
     start_id: int = 192
@@ -71,9 +73,11 @@ def check(cfg: Any) -> None:
     for folder in sweep_dirs(cfg):
         if not SweepLayout(folder).summary.is_file():
             raise ConfigError("sweep_dir", str(folder), "a sweep folder written by run.py -m (with a summary.csv)")
+    metrics.check_budget_metric(cfg.budget_metric)
     for budget in cfg.budgets:
         if not 0 <= budget < 1:
-            raise ConfigError("budgets", list(cfg.budgets), "CLIP-loss budgets in [0, 1), e.g. [0.02,0.05]")
+            label = metrics.METRICS[cfg.budget_metric].budget_label
+            raise ConfigError("budgets", list(cfg.budgets), f"budgets on {label} in [0, 1), e.g. [0.02,0.05]")
     check_margin(cfg.fewer_steps_margin_db)
     if cfg.confirm_repeats < 1:
         raise ConfigError("confirm_repeats", cfg.confirm_repeats, "an integer >= 1")
@@ -88,7 +92,7 @@ def check(cfg: Any) -> None:
             ) from None
 
 
-def confirm_by_rerun(folder: Path, repeats: int):
+def confirm_by_rerun(folder: Path, repeats: int, budget_metric: str):
     """Re-run a row's own config (from its result.json), interleaved against a re-measured baseline."""
     from omegaconf import OmegaConf
 
@@ -103,7 +107,9 @@ def confirm_by_rerun(folder: Path, repeats: int):
         row = experiment.run(config, folder / m.run_id)
         if row.status != "ok":
             return Confirmation(0.0, 0.0, 0.0, None)  # a winner that cannot be re-measured does not hold up
-        return Confirmation(row.speedup, row.speedup_min, row.speedup_max, row.clip_loss)
+        return Confirmation(
+            row.speedup, row.speedup_min, row.speedup_max, getattr(row, metrics.budget_column(budget_metric))
+        )
 
     return confirm
 
@@ -146,25 +152,30 @@ def postprocess(cfg: Any) -> Report:
     check(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    read, statuses = read_summaries(sweep_dirs(cfg))
+    read, statuses = read_summaries(sweep_dirs(cfg), cfg.budget_metric)
+    label = metrics.METRICS[cfg.budget_metric].budget_label
     measured = [m for m in read if cfg.include_disturbed or not m.disturbed]
     budgets = sorted(cfg.budgets)
     notes: list[str] = []
     if cfg.confirm:
         entries, notes = select_confirmed(
-            measured, budgets, cfg.include_random, confirm_by_rerun(out / "confirm", cfg.confirm_repeats)
+            measured,
+            budgets,
+            cfg.include_random,
+            confirm_by_rerun(out / "confirm", cfg.confirm_repeats, cfg.budget_metric),
+            cfg.budget_metric,
         )
     else:
-        entries = select(measured, budgets, cfg.include_random)
+        entries = select(measured, budgets, cfg.include_random, cfg.budget_metric)
     grid = [(p, s, n) for p in cfg.grid.pipelines for s in cfg.grid.schedulers for n in cfg.grid.steps]
-    missing = gaps(grid, budgets, measured, statuses, entries, cfg.include_random)
+    missing = gaps(grid, budgets, measured, statuses, entries, cfg.include_random, label)
 
     _write_json(
         out / "search_params.json", {"entries": [e.to_json() for e in entries], "missing": [vars(g) for g in missing]}
     )
     _write_coverage(out / "coverage.csv", grid, budgets, entries, missing)
     shown = [m for m in measured if cfg.include_random or m.weights == "pretrained"]
-    plots = plot_all(shown, budgets, out / "plots")
+    plots = plot_all(shown, budgets, out / "plots", label)
 
     tasks = build_tasks(entries, dict(cfg.templates))
     mapping_path = out / "file_id_mapping.json"
@@ -180,7 +191,7 @@ def postprocess(cfg: Any) -> Report:
         e = task.entry
         doc = (
             f"{task.text}\n\nGround truth by accel_bench: {task.optimizations}.\n"
-            f"Measured {e.speedup:.2f}x at CLIP loss {e.clip_loss:.4f} (budget {e.quality_budget:g}), batch size "
+            f"Measured {e.speedup:.2f}x at {label} {e.loss:.4f} (budget {e.quality_budget:g}), batch size "
             f"{e.batch_size}, {e.weights} weights, on {e.device_name} (run {e.run_id})."
         )
         path = code_dir / f"{ids[task.original_filename]}.py"
@@ -239,7 +250,8 @@ def _write_coverage(path: Path, grid, budgets, entries, missing) -> None:
                 "batch_size",
                 "best_speedup",
                 "accel",
-                "clip_loss",
+                "budget_metric",
+                "loss",
                 "reason",
             ]
         )
@@ -252,7 +264,18 @@ def _write_coverage(path: Path, grid, budgets, entries, missing) -> None:
                 ]
                 for e in found:
                     writer.writerow(
-                        [pipeline, scheduler, steps, budget, e.batch_size, e.speedup, e.accel, e.clip_loss, ""]
+                        [
+                            pipeline,
+                            scheduler,
+                            steps,
+                            budget,
+                            e.batch_size,
+                            e.speedup,
+                            e.accel,
+                            e.budget_metric,
+                            e.loss,
+                            "",
+                        ]
                     )
                 if not found:
                     writer.writerow(
@@ -261,6 +284,7 @@ def _write_coverage(path: Path, grid, budgets, entries, missing) -> None:
                             scheduler,
                             steps,
                             budget,
+                            "",
                             "",
                             "",
                             "",

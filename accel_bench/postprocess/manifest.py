@@ -122,6 +122,7 @@ def manifest_entry(task: Task, prompt_id: int, margin_db: Optional[float]) -> di
         "resolution": e.resolution,
         "batch_size": e.batch_size,
         "quality_budget": e.quality_budget,
+        "budget_metric": e.budget_metric,  # what the budget bounds (accel_bench.metrics)
         "accel": e.accel,
         "methods": list(task.methods),
         "params": e.params,
@@ -129,6 +130,7 @@ def manifest_entry(task: Task, prompt_id: int, margin_db: Optional[float]) -> di
         "measured_speedup": e.speedup,
         "confirmed_speedup": e.confirmed_speedup,
         "measured_clip_loss": e.clip_loss,
+        "measured_loss": e.loss,  # the budget metric's value
         "weights": e.weights,
         "run_id": e.run_id,
         "bar": task_bar(margin_db),

@@ -27,7 +27,11 @@ def pareto_front(points: Sequence[tuple[float, float]], lower_x_is_better: bool)
     return sorted(front)
 
 
-def plot_all(measured: Sequence[Measured], budgets: Sequence[float], folder: Path) -> list[Path]:
+def plot_all(
+    measured: Sequence[Measured], budgets: Sequence[float], folder: Path, loss_label: str = "CLIP loss"
+) -> list[Path]:
+    """One figure per (pipeline, scheduler, steps, batch size): speedup against the budget metric
+    (``loss_label``) and against PSNR, each with its Pareto front."""
     groups: dict[tuple, list[Measured]] = defaultdict(list)
     for m in measured:
         groups[(m.pipeline, m.scheduler, m.steps, m.batch_size)].append(m)
@@ -40,33 +44,36 @@ def plot_all(measured: Sequence[Measured], budgets: Sequence[float], folder: Pat
             budgets,
             path,
             f"{rows[0].pipeline_label} | {rows[0].scheduler_label} | {steps} steps | batch {batch_size}",
+            loss_label,
         )
         written.append(path)
     return written
 
 
-def _plot_group(rows: Sequence[Measured], budgets: Sequence[float], path: Path, title: str) -> None:
+def _plot_group(rows: Sequence[Measured], budgets: Sequence[float], path: Path, title: str, loss_label: str) -> None:
     fig, (by_loss, by_psnr) = plt.subplots(1, 2, figsize=(12, 4.8))
     methods = sorted({m.accel for m in rows})
     for index, method in enumerate(methods):
         mine = [m for m in rows if m.accel == method]
         marker = MARKERS[index % len(MARKERS)]
-        by_loss.scatter([m.clip_loss for m in mine], [m.speedup for m in mine], marker=marker, label=method, alpha=0.75)
+        scored = [m for m in mine if m.loss is not None]
+        by_loss.scatter([m.loss for m in scored], [m.speedup for m in scored], marker=marker, label=method, alpha=0.75)
         finite = [m for m in mine if m.psnr_db is not None and m.psnr_db != float("inf")]
         by_psnr.scatter(
             [m.psnr_db for m in finite], [m.speedup for m in finite], marker=marker, label=method, alpha=0.75
         )
 
-    front = pareto_front([(m.clip_loss, m.speedup) for m in rows], lower_x_is_better=True)
-    by_loss.plot(
-        *zip(*front),
-        color="black",
-        linewidth=1.5,
-        marker="o",
-        markersize=11,
-        markerfacecolor="none",
-        label="Pareto front",
-    )
+    front = pareto_front([(m.loss, m.speedup) for m in rows if m.loss is not None], lower_x_is_better=True)
+    if front:
+        by_loss.plot(
+            *zip(*front),
+            color="black",
+            linewidth=1.5,
+            marker="o",
+            markersize=11,
+            markerfacecolor="none",
+            label="Pareto front",
+        )
     for budget in sorted(budgets):
         by_loss.axvline(budget, linestyle="--", color="grey", linewidth=1)
         by_loss.text(budget, by_loss.get_ylim()[1], f" budget {budget:g}", va="top", fontsize=8, color="grey")
@@ -83,7 +90,7 @@ def _plot_group(rows: Sequence[Measured], budgets: Sequence[float], path: Path, 
         )
 
     random = any(m.weights == "random" or m.clip_weights == "random" for m in rows)
-    by_loss.set(xlabel="CLIP loss (relative to baseline)", ylabel="speedup (x)")
+    by_loss.set(xlabel=f"{loss_label} (against the baseline)", ylabel="speedup (x)")
     by_psnr.set(xlabel="PSNR to baseline images (dB)", ylabel="speedup (x)")
     by_loss.legend(fontsize=8)
     fig.suptitle(title + ("  [random weights: quality axes are not meaningful]" if random else ""), fontsize=10)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .. import accelerators
+from .. import accelerators, metrics
 from ..errors import ConfigError
 from ..record import Row, read_rows
 from ..sweep.layout import SweepLayout
@@ -35,8 +35,9 @@ class Measured:
     methods: list[str]
     params: dict[str, Any]
     speedup: float
-    clip_loss: float
+    clip_loss: Optional[float]
     psnr_db: Optional[float]
+    lpips: Optional[float]
     latency_s: float
     base_latency_s: float
     weights: str
@@ -45,6 +46,7 @@ class Measured:
     device_name: str
     run_dir: str  # holds result.json with the full config: what a confirmation re-runs
     disturbed: Optional[str]  # what disturbed its figures (left out unless include_disturbed=true)
+    loss: Optional[float] = None  # the budget metric's value (budget_metric): larger is worse; None: not measured
 
     @property
     def combination(self) -> tuple[str, str, int]:
@@ -69,7 +71,7 @@ REQUIRED = tuple(
         {
             {"methods": "accel_methods", "params": "accel_params"}.get(f.name, f.name)
             for f in dataclasses.fields(Measured)
-            if f.name != "disturbed"
+            if f.name not in ("disturbed", "lpips", "loss")  # older summaries: undisturbed, no LPIPS
         }
         | {"status"}
     )
@@ -88,17 +90,19 @@ class RowStatus:
     disturbed: bool = False
 
 
-def _measured(row: Row) -> Measured:
+def _measured(row: Row, budget_metric: str) -> Measured:
     return Measured(
         **{
             f.name: _FROM_ROW[f.name](row) if f.name in _FROM_ROW else getattr(row, f.name)
             for f in dataclasses.fields(Measured)
-        }
+            if f.name != "loss"
+        },
+        loss=getattr(row, metrics.budget_column(budget_metric)),
     )
 
 
-def read_summaries(sweep_dirs: Iterable[Path]) -> tuple[list[Measured], list[RowStatus]]:
-    """The ok rows of every sweep's summary, and the status of every row."""
+def read_summaries(sweep_dirs: Iterable[Path], budget_metric: str = "clip") -> tuple[list[Measured], list[RowStatus]]:
+    """The ok rows of every sweep's summary, each with its ``budget_metric`` value, and the status of every row."""
     measured, statuses = [], []
     for sweep_dir in sorted(Path(d) for d in sweep_dirs):
         path = SweepLayout(sweep_dir).summary
@@ -119,5 +123,5 @@ def read_summaries(sweep_dirs: Iterable[Path]) -> tuple[list[Measured], list[Row
             )
             if row.status != "ok" or accelerators.no_code(row.accel_methods, row.accel_params):
                 continue  # a speed that generated code would not reproduce makes no task
-            measured.append(_measured(row))
+            measured.append(_measured(row, budget_metric))
     return measured, statuses

@@ -9,19 +9,20 @@ from typing import Any, Callable, Optional, Sequence
 
 from .records import Measured, RowStatus
 
-RANDOM_NOTE = "measured with random weights: speed is real, CLIP loss and PSNR are not quality measures"
+RANDOM_NOTE = "measured with random weights: speed is real, CLIP loss, LPIPS and PSNR are not quality measures"
 
 
 @dataclass(frozen=True)
 class Entry(Measured):
-    """The ok row with the highest speedup whose CLIP loss is within ``quality_budget``."""
+    """The ok row with the highest speedup whose ``budget_metric`` value (``loss``) is within ``quality_budget``."""
 
-    quality_budget: float
+    quality_budget: float = 0.0
+    budget_metric: str = "clip"
     # with confirm=true: the winner re-measured interleaved against its baseline
     confirmed_speedup: Optional[float] = None
     confirmed_speedup_min: Optional[float] = None
     confirmed_speedup_max: Optional[float] = None
-    confirmed_clip_loss: Optional[float] = None
+    confirmed_loss: Optional[float] = None  # the budget metric's value, re-measured
     reranked: Optional[bool] = None  # the sweep's first choice did not hold up
 
     @property
@@ -47,9 +48,12 @@ class Gap:
 
 
 def candidates(measured: Sequence[Measured], include_random: bool) -> list[Measured]:
-    """Rows that may be selected: accelerated, faster than their baseline, real weights unless admitted."""
+    """Rows that may be selected: accelerated, faster than their baseline, real weights unless admitted,
+    with the budget metric measured."""
     return [
-        m for m in measured if m.accel != "none" and m.speedup > 1 and (include_random or m.weights == "pretrained")
+        m
+        for m in measured
+        if m.accel != "none" and m.speedup > 1 and (include_random or m.weights == "pretrained") and m.loss is not None
     ]
 
 
@@ -65,6 +69,8 @@ def left_out(measured: Sequence[Measured], include_random: bool, include_disturb
             reasons["no faster than their baseline"].append(m)
         elif not include_random and m.weights != "pretrained":
             reasons["random weights (include_random=true admits them)"].append(m)
+        elif m.loss is None:
+            reasons["the budget metric not measured (not in the sweep's metrics list)"].append(m)
     return dict(sorted(reasons.items()))
 
 
@@ -73,7 +79,7 @@ class Confirmation:
     speedup: float  # median of the interleaved pairs' ratios
     speedup_min: float
     speedup_max: float
-    clip_loss: Optional[float]
+    loss: Optional[float]  # the budget metric's value
 
 
 def ranked_within(
@@ -87,21 +93,29 @@ def ranked_within(
     for key in sorted(groups):
         for budget in sorted(budgets):
             within = sorted(
-                (m for m in groups[key] if m.clip_loss <= budget), key=lambda m: (-m.speedup, m.clip_loss, m.sort_key)
+                (m for m in groups[key] if m.loss <= budget), key=lambda m: (-m.speedup, m.loss, m.sort_key)
             )
             if within:
                 ranked[(*key, budget)] = within
     return ranked
 
 
-def _entry(m: Measured, budget: float, **confirmed: Any) -> Entry:
+def _entry(m: Measured, budget: float, budget_metric: str, **confirmed: Any) -> Entry:
     return Entry(
-        **{f.name: getattr(m, f.name) for f in dataclasses.fields(Measured)}, quality_budget=budget, **confirmed
+        **{f.name: getattr(m, f.name) for f in dataclasses.fields(Measured)},
+        quality_budget=budget,
+        budget_metric=budget_metric,
+        **confirmed,
     )
 
 
-def select(measured: Sequence[Measured], budgets: Sequence[float], include_random: bool) -> list[Entry]:
-    return [_entry(rows[0], key[-1]) for key, rows in ranked_within(measured, budgets, include_random).items()]
+def select(
+    measured: Sequence[Measured], budgets: Sequence[float], include_random: bool, budget_metric: str = "clip"
+) -> list[Entry]:
+    return [
+        _entry(rows[0], key[-1], budget_metric)
+        for key, rows in ranked_within(measured, budgets, include_random).items()
+    ]
 
 
 def select_confirmed(
@@ -109,6 +123,7 @@ def select_confirmed(
     budgets: Sequence[float],
     include_random: bool,
     confirm: Callable[[Measured], Confirmation],
+    budget_metric: str = "clip",
 ) -> tuple[list[Entry], list[str]]:
     """Confirm each winner by re-measuring it; while the best confirmed speedup is below the next
     candidate's sweep speedup, confirm that one too. Returns the entries and what was re-ranked."""
@@ -129,10 +144,11 @@ def select_confirmed(
             _entry(
                 best,
                 key[-1],
+                budget_metric,
                 confirmed_speedup=c.speedup,
                 confirmed_speedup_min=c.speedup_min,
                 confirmed_speedup_max=c.speedup_max,
-                confirmed_clip_loss=c.clip_loss,
+                confirmed_loss=c.loss,
                 reranked=best is not rows[0],
             )
         )
@@ -153,6 +169,7 @@ def gaps(
     statuses: Sequence[RowStatus],
     entries: Sequence[Entry],
     include_random: bool,
+    budget_label: str = "CLIP loss",
 ) -> list[Gap]:
     """Every grid combination and budget without an entry, with the reason."""
     covered = {(e.pipeline, e.scheduler, e.steps, e.quality_budget) for e in entries}
@@ -161,12 +178,16 @@ def gaps(
         for budget in sorted(budgets):
             if (*combination, budget) not in covered:
                 found.append(
-                    Gap(*combination, budget, _reason(combination, budget, measured, statuses, include_random))
+                    Gap(
+                        *combination,
+                        budget,
+                        _reason(combination, budget, measured, statuses, include_random, budget_label),
+                    )
                 )
     return found
 
 
-def _reason(combination, budget, measured, statuses, include_random) -> str:
+def _reason(combination, budget, measured, statuses, include_random, budget_label) -> str:
     rows = [s for s in statuses if (s.pipeline, s.scheduler, s.steps) == combination]
     if not rows:
         return "no rows in the sweeps"
@@ -180,7 +201,9 @@ def _reason(combination, budget, measured, statuses, include_random) -> str:
     disturbed = sum(s.disturbed for s in rows)
     if disturbed and not faster:
         return f"no accelerated row faster than its baseline among the undisturbed; {disturbed} disturbed row(s) left out (include_disturbed=true admits them)"
+    if not faster and any(m.loss is None and m.accel != "none" for m in ok):
+        return f"{budget_label} not measured by the accelerated rows (the sweep's metrics list left it out)"
     if not faster:
         return "no accelerated row faster than its baseline"
-    best_loss = min(m.clip_loss for m in faster)
-    return f"no accelerated row within the budget (lowest CLIP loss among faster rows: {best_loss:.4f})"
+    best_loss = min(m.loss for m in faster)
+    return f"no accelerated row within the budget (lowest {budget_label} among faster rows: {best_loss:.4f})"

@@ -1,23 +1,31 @@
-"""Image quality: CLIP score (open_clip) against the prompt, and PSNR / SSIM against the baseline image."""
+"""CLIP score (open_clip) of each image against its prompt: the accelerated side's loss against the baseline's."""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import to_uint8
+from ..images import to_uint8
+from .base import Metric, Scored
 
 TINY_CLIP = "accel-bench-tiny-clip"  # a small randomly initialised CLIP for tiny / random-weight runs
-TINY_CLIP_CONFIG = Path(__file__).parent / "model_configs" / "clip" / f"{TINY_CLIP}.json"
+TINY_CLIP_CONFIG = Path(__file__).parent.parent / "model_configs" / "clip" / f"{TINY_CLIP}.json"
 # DeepCache's evaluation protocol, for pipelines with real weights.
 PRETRAINED_CLIP = ("ViT-g-14", "laion2b_s34b_b88k")
+
+
+@dataclass
+class ClipConfig:
+    model: str = "auto"  # auto | tiny | an open_clip model name
+    pretrained: Optional[str] = None  # open_clip pretrained tag; null = random init
+    batch_size: int = 16
 
 
 @dataclass(frozen=True)
@@ -81,47 +89,35 @@ def clip_scorer(choice: ClipChoice, device: torch.device, batch_size: int) -> Cl
     return ClipScorer(choice, device, batch_size)
 
 
-def psnr_db(reference: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """Per-image PSNR in dB for [0, 1] images; identical images give +inf."""
-    mse = ((reference.astype(np.float64) - images.astype(np.float64)) ** 2).reshape(len(images), -1).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        return 10 * np.log10(1.0 / mse)
+class Clip(Metric):
+    """``clip_loss`` = (base CLIP - accelerated CLIP) / base CLIP, the quality loss DeepCache reports."""
 
+    name = "clip"
+    columns = ("clip_score", "base_clip_score", "clip_loss", "clip_model", "clip_weights")
+    budget_column = "clip_loss"
+    budget_label = "CLIP loss"
 
-def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
+    def __init__(self, cfg: Any, pipeline_weights: str, device: torch.device):
+        self.choice = choose_clip(cfg.model, cfg.pretrained, pipeline_weights)
+        self.scorer = clip_scorer(self.choice, device, cfg.batch_size)
 
+    @property
+    def weights(self) -> str:
+        return self.choice.label if self.choice.pretrained else f"{self.choice.model}/random"
 
-def ssim(
-    reference: np.ndarray, images: np.ndarray, device: torch.device = torch.device("cpu"), chunk: int = 4
-) -> np.ndarray:
-    """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5), averaged over RGB channels.
+    def reference(self, base_images: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+        return self.scorer.scores(base_images, prompts)
 
-    Computed in float64 on the run's ``device``, ``chunk`` images at a time, with the Gaussian
-    window applied as two 1-D passes (it is separable): every sweep job pays this, and a 2-D
-    window on the CPU took 12 s per 1024 px image on two cores.
-    """
-    kernel = _gaussian_kernel().to(device)
-    rows, columns = kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1)
-    c1, c2 = 0.01**2, 0.03**2
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, rows, groups=3), columns, groups=3)
-
-    scores = []
-    for start in range(0, len(images), chunk):
-        x, y = (
-            torch.from_numpy(np.ascontiguousarray(a[start : start + chunk], dtype=np.float64))
-            .to(device)
-            .permute(0, 3, 1, 2)
-            for a in (reference, images)
+    def score(self, base_images: np.ndarray, images: np.ndarray, prompts: Sequence[str], reference: Any) -> Scored:
+        base = float(np.mean(self.reference(base_images, prompts) if reference is None else reference))
+        mine = float(self.scorer.scores(images, prompts).mean())
+        return Scored(
+            {
+                "clip_score": mine,
+                "base_clip_score": base,
+                "clip_loss": (base - mine) / base if base else None,
+                "clip_model": self.choice.label,
+                "clip_weights": self.choice.weights,
+            },
+            self.weights,
         )
-        mu_x, mu_y = blur(x), blur(y)
-        var_x = blur(x * x) - mu_x**2
-        var_y = blur(y * y) - mu_y**2
-        cov = blur(x * y) - mu_x * mu_y
-        ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-        scores.append(ssim_map.mean(dim=(1, 2, 3)).cpu().numpy())
-    return np.concatenate(scores)
