@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ from accel_bench.postprocess.select import candidates, gaps, select
 from accel_bench.postprocess.verify import VerificationError, verify_file
 from accel_bench.record import Row, Side, upsert_summary
 
-from .conftest import ACCELS
+from .conftest import ACCELS, FAST, run_cli
 
 PARAMS = {
     "deepcache": {"cache_interval": 3, "cache_branch_id": 1},
@@ -449,3 +450,78 @@ def test_budgets_bound_the_metric_they_name(tmp_path):
 def test_candidates_exclude_controls_and_slowdowns(tmp_path):
     measured, _ = measured_of(tmp_path, [row(accel="none", speedup=1.2), row(speedup=0.95), row(speedup=1.05)])
     assert [m.speedup for m in candidates(measured, include_random=True)] == [1.05]
+
+
+def test_quality_stage_gives_fid_and_resumes_from_its_image_cache(tmp_path):
+    """confirm=true with quality_prompts: each entry's FID against its baseline (and a reference folder)
+    over many prompts, its images cached; a stage cut short regenerates only what is missing."""
+    from PIL import Image
+
+    sweep = tmp_path / "sweep"
+    ran = run_cli(
+        [*FAST, "accel=deepcache", f"summary_path={sweep / 'summary.csv'}", f"hydra.run.dir={sweep / '0'}"], tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    (tmp_path / "captions.txt").write_text(
+        "\n".join(f"a photo of a {thing}" for thing in "cat dog car tree boat house".split())
+    )
+    reference = tmp_path / "coco"
+    reference.mkdir()
+    for index in range(3):
+        Image.fromarray(np.random.default_rng(index).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+            reference / f"{index}.jpg"
+        )
+    args = [
+        f"sweep_dir={sweep}",
+        "budgets=[0.5]",
+        "include_random=true",
+        "verify=false",
+        "confirm=true",
+        "confirm_repeats=1",
+        "quality_prompts=captions.txt",
+        "quality_num_prompts=5",
+        "quality_batch_size=2",
+        f"fid_reference_dir={reference}",
+        "grid.pipelines=[tiny]",
+        "grid.schedulers=[ddim]",
+        "grid.steps=[4]",
+    ]
+    first = _postprocess(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "quality: tiny ddim 4 steps, budget 0.5, deepcache: FID" in first.stdout
+    (entry,) = json.loads((tmp_path / "dataset" / "search_params.json").read_text())["entries"]
+    assert entry["fid_images"] == 5 and entry["fid_weights"] == "inception-v3/torchvision/random"
+    assert entry["fid"] > 0 and entry["fid_reference"] > 0 and entry["base_fid_reference"] > 0
+    base, accel = sorted((tmp_path / "dataset" / "quality").iterdir(), key=lambda f: not f.name.startswith("baseline-"))
+    assert base.name.startswith("baseline-") and accel.name.startswith(entry["run_id"] + "-")
+    assert len(list(base.glob("*.png"))) == 5
+    images = sorted(accel.glob("*.png"))
+    assert [p.name for p in images] == [f"{i:05d}.png" for i in range(5)]
+    stamps = {p.name: p.stat().st_mtime_ns for p in images}
+    images[3].unlink()  # cut short: the batch of images 2 and 3 is made again, nothing else
+    again = _postprocess(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    (redone,) = json.loads((tmp_path / "dataset" / "search_params.json").read_text())["entries"]
+    assert redone["fid"] == entry["fid"]  # the same seeds gave the same images
+    changed = sorted(p.name for p in accel.glob("*.png") if p.stat().st_mtime_ns != stamps.get(p.name))
+    assert changed == ["00002.png", "00003.png"]
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["quality_prompts=captions.txt"], "quality_prompts"),  # FID runs in the confirmation stage
+        (["confirm=true", "quality_prompts=nowhere.txt"], "quality_prompts"),
+        (["confirm=true", "quality_prompts=captions.txt", "quality_num_prompts=50"], "quality_prompts"),
+        (["confirm=true", "quality_prompts=captions.txt", "fid_reference_dir=nowhere"], "fid_reference_dir"),
+        (["fid_weights=imagenet"], "fid_weights"),
+        (["quality_num_prompts=10"], "quality_num_prompts"),
+    ],
+)
+def test_quality_stage_bad_input_is_one_line_exit_2(tmp_path, args, key):
+    write_sweep(tmp_path / "a", [row()])
+    (tmp_path / "captions.txt").write_text("a cat\na dog\n")
+    result = _postprocess(["sweep_dir=a", *args], tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {key}=")
+    assert not (tmp_path / "dataset").exists()

@@ -54,6 +54,11 @@ class PostprocessConfig:
     verify: bool = True
     confirm: bool = False
     confirm_repeats: int = 3
+    quality_prompts: Optional[str] = None  # with confirm=true: a prompts file (.txt/.csv/.jsonl) for FID
+    quality_num_prompts: Optional[int] = None  # its first N (null: all of them)
+    quality_batch_size: Optional[int] = None  # null: each entry's own batch size
+    fid_weights: str = "auto"  # auto (as the pipeline's weights) | pretrained (the FID Inception) | random
+    fid_reference_dir: Optional[str] = None  # a folder of reference images (e.g. COCO val) for a second FID
     fewer_steps_margin_db: Optional[float] = 1.0  # each task's bar in the manifest (null: the fidelity floor alone)
     cache_dir: str = "~/.cache/accel_bench"
 
@@ -79,6 +84,7 @@ def check(cfg: Any) -> None:
             label = metrics.METRICS[cfg.budget_metric].budget_label
             raise ConfigError("budgets", list(cfg.budgets), f"budgets on {label} in [0, 1), e.g. [0.02,0.05]")
     check_margin(cfg.fewer_steps_margin_db)
+    _check_quality(cfg)
     if cfg.confirm_repeats < 1:
         raise ConfigError("confirm_repeats", cfg.confirm_repeats, "an integer >= 1")
     if cfg.start_id < 0:
@@ -90,6 +96,41 @@ def check(cfg: Any) -> None:
             raise ConfigError(
                 f"templates.{name}", template, f"placeholders among {{{'}, {'.join(PLACEHOLDERS)}}} ({error!r})"
             ) from None
+
+
+def _check_quality(cfg: Any) -> None:
+    from ..metrics.fid import FID_WEIGHTS, image_files
+
+    if cfg.fid_weights not in FID_WEIGHTS:
+        raise ConfigError("fid_weights", cfg.fid_weights, " | ".join(FID_WEIGHTS))
+    if cfg.quality_prompts is None:
+        for key in ("quality_num_prompts", "fid_reference_dir"):
+            if cfg[key] is not None:
+                raise ConfigError(key, cfg[key], "null unless quality_prompts names a prompts file")
+        return
+    if not cfg.confirm:
+        raise ConfigError("quality_prompts", cfg.quality_prompts, "null, or a prompts file with confirm=true")
+    quality_prompts(cfg)
+    for key in ("quality_num_prompts", "quality_batch_size"):
+        if cfg[key] is not None and cfg[key] < (2 if key == "quality_num_prompts" else 1):
+            raise ConfigError(key, cfg[key], f"null or an integer >= {2 if key == 'quality_num_prompts' else 1}")
+    reference = cfg.fid_reference_dir
+    if reference is not None and (not Path(reference).is_dir() or len(image_files(Path(reference))) < 2):
+        raise ConfigError("fid_reference_dir", reference, "null or a folder with at least two .png/.jpg/.webp images")
+
+
+def quality_prompts(cfg: Any) -> list[str]:
+    """The quality stage's prompts: the file's first ``quality_num_prompts`` (its errors name the key)."""
+    from ..prompts import load_prompts
+
+    try:
+        prompts = load_prompts({"source": "file", "path": cfg.quality_prompts})
+    except ConfigError as error:
+        raise ConfigError("quality_prompts", cfg.quality_prompts, error.allowed) from None
+    wanted = cfg.quality_num_prompts or len(prompts)
+    if len(prompts) < max(2, wanted):
+        raise ConfigError("quality_prompts", cfg.quality_prompts, f"a file with at least {max(2, wanted)} prompts")
+    return prompts[:wanted]
 
 
 def confirm_by_rerun(folder: Path, repeats: int, budget_metric: str):
@@ -112,6 +153,32 @@ def confirm_by_rerun(folder: Path, repeats: int, budget_metric: str):
         )
 
     return confirm
+
+
+def _with_quality(cfg: Any, entries: list[Entry], out: Path) -> list[Entry]:
+    from .quality import measure_quality
+
+    found = measure_quality(
+        entries,
+        out,
+        quality_prompts(cfg),
+        cfg.fid_weights,
+        Path(cfg.fid_reference_dir) if cfg.fid_reference_dir else None,
+        cfg.quality_batch_size,
+    )
+    return [
+        dataclasses.replace(
+            e,
+            fid=q.fid,
+            fid_reference=q.fid_reference,
+            base_fid_reference=q.base_fid_reference,
+            fid_images=q.images,
+            fid_weights=q.weights,
+            quality_s=q.seconds,
+        )
+        for e in entries
+        for q in [found[e.run_id]]
+    ]
 
 
 def bundled_model(pipeline: str) -> str:
@@ -167,6 +234,8 @@ def postprocess(cfg: Any) -> Report:
         )
     else:
         entries = select(measured, budgets, cfg.include_random, cfg.budget_metric)
+    if cfg.quality_prompts is not None:
+        entries = _with_quality(cfg, entries, out)
     grid = [(p, s, n) for p in cfg.grid.pipelines for s in cfg.grid.schedulers for n in cfg.grid.steps]
     missing = gaps(grid, budgets, measured, statuses, entries, cfg.include_random, label)
 

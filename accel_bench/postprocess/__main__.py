@@ -22,6 +22,14 @@ def main(cfg: DictConfig) -> None:
         report = postprocess(cfg)
     for note in report.reranked:
         print(note)
+    for e in report.entries:
+        if e.fid_images is not None:
+            against = f", {e.fid_reference:.2f} against the reference images (baseline {e.base_fid_reference:.2f})"
+            print(
+                f"quality: {e.pipeline} {e.scheduler} {e.steps} steps, budget {e.quality_budget:g}, {e.accel}: FID "
+                f"{e.fid:.2f} against the baseline over {e.fid_images} prompts"
+                f"{against if e.fid_reference is not None else ''} ({e.fid_weights}; {e.quality_s:.0f} s)"
+            )
     for reason, rows in report.left_out.items():
         speedups = ", ".join(f"{m.speedup:.2f}x" for m in rows[:6]) + (", ..." if len(rows) > 6 else "")
         print(f"left out: {counted(len(rows), 'ok row', 'ok rows')} {reason} ({speedups})")

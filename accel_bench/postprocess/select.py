@@ -24,6 +24,13 @@ class Entry(Measured):
     confirmed_speedup_max: Optional[float] = None
     confirmed_loss: Optional[float] = None  # the budget metric's value, re-measured
     reranked: Optional[bool] = None  # the sweep's first choice did not hold up
+    # with quality_prompts: FID over many prompts (postprocess.quality)
+    fid: Optional[float] = None  # against the baseline's images for the same prompts and seeds
+    fid_reference: Optional[float] = None  # against the user's reference images (fid_reference_dir)
+    base_fid_reference: Optional[float] = None  # the baseline's, against the same reference images
+    fid_images: Optional[int] = None
+    fid_weights: Optional[str] = None  # what extracted the features (".../random": measures nothing)
+    quality_s: Optional[float] = None  # seconds of the quality stage for this configuration
 
     @property
     def target_basis(self) -> float:
