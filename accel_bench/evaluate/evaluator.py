@@ -143,15 +143,27 @@ def _baseline_path(entry: dict, root: Path, code_dir: Path) -> Path:
     return own if own.is_file() else root / entry["path_to_reference_baseline"]
 
 
-def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
+@dataclasses.dataclass
+class Judged:
+    """One task of a comparison: its entry, the ground truth's record and the candidate's (None when
+    only ground truths were measured), and what the comparison ran on."""
+
+    entry: dict
+    gt: dict[str, Any]
+    candidate: Optional[dict[str, Any]]
+    results: dict[str, SideResult]
+    settings: session.Settings
+    weights: str
+    secret: int
+
+
+def judge_groups(
+    entries: list[dict], root: Path, code_dir: Path, cfg: Any, info: SandboxInfo, prompts: list[str], candidates: bool
+):
+    """Each group of tasks measured in one session (baseline, ground truth and, with ``candidates``, each
+    task's file) and judged; yields one ``Judged`` per task, in prompt-id order."""
     from tqdm.auto import tqdm
 
-    manifest_path = Path(cfg.manifest)
-    root, code_dir = manifest_path.parent, Path(cfg.code_dir)
-    out_dir = Path(cfg.out_dir or cfg.code_dir)
-    prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
-    entries = sorted(json.loads(manifest_path.read_text()), key=lambda e: int(e["prompt_id"]))
-    rows = []
     for group in tqdm(list(_groups(entries, root, code_dir, cfg).values()), desc="evaluate", unit="comparison"):
         first = group[0]
         model_id, weights = model_location(first["pipeline"], cfg.models, cfg.cache_dir)
@@ -161,10 +173,11 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
             SideSpec("baseline", _baseline_path(first, root, code_dir), steps),
             SideSpec("gt", root / first["path_to_gt_code"], steps, tuple(sorted({e["target_speedup"] for e in group}))),
         ]
-        sides += [
-            SideSpec(f"candidate {e['prompt_id']}", code_dir / e["path_to_gen_code"], steps, (e["target_speedup"],))
-            for e in group
-        ]
+        if candidates:
+            sides += [
+                SideSpec(f"candidate {e['prompt_id']}", code_dir / e["path_to_gen_code"], steps, (e["target_speedup"],))
+                for e in group
+            ]
         results, secret = session.run(sides, settings, info, prompts, cfg.input_seed)
         margin = _margin(cfg, first)
         references = _references(margin, sides, results, settings, info, prompts, secret)
@@ -173,60 +186,93 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
         for entry in group:
             target, budget = entry["target_speedup"], entry["quality_budget"]
             label = f"candidate {entry['prompt_id']}"
-            candidate = results[label]
             judged = dict(
                 min_psnr_db=cfg.min_psnr_db,
                 margin_db=margin or 0.0,
                 no_reference="" if margin is not None else NO_BAR,
                 budget_metric=budget_metric(entry),
             )
-            metrics = {
+            yield Judged(
+                entry,
+                compare(base, results["gt"], scorers, target, budget, reference=references.get("gt"), **judged),
+                compare(base, results[label], scorers, target, budget, reference=references.get(label), **judged)
+                if candidates
+                else None,
+                results,
+                settings,
+                weights,
+                secret,
+            )
+
+
+def judge_ground_truths(cfg: Any, info: SandboxInfo) -> dict[str, dict[str, Any]]:
+    """The ground truth of each task of ``cfg.manifest`` judged as a candidate would be (its speed, images,
+    budget and bar) against its reference baseline: the records by prompt id. No candidate files run."""
+    manifest_path = Path(cfg.manifest)
+    prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
+    entries = sorted(json.loads(manifest_path.read_text()), key=lambda e: int(e["prompt_id"]))
+    judged = judge_groups(entries, manifest_path.parent, manifest_path.parent, cfg, info, prompts, candidates=False)
+    return {j.entry["prompt_id"]: j.gt for j in judged}
+
+
+def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
+    manifest_path = Path(cfg.manifest)
+    root, code_dir = manifest_path.parent, Path(cfg.code_dir)
+    out_dir = Path(cfg.out_dir or cfg.code_dir)
+    prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
+    entries = sorted(json.loads(manifest_path.read_text()), key=lambda e: int(e["prompt_id"]))
+    rows = []
+    for j in judge_groups(entries, root, code_dir, cfg, info, prompts, candidates=True):
+        entry, results, settings, weights = j.entry, j.results, j.settings, j.weights
+        target, budget = entry["target_speedup"], entry["quality_budget"]
+        base, candidate = results["baseline"], results[f"candidate {entry['prompt_id']}"]
+        metrics = {
+            "prompt_id": entry["prompt_id"],
+            "task_key": entry["task_key"],
+            **j.candidate,
+            "gt": j.gt,
+            "baseline": _baseline_record(base),
+            "num_images": len(prompts),
+            **_common(weights, j.secret, info, settings),
+        }
+        metrics_path = out_dir / entry["path_to_metrics"]
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text(_json(metrics))
+        if cfg.save_images:
+            chosen = {"baseline": base, "gt": results["gt"], "candidate": candidate}
+            _save_images(out_dir / "images" / entry["prompt_id"], chosen, -(-len(prompts) // settings.batch_size))
+        rows.append(
+            {
                 "prompt_id": entry["prompt_id"],
                 "task_key": entry["task_key"],
-                **compare(base, candidate, scorers, target, budget, reference=references.get(label), **judged),
-                "gt": compare(base, results["gt"], scorers, target, budget, reference=references.get("gt"), **judged),
-                "baseline": _baseline_record(base),
-                "num_images": len(prompts),
-                **_common(weights, secret, info, settings),
+                "difficulty": entry["difficulty"],
+                "target_speedup": target,
+                "quality_budget": budget,
+                "budget_metric": budget_metric(entry),
+                "status": metrics["status"],
+                "verdict": metrics["verdict"],
+                "passed": metrics["passed"],
+                "reason": metrics["reason"],
+                "speedup": metrics["speedup"],
+                "speedup_low": metrics["speedup_low"],
+                "speedup_high": metrics["speedup_high"],
+                "clip_loss": metrics["clip_loss"],
+                "lpips": metrics["lpips"],
+                "psnr_min_db": metrics["psnr_min_db"],
+                "bar": (metrics["bar"] or {}).get("kind"),
+                "bar_psnr_db": (metrics["bar"] or {}).get("psnr_db"),
+                "bar_required_psnr_db": (metrics["bar"] or {}).get("required_psnr_db"),
+                "bar_reference_steps": (metrics["bar"] or {}).get("reference_steps"),
+                "gt_status": metrics["gt"]["status"],
+                "gt_speedup": metrics["gt"]["speedup"],
+                "gt_clip_loss": metrics["gt"]["clip_loss"],
+                "gt_passed": metrics["gt"]["passed"],
+                "gt_reason": metrics["gt"]["reason"],
+                "error": metrics["error"],
+                "model_weights": weights,
+                "sandbox": info.kind,
             }
-            metrics_path = out_dir / entry["path_to_metrics"]
-            metrics_path.parent.mkdir(parents=True, exist_ok=True)
-            metrics_path.write_text(_json(metrics))
-            if cfg.save_images:
-                chosen = {"baseline": base, "gt": results["gt"], "candidate": candidate}
-                _save_images(out_dir / "images" / entry["prompt_id"], chosen, -(-len(prompts) // settings.batch_size))
-            rows.append(
-                {
-                    "prompt_id": entry["prompt_id"],
-                    "task_key": entry["task_key"],
-                    "difficulty": entry["difficulty"],
-                    "target_speedup": target,
-                    "quality_budget": budget,
-                    "budget_metric": budget_metric(entry),
-                    "status": metrics["status"],
-                    "verdict": metrics["verdict"],
-                    "passed": metrics["passed"],
-                    "reason": metrics["reason"],
-                    "speedup": metrics["speedup"],
-                    "speedup_low": metrics["speedup_low"],
-                    "speedup_high": metrics["speedup_high"],
-                    "clip_loss": metrics["clip_loss"],
-                    "lpips": metrics["lpips"],
-                    "psnr_min_db": metrics["psnr_min_db"],
-                    "bar": (metrics["bar"] or {}).get("kind"),
-                    "bar_psnr_db": (metrics["bar"] or {}).get("psnr_db"),
-                    "bar_required_psnr_db": (metrics["bar"] or {}).get("required_psnr_db"),
-                    "bar_reference_steps": (metrics["bar"] or {}).get("reference_steps"),
-                    "gt_status": metrics["gt"]["status"],
-                    "gt_speedup": metrics["gt"]["speedup"],
-                    "gt_clip_loss": metrics["gt"]["clip_loss"],
-                    "gt_passed": metrics["gt"]["passed"],
-                    "gt_reason": metrics["gt"]["reason"],
-                    "error": metrics["error"],
-                    "model_weights": weights,
-                    "sandbox": info.kind,
-                }
-            )
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "evaluation.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["prompt_id"])

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..evaluate.bar import check_margin
 from ..record import RESULT_FILE
 from ..sweep.layout import SweepLayout
+from . import ground_truth
 from .codegen import CodeSpec, generate_code
 from .manifest import assign_ids, build_tasks, manifest_entry, reference_baseline_path
 from .plots import plot_all
@@ -60,6 +61,8 @@ class PostprocessConfig:
     fid_weights: str = "auto"  # auto (as the pipeline's weights) | pretrained (the FID Inception) | random
     fid_reference_dir: Optional[str] = None  # a folder of reference images (e.g. COCO val) for a second FID
     fewer_steps_margin_db: Optional[float] = 1.0  # each task's bar in the manifest (null: the fidelity floor alone)
+    bar_check: bool = True  # with verify=true: each ground truth judged against its bar; tasks it fails are dropped
+    bar_num_prompts: int = 4  # prompts per ground-truth judgement
     cache_dir: str = "~/.cache/accel_bench"
 
 
@@ -85,6 +88,8 @@ def check(cfg: Any) -> None:
             raise ConfigError("budgets", list(cfg.budgets), f"budgets on {label} in [0, 1), e.g. [0.02,0.05]")
     check_margin(cfg.fewer_steps_margin_db)
     _check_quality(cfg)
+    if cfg.bar_num_prompts < 1:
+        raise ConfigError("bar_num_prompts", cfg.bar_num_prompts, "an integer >= 1")
     if cfg.confirm_repeats < 1:
         raise ConfigError("confirm_repeats", cfg.confirm_repeats, "an integer >= 1")
     if cfg.start_id < 0:
@@ -213,6 +218,7 @@ class Report:
     out_dir: Path
     reranked: list[str]
     left_out: dict[str, list] = dataclasses.field(default_factory=dict)  # ok rows no entry could come from, by reason
+    dropped: dict[str, str] = dataclasses.field(default_factory=dict)  # prompt id -> why its task was dropped
 
 
 def postprocess(cfg: Any) -> Report:
@@ -288,8 +294,24 @@ def postprocess(cfg: Any) -> Report:
     )
     _write_json(out / "manifest.json", manifest)
     _write_json(mapping_path, dict(sorted(ids.items())))
+    dropped: dict[str, str] = {}
+    for stale in ("dropped.json", "ground_truth_checks.json"):
+        (out / stale).unlink(missing_ok=True)
+    if cfg.verify and cfg.bar_check and manifest:
+        records = ground_truth.judge(out / "manifest.json", cfg.cache_dir, cfg.bar_num_prompts)
+        ground_truth.write_checks(out, records)
+        dropped = ground_truth.why_dropped(records)
+        manifest = ground_truth.drop(out, manifest, dropped)
+        _write_json(out / "manifest.json", manifest)
     return Report(
-        entries, missing, len(tasks), len(plots), out, notes, left_out(read, cfg.include_random, cfg.include_disturbed)
+        entries,
+        missing,
+        len(manifest),
+        len(plots),
+        out,
+        notes,
+        left_out(read, cfg.include_random, cfg.include_disturbed),
+        dropped,
     )
 
 

@@ -30,6 +30,8 @@ def main(cfg: DictConfig) -> None:
                 f"{e.fid:.2f} against the baseline over {e.fid_images} prompts"
                 f"{against if e.fid_reference is not None else ''} ({e.fid_weights}; {e.quality_s:.0f} s)"
             )
+    for prompt_id, why in report.dropped.items():
+        print(f"dropped task {prompt_id}: its ground truth fails it ({why})")
     for reason, rows in report.left_out.items():
         speedups = ", ".join(f"{m.speedup:.2f}x" for m in rows[:6]) + (", ..." if len(rows) > 6 else "")
         print(f"left out: {counted(len(rows), 'ok row', 'ok rows')} {reason} ({speedups})")

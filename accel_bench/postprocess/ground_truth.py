@@ -1,0 +1,66 @@
+"""Every ground truth must pass its own task: each is judged by the evaluator, as a candidate would be,
+against its reference baseline and the baseline cut to its speed; a task whose ground truth does not
+beat that bar (or is unfaithful) is dropped, with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..evaluate.sandbox import SandboxInfo, total_memory_gb
+
+# what a ground truth cannot fail and still make a task (speed verdicts depend on the machine's noise)
+DROPPED_FOR = ("failed", "wrong_images", "unfaithful", "no_better_than_fewer_steps")
+
+
+def why_dropped(records: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Prompt id -> why its task goes: the ground truth failed to run, or failed a fidelity rule."""
+    found = {}
+    for prompt_id, record in sorted(records.items(), key=lambda item: int(item[0])):
+        reasons = [r for r in record["reasons"] if r in DROPPED_FOR]
+        if record["status"] != "ok" and not reasons:
+            reasons = ["failed"]
+        if reasons:
+            found[prompt_id] = f"{reasons[0]}: {record['error']}"
+    return found
+
+
+def judge(manifest_path: Path, cache_dir: str, num_prompts: int) -> dict[str, dict[str, Any]]:
+    """The evaluator's record of each task's ground truth. The files are ours, so no sandbox."""
+    from omegaconf import OmegaConf
+
+    from ..evaluate.config import EvaluateConfig
+    from ..evaluate.evaluator import judge_ground_truths
+
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(EvaluateConfig),
+        {"manifest": str(manifest_path), "code_dir": str(manifest_path.parent), "cache_dir": cache_dir},
+        {"num_prompts": num_prompts},
+    )
+    return judge_ground_truths(cfg, SandboxInfo("none", None, total_memory_gb() / 2, None))
+
+
+def write_checks(out: Path, records: dict[str, dict[str, Any]]) -> None:
+    """``ground_truth_checks.json``: what each task's ground truth measured and the bar it was judged by."""
+    keys = ("status", "reasons", "error", "speedup", "speedup_low", "target_speedup", "psnr_min_db", "bar")
+    checks = {prompt_id: {k: record.get(k) for k in keys} for prompt_id, record in records.items()}
+    (out / "ground_truth_checks.json").write_text(json.dumps(checks, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def drop(out: Path, manifest: list[dict], dropped: dict[str, str]) -> list[dict]:
+    """The manifest without the dropped tasks (their ids stay reserved in file_id_mapping.json), and
+    ground-truth files no kept task uses removed; ``dropped.json`` says which went and why."""
+    kept = [e for e in manifest if e["prompt_id"] not in dropped]
+    used = {e["path_to_gt_code"] for e in kept} | {e["path_to_reference_baseline"] for e in kept}
+    for entry in manifest:
+        for key in ("path_to_gt_code", "path_to_reference_baseline"):
+            if entry["prompt_id"] in dropped and entry[key] not in used:
+                (out / entry[key]).unlink(missing_ok=True)
+    gone = [
+        {"prompt_id": e["prompt_id"], "task_key": e["task_key"], "accel": e["accel"], "reason": dropped[e["prompt_id"]]}
+        for e in manifest
+        if e["prompt_id"] in dropped
+    ]
+    (out / "dropped.json").write_text(json.dumps(gone, indent=2, sort_keys=True) + "\n")
+    return kept
