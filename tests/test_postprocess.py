@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -601,3 +602,37 @@ def test_verify_judges_each_ground_truth_against_its_bar(tmp_path):
     assert f"1 entry, {len(kept)} task" in result.stdout
     for m in kept:  # a kept task's files are all there
         assert (out / m["path_to_gt_code"]).is_file() and (out / m["path_to_reference_baseline"]).is_file()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (Debian: apt-get install chromium; CI installs it)")
+def test_report_renders_its_plots_and_image_grids_in_a_browser(tmp_path):
+    """report.html, opened offline in headless Chromium: every plot and grid image decodes. One
+    combination's grid comes from the sweep's saved images, the other's is regenerated."""
+    for name, extra in (("a", ["save_images=true", "steps=4"]), ("b", ["steps=5", "accel.cache_interval=2"])):
+        sweep = tmp_path / name
+        ran = run_cli(
+            [*FAST, "accel=deepcache", *extra, f"summary_path={sweep / 'summary.csv'}", f"hydra.run.dir={sweep / '0'}"],
+            tmp_path,
+        )
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    args = ["sweep_dir=[a,b]", "include_random=true", "budgets=[0.5]", "verify=false", "report_num_prompts=2"]
+    result = _postprocess([*args, "grid.pipelines=[tiny]", "grid.schedulers=[ddim]", "grid.steps=[4,5]"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = tmp_path / "dataset" / "report.html"
+    page = report.read_text()
+    assert (
+        page.count('class="plot"') == 2 and "the sweep's saved images" in page and "regenerated for this report" in page
+    )
+    images = page.count("<img ")
+    assert images == 2 + 2 * 2 * 2  # two plots; per combination a grid of 2 prompts x (baseline, selected)
+    assert 'src="http' not in page and 'src="file' not in page  # self-contained
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", report.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert f'data-rendered="{images}/{images}"' in dom.stdout, dom.stdout[:500] + dom.stderr[-2000:]

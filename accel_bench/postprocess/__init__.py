@@ -28,6 +28,7 @@ from .codegen import CodeSpec, generate_code
 from .manifest import assign_ids, build_tasks, manifest_entry, reference_baseline_path
 from .plots import plot_all
 from .records import read_summaries
+from .report import write_report
 from .select import Confirmation, Entry, gaps, left_out, select, select_confirmed
 from .verify import verify_file
 
@@ -63,6 +64,8 @@ class PostprocessConfig:
     fewer_steps_margin_db: Optional[float] = 1.0  # each task's bar in the manifest (null: the fidelity floor alone)
     bar_check: bool = True  # with verify=true: each ground truth judged against its bar; tasks it fails are dropped
     bar_num_prompts: int = 4  # prompts per ground-truth judgement
+    report: bool = True  # report.html: plots, entries and image grids
+    report_num_prompts: int = 4  # images per grid row (the sweep's saved ones, else regenerated)
     cache_dir: str = "~/.cache/accel_bench"
 
 
@@ -88,6 +91,8 @@ def check(cfg: Any) -> None:
             raise ConfigError("budgets", list(cfg.budgets), f"budgets on {label} in [0, 1), e.g. [0.02,0.05]")
     check_margin(cfg.fewer_steps_margin_db)
     _check_quality(cfg)
+    if cfg.report_num_prompts < 1:
+        raise ConfigError("report_num_prompts", cfg.report_num_prompts, "an integer >= 1")
     if cfg.bar_num_prompts < 1:
         raise ConfigError("bar_num_prompts", cfg.bar_num_prompts, "an integer >= 1")
     if cfg.confirm_repeats < 1:
@@ -251,6 +256,9 @@ def postprocess(cfg: Any) -> Report:
     _write_coverage(out / "coverage.csv", grid, budgets, entries, missing)
     shown = [m for m in measured if cfg.include_random or m.weights == "pretrained"]
     plots = plot_all(shown, budgets, out / "plots", label)
+    (out / "report.html").unlink(missing_ok=True)
+    if cfg.report:
+        write_report(out, shown, entries, plots, label, cfg.report_num_prompts)
 
     tasks = build_tasks(entries, dict(cfg.templates))
     mapping_path = out / "file_id_mapping.json"

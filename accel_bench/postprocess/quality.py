@@ -76,6 +76,42 @@ def _digest(prompts: Sequence[str]) -> str:
     return hashlib.sha1(json.dumps(list(prompts)).encode()).hexdigest()[:8]
 
 
+@dataclass(frozen=True)
+class Generated:
+    """A selected configuration's images and its baseline's, one file per prompt, same seeds."""
+
+    baseline: list[Path]
+    accelerated: list[Path]
+    prompts: list[str]
+    device: Any
+
+
+def generate_pair(m: Measured, root: Path, prompts: Optional[Sequence[str]], batch_size: Optional[int]) -> Generated:
+    """Generate (or find cached under ``root``) the images of row ``m``'s configuration and of its baseline
+    for ``prompts`` (None: the run's own prompts), with the run's per-prompt seeds."""
+    from omegaconf import OmegaConf
+
+    from .. import accelerators, experiment
+    from .. import config as run_config
+    from ..config import RunConfig
+
+    stored = json.loads((Path(m.run_dir) / RESULT_FILE).read_text())["config"]
+    config = OmegaConf.merge(OmegaConf.structured(RunConfig), stored)
+    checked = run_config.check(config)
+    prompts = list(checked.prompts if prompts is None else prompts)
+    prepared = experiment.prepare_pipeline(config, device=checked.device)
+    folders = (root / f"baseline-{_key(config, prompts)}", root / f"{m.run_id}-{_digest(prompts)}")
+    files = []
+    for label, folder, methods in zip(("baseline", m.accel), folders, (checked.base_methods, checked.methods)):
+        with accelerators.applied(prepared.loaded.pipe, methods) as applied:
+            call = experiment.pipeline_call(applied, config, prepared.resolution)
+            size = batch_size or config.batch_size
+            files.append(
+                generate_cached(folder, prompts, call, applied.reset, size, config.seed, f"{m.run_id} {label}")
+            )
+    return Generated(files[0], files[1], prompts, prepared.device)
+
+
 def measure_quality(
     entries: Sequence[Measured],
     out_dir: Path,
@@ -86,39 +122,18 @@ def measure_quality(
 ) -> dict[str, Quality]:
     """Per selected configuration (run id): its images and its baseline's for ``prompts``, and their FID."""
     import torch
-    from omegaconf import OmegaConf
-
-    from .. import accelerators, experiment
-    from .. import config as run_config
-    from ..config import RunConfig
 
     found: dict[str, Quality] = {}
     reference = image_files(reference_dir) if reference_dir is not None else []
     for m in sorted({m.run_id: m for m in entries}.values(), key=lambda m: m.run_id):
         began = time.perf_counter()
-        stored = json.loads((Path(m.run_dir) / RESULT_FILE).read_text())["config"]
-        config = OmegaConf.merge(OmegaConf.structured(RunConfig), stored)
-        checked = run_config.check(config)
-        prepared = experiment.prepare_pipeline(config, device=checked.device)
-        size = batch_size or config.batch_size
-        folders = {
-            "baseline": out_dir / QUALITY_DIR / f"baseline-{_key(config, prompts)}",
-            m.accel: out_dir / QUALITY_DIR / f"{m.run_id}-{_digest(prompts)}",
-        }
-        files = {}
-        for (label, folder), methods in zip(folders.items(), (checked.base_methods, checked.methods)):
-            with accelerators.applied(prepared.loaded.pipe, methods) as applied:
-                call = experiment.pipeline_call(applied, config, prepared.resolution)
-                files[label] = generate_cached(
-                    folder, prompts, call, applied.reset, size, config.seed, f"{m.run_id} {label}"
-                )
+        made = generate_pair(m, out_dir / QUALITY_DIR, prompts, batch_size)
         pretrained = fid_weights == "pretrained" or (fid_weights == "auto" and m.weights == "pretrained")
-        device = prepared.device
-        base_files, accel_files = files["baseline"], files[m.accel]
+        device = made.device
         found[m.run_id] = Quality(
-            fid=fid(base_files, accel_files, pretrained, device),
-            fid_reference=fid(reference, accel_files, pretrained, device) if reference else None,
-            base_fid_reference=fid(reference, base_files, pretrained, device) if reference else None,
+            fid=fid(made.baseline, made.accelerated, pretrained, device),
+            fid_reference=fid(reference, made.accelerated, pretrained, device) if reference else None,
+            base_fid_reference=fid(reference, made.baseline, pretrained, device) if reference else None,
             images=len(prompts),
             weights=fid_weights_label(pretrained),
             seconds=time.perf_counter() - began,
