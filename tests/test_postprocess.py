@@ -489,10 +489,11 @@ def test_quality_stage_gives_fid_and_resumes_from_its_image_cache(tmp_path):
     ]
     first = _postprocess(args, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "quality: tiny ddim 4 steps, budget 0.5, deepcache: FID" in first.stdout
+    assert "quality: tiny ddim 4 steps, budget 0.5, deepcache: FID" in first.stdout and "and LPIPS" in first.stdout
     (entry,) = json.loads((tmp_path / "dataset" / "search_params.json").read_text())["entries"]
     assert entry["fid_images"] == 5 and entry["fid_weights"] == "inception-v3/torchvision/random"
     assert entry["fid"] > 0 and entry["fid_reference"] > 0 and entry["base_fid_reference"] > 0
+    assert 0 < entry["quality_lpips"] < 1
     base, accel = sorted((tmp_path / "dataset" / "quality").iterdir(), key=lambda f: not f.name.startswith("baseline-"))
     assert base.name.startswith("baseline-") and accel.name.startswith(entry["run_id"] + "-")
     assert len(list(base.glob("*.png"))) == 5

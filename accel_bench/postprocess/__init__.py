@@ -182,6 +182,7 @@ def _with_quality(cfg: Any, entries: list[Entry], out: Path) -> list[Entry]:
             fid=q.fid,
             fid_reference=q.fid_reference,
             base_fid_reference=q.base_fid_reference,
+            quality_lpips=q.lpips,
             fid_images=q.images,
             fid_weights=q.weights,
             quality_s=q.seconds,

@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
             against = f", {e.fid_reference:.2f} against the reference images (baseline {e.base_fid_reference:.2f})"
             print(
                 f"quality: {e.pipeline} {e.scheduler} {e.steps} steps, budget {e.quality_budget:g}, {e.accel}: FID "
-                f"{e.fid:.2f} against the baseline over {e.fid_images} prompts"
+                f"{e.fid:.2f} and LPIPS {e.quality_lpips:.4f} against the baseline over {e.fid_images} prompts"
                 f"{against if e.fid_reference is not None else ''} ({e.fid_weights}; {e.quality_s:.0f} s)"
             )
     for prompt_id, why in report.dropped.items():

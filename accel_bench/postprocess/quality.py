@@ -28,6 +28,7 @@ class Quality:
     fid: Optional[float]  # accelerated against the baseline's images, same prompts and seeds
     fid_reference: Optional[float]  # accelerated against the user's reference folder (fid_reference_dir)
     base_fid_reference: Optional[float]  # the baseline against that folder: what the accelerated one is next to
+    lpips: Optional[float]  # mean LPIPS of each accelerated image against the baseline's, over all prompts
     images: int
     weights: str  # what extracted the features
     seconds: float  # this configuration's stage: generation (what the cache lacked) and FID
@@ -112,6 +113,21 @@ def generate_pair(m: Measured, root: Path, prompts: Optional[Sequence[str]], bat
     return Generated(files[0], files[1], prompts, prepared.device)
 
 
+def _lpips(made: Generated, pretrained: bool, batch_size: int = 16) -> float:
+    """LPIPS (the run metrics' network: AlexNet, ImageNet backbone for real weights) over every pair."""
+    from PIL import Image
+
+    from ..metrics.perceptual import lpips_distances, lpips_network
+
+    network = lpips_network("alex", pretrained, made.device)
+    found = []
+    for start in range(0, len(made.baseline), batch_size):
+        pairs = zip(made.baseline[start : start + batch_size], made.accelerated[start : start + batch_size])
+        base, mine = zip(*((np.asarray(Image.open(b)), np.asarray(Image.open(a))) for b, a in pairs))
+        found.append(lpips_distances(network, np.stack(base) / 255.0, np.stack(mine) / 255.0, batch_size))
+    return float(np.concatenate(found).mean())
+
+
 def measure_quality(
     entries: Sequence[Measured],
     out_dir: Path,
@@ -132,6 +148,7 @@ def measure_quality(
         device = made.device
         found[m.run_id] = Quality(
             fid=fid(made.baseline, made.accelerated, pretrained, device),
+            lpips=_lpips(made, m.weights == "pretrained"),
             fid_reference=fid(reference, made.accelerated, pretrained, device) if reference else None,
             base_fid_reference=fid(reference, made.baseline, pretrained, device) if reference else None,
             images=len(prompts),

@@ -28,6 +28,7 @@ class Entry(Measured):
     fid: Optional[float] = None  # against the baseline's images for the same prompts and seeds
     fid_reference: Optional[float] = None  # against the user's reference images (fid_reference_dir)
     base_fid_reference: Optional[float] = None  # the baseline's, against the same reference images
+    quality_lpips: Optional[float] = None  # LPIPS against the baseline over the same many prompts
     fid_images: Optional[int] = None
     fid_weights: Optional[str] = None  # what extracted the features (".../random": measures nothing)
     quality_s: Optional[float] = None  # seconds of the quality stage for this configuration
