@@ -137,3 +137,26 @@ def test_metric_config_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as found:
         metrics.check_budget_metric("psnr")  # a PSNR is no loss a budget can bound
     assert "clip | ssim | lpips" in str(found.value)
+
+
+def test_fid_of_image_folders_is_zero_for_the_same_set_and_grows_with_distortion(tmp_path):
+    from PIL import Image
+
+    from accel_bench.metrics.fid import fid, fid_weights_label, image_files
+
+    rng = np.random.default_rng(0)
+    clean = rng.random((6, 32, 32, 3))
+    sets = {"clean": clean, "slight": np.clip(clean + 0.03 * rng.standard_normal(clean.shape), 0, 1)}
+    sets["heavy"] = np.clip(clean + 0.3 * rng.standard_normal(clean.shape), 0, 1)
+    for name, images in sets.items():
+        (tmp_path / name).mkdir()
+        for index, pixels in enumerate(to_uint8(images)):
+            Image.fromarray(pixels).save(tmp_path / name / f"{index:05d}.png")
+    files = {name: image_files(tmp_path / name) for name in sets}
+    cpu = torch.device("cpu")
+    same, near, far = (
+        fid(files["clean"], files[name], False, cpu, batch_size=4) for name in ("clean", "slight", "heavy")
+    )
+    assert abs(same) < 1e-3 and 0 < near < far and np.isfinite(far)
+    assert fid(files["clean"][:1], files["heavy"], False, cpu) is None  # one image has no covariance
+    assert fid_weights_label(False) == "inception-v3/torchvision/random"

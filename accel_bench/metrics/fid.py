@@ -15,7 +15,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 class _RandomInception(torch.nn.Module):
     """torchvision's Inception-v3 with seeded random weights and its 2048-d pool features: FID's
-    arithmetic on an untrained network, for random-weight pipelines and tests (labelled so)."""
+    arithmetic on an untrained network, for random-weight pipelines and tests (labelled so). An
+    untrained network's activations have no scale of their own (they grow by ~1e10 through its layers),
+    so each feature vector is scaled to unit RMS before the statistics; FID stays finite and readable."""
 
     num_features = 2048
 
@@ -31,7 +33,8 @@ class _RandomInception(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # uint8 (N, 3, H, W), as torchmetrics passes them
         x = torch.nn.functional.interpolate(images.float() / 255, size=(299, 299), mode="bilinear")
-        return self.net((x - 0.5) / 0.5)
+        features = self.net((x - 0.5) / 0.5).double()
+        return (features / features.pow(2).mean(dim=1, keepdim=True).sqrt()).float()
 
 
 def fid_weights_label(pretrained: bool) -> str:
