@@ -1,4 +1,4 @@
-"""Pareto plots: speedup against CLIP loss and against PSNR, per (pipeline, scheduler, steps, batch)."""
+"""Pareto plots: speedup against the budget metric and against PSNR, per (pipeline, scheduler, steps, batch)."""
 
 from __future__ import annotations
 
