@@ -92,6 +92,7 @@ class RunConfig:
     repeats: Any = "auto"  # passes over the prompt set; auto: 3 on a GPU, 1 on CPU
     max_repeats: Any = "auto"  # passes in all, passes that were not clean measured again; auto: twice repeats
     interleave: bool = False  # alternate baseline and accelerated passes (re-measures the baseline)
+    search_stage: Optional[str] = None  # set by the search sweeper: screen | full (null: a grid job or a run)
     device: str = "auto"
     dtype: str = "auto"
     guidance_scale: float = 7.5
@@ -269,6 +270,8 @@ def check(cfg: DictConfig) -> "Checked":
     except ValueError as error:
         raise ConfigError("summary_path", cfg.summary_path, f"a new file or an accel_bench summary ({error})") from None
     chosen_metrics = metrics.check(cfg)
+    if cfg.search_stage not in (None, "screen", "full"):
+        raise ConfigError("search_stage", cfg.search_stage, "null, screen or full (the search sweeper sets it)")
 
     pipeline = cfg.pipeline
     if pipeline.family not in FAMILIES:

@@ -181,6 +181,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, gpus_a
         baseline=accelerators.baseline_name(cfg.baseline),
         seed=cfg.seed,
         guidance_scale=cfg.guidance_scale,
+        search_stage=cfg.search_stage,
         versions=versions(),
         host=socket.gethostname(),
         run_dir=str(run_dir),

@@ -177,6 +177,7 @@ class Row:
     baseline_cached: Optional[bool] = None  # reused a baseline measured earlier (this process or another job)
     # wall seconds since the process's previous job (its first: since the process started)
     job_s: Optional[float] = None
+    search_stage: Optional[str] = None  # a search's job: screen (few prompts, one repeat) | full; empty otherwise
     isolation: Optional[str] = None  # other work on the GPU: checked | unchecked: <why> | cpu (watch.device)
     disturbed: Optional[str] = None  # what disturbed the figures, side by side; empty when nothing did
     run_dir: Optional[str] = None

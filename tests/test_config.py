@@ -78,6 +78,7 @@ RULES = [
     (["baseline.compile=reduce-overhead", "device=cpu"], "baseline.compile"),  # CUDA graphs need a GPU
     (["accel=deepcache", "baseline.compile=default", "warmup_batches=0"], "warmup_batches"),
     (["metrics=[clip,fid]"], "metrics"),
+    (["search_stage=final"], "search_stage"),
     (["lpips.net=resnet"], "lpips.net"),
     (["dtype=fp8"], "dtype"),
     (["dtype=fp16", "device=cpu"], "dtype"),

@@ -105,6 +105,7 @@ def test_local_folder_goes_through_from_pretrained(tmp_path, tiny_pipe):
             f"pipeline.model_id={folder}",
             "resolution=64",
             "clip.model=tiny",
+            "lpips.backbone=random",  # the ImageNet backbone would be downloaded for pretrained weights
             *FAST,
             f"summary_path={summary}",
         ],

@@ -56,14 +56,26 @@ def _plot_group(rows: Sequence[Measured], budgets: Sequence[float], path: Path, 
     for index, method in enumerate(methods):
         mine = [m for m in rows if m.accel == method]
         marker = MARKERS[index % len(MARKERS)]
-        scored = [m for m in mine if m.loss is not None]
-        by_loss.scatter([m.loss for m in scored], [m.speedup for m in scored], marker=marker, label=method, alpha=0.75)
+        for screened in (False, True):  # a search's screening rows hollow, its full ones (and a grid's) filled
+            scored = [m for m in mine if m.loss is not None and (m.search_stage == "screen") == screened]
+            if scored:
+                by_loss.scatter(
+                    [m.loss for m in scored],
+                    [m.speedup for m in scored],
+                    marker=marker,
+                    label=f"{method} (screened)" if screened else method,
+                    alpha=0.75,
+                    facecolors="none" if screened else None,
+                    edgecolors=f"C{index}",
+                    color=None if screened else f"C{index}",
+                )
         finite = [m for m in mine if m.psnr_db is not None and m.psnr_db != float("inf")]
         by_psnr.scatter(
             [m.psnr_db for m in finite], [m.speedup for m in finite], marker=marker, label=method, alpha=0.75
         )
 
-    front = pareto_front([(m.loss, m.speedup) for m in rows if m.loss is not None], lower_x_is_better=True)
+    measured = [m for m in rows if m.loss is not None and m.search_stage != "screen"]
+    front = pareto_front([(m.loss, m.speedup) for m in measured], lower_x_is_better=True)
     if front:
         by_loss.plot(
             *zip(*front),

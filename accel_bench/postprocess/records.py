@@ -46,6 +46,7 @@ class Measured:
     device_name: str
     run_dir: str  # holds result.json with the full config: what a confirmation re-runs
     disturbed: Optional[str]  # what disturbed its figures (left out unless include_disturbed=true)
+    search_stage: Optional[str] = None  # a search's screening row (few prompts) is plotted, never selected
     loss: Optional[float] = None  # the budget metric's value (budget_metric): larger is worse; None: not measured
 
     @property
@@ -71,7 +72,7 @@ REQUIRED = tuple(
         {
             {"methods": "accel_methods", "params": "accel_params"}.get(f.name, f.name)
             for f in dataclasses.fields(Measured)
-            if f.name not in ("disturbed", "lpips", "loss")  # older summaries: undisturbed, no LPIPS
+            if f.name not in ("disturbed", "lpips", "loss", "search_stage")  # older summaries have none of these
         }
         | {"status"}
     )

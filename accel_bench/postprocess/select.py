@@ -57,11 +57,15 @@ class Gap:
 
 def candidates(measured: Sequence[Measured], include_random: bool) -> list[Measured]:
     """Rows that may be selected: accelerated, faster than their baseline, real weights unless admitted,
-    with the budget metric measured."""
+    with the budget metric measured, and not a search's screening row."""
     return [
         m
         for m in measured
-        if m.accel != "none" and m.speedup > 1 and (include_random or m.weights == "pretrained") and m.loss is not None
+        if m.accel != "none"
+        and m.speedup > 1
+        and (include_random or m.weights == "pretrained")
+        and m.loss is not None
+        and m.search_stage != "screen"
     ]
 
 
@@ -77,6 +81,10 @@ def left_out(measured: Sequence[Measured], include_random: bool, include_disturb
             reasons["no faster than their baseline"].append(m)
         elif not include_random and m.weights != "pretrained":
             reasons["random weights (include_random=true admits them)"].append(m)
+        elif m.search_stage == "screen":
+            reasons["screened by a search (few prompts, one repeat): its full measurement is a row of its own"].append(
+                m
+            )
         elif m.loss is None:
             reasons["the budget metric not measured (not in the sweep's metrics list)"].append(m)
     return dict(sorted(reasons.items()))

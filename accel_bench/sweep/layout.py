@@ -5,6 +5,7 @@
 <sweep dir>/baselines/           baselines shared by the sweep's jobs, keyed
 <sweep dir>/<job num>/           each job's run folder (Hydra's subdir), its row in record.RESULT_FILE
 <sweep dir>/.submitit/           submitit's job folders; tasks/<launch>-<task>.json each task's progress
+<sweep dir>/search/              a search's state: study.log (Optuna's journal), jobs.json (job -> candidate, stage)
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ class SweepLayout:
     @property
     def baselines(self) -> Path:
         return self.root / "baselines"
+
+    def job(self, num: int) -> Path:
+        return self.root / str(num)
+
+    @property
+    def search_journal(self) -> Path:
+        return self.root / "search" / "study.log"
+
+    @property
+    def search_ledger(self) -> Path:
+        return self.root / "search" / "jobs.json"
 
     @property
     def submitit(self) -> Path:

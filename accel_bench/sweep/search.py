@@ -1,0 +1,249 @@
+"""The search: the grid's candidates, screened cheaply where a multi-objective sampler (Optuna) expects
+the front, then the best screened candidates for each quality budget measured in full.
+
+A candidate is one job of the grid sweeper's plan (the same ``conf/sweep/*.yaml`` grids). Candidates
+are grouped by combination (pipeline, scheduler, steps, batch size); each combination is one Optuna
+study with two objectives, speedup (up) and the budget metric's loss (down), whose parameters are the
+grid (method) and that grid's swept keys. Studies live in an Optuna journal in the sweep folder, and
+a ledger maps every launched job to its candidate and stage, so a search cut short resumes where it
+stopped: finished trials are never run again, lost ones are launched again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from .. import metrics
+from ..record import Row
+
+COMBINATION_KEYS = ("pipeline", "scheduler", "steps", "batch_size")
+SCREEN, FULL = "screen", "full"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    index: int  # its place in the grid's plan: deterministic, sorted by grid name
+    grid: str
+    overrides: tuple[str, ...]  # the grid job's overrides, as the grid sweeper would launch it
+    combination: tuple[str, ...]  # its values of COMBINATION_KEYS ("-": the config's default)
+    setting: tuple[tuple[str, str], ...]  # every other key and value: what the search chooses among
+
+
+def split(overrides: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(combination values, setting) of one job's overrides."""
+    values = dict(line.split("=", 1) for line in overrides)
+    combination = tuple(values.pop(key, "-") for key in COMBINATION_KEYS)
+    return combination, tuple(sorted(values.items()))
+
+
+def candidates(jobs_by_grid: dict[str, list[list[str]]]) -> list[Candidate]:
+    """Every grid job as a candidate, grids in name order (the grid sweeper's job order)."""
+    found = []
+    for grid in sorted(jobs_by_grid):
+        for overrides in jobs_by_grid[grid]:
+            combination, setting = split(overrides)
+            found.append(Candidate(len(found), grid, tuple(overrides), combination, setting))
+    return found
+
+
+def combination_name(combination: Sequence[str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in zip(COMBINATION_KEYS, combination))
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished job measured, as the search uses it."""
+
+    speedup: float
+    loss: float
+
+
+def result_of(row: Optional[Row], budget_metric: str) -> Optional[Result]:
+    """A row's speedup and budget-metric loss; None for a failed row or one without the metric."""
+    if row is None or row.status != "ok" or row.speedup is None:
+        return None
+    loss = getattr(row, metrics.budget_column(budget_metric))
+    return None if loss is None else Result(row.speedup, loss)
+
+
+class Ledger:
+    """``search/jobs.json``: job number -> candidate, stage and Optuna trial; written before each launch.
+    It names its candidates' plan, so a sweep folder is never resumed with another search space."""
+
+    def __init__(self, path: Path, found: Sequence[Candidate]):
+        from ..errors import ConfigError
+
+        self.path = path
+        self.space = hashlib.sha1(json.dumps([list(c.overrides) for c in found]).encode()).hexdigest()[:16]
+        stored = json.loads(path.read_text()) if path.exists() else {"space": self.space, "jobs": {}}
+        if stored["space"] != self.space:
+            raise ConfigError(
+                "hydra.sweep.dir",
+                str(path.parent.parent),
+                "a new folder: this one holds a search over other candidates",
+            )
+        self.jobs: dict[int, dict[str, Any]] = {int(k): v for k, v in stored["jobs"].items()}
+
+    def add(self, job: int, candidate: int, stage: str, trial: Optional[int]) -> None:
+        self.jobs[job] = {"candidate": candidate, "stage": stage, "trial": trial}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        jobs = {str(k): v for k, v in sorted(self.jobs.items())}
+        tmp.write_text(json.dumps({"space": self.space, "jobs": jobs}, indent=1) + "\n")
+        tmp.replace(self.path)
+
+    @property
+    def next_job(self) -> int:
+        return max(self.jobs, default=-1) + 1
+
+
+class Study:
+    """One combination's Optuna study: asks for candidates, is told what they measured."""
+
+    def __init__(self, name: str, members: Sequence[Candidate], storage: Any, seed: int):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.members = list(members)
+        self.by_setting = {(c.grid, c.setting): c for c in self.members}
+        self.grids = sorted({c.grid for c in self.members})
+        self.values: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for c in self.members:
+            for key, value in c.setting:
+                if value not in self.values[c.grid][key]:
+                    self.values[c.grid][key].append(value)
+        self.varying = {grid: sorted(k for k, vs in keys.items() if len(vs) > 1) for grid, keys in self.values.items()}
+        with warnings.catch_warnings():  # multivariate TPE, the sampler for conditional spaces, is "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        self.study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=["maximize", "minimize"],
+            sampler=sampler,
+            load_if_exists=True,
+        )
+        self.rng = random.Random(f"{seed}:{name}")
+
+    def describe(self, candidate: Candidate) -> str:
+        """The candidate by what its grid varies: ``deepcache accel.cache_interval=3 accel.cache_branch_id=0``."""
+        setting = dict(candidate.setting)
+        return " ".join([candidate.grid, *(f"{k}={setting[k]}" for k in self.varying[candidate.grid])])
+
+    def screened(self) -> dict[int, Result]:
+        """Candidate -> its screening result, from the study's finished trials."""
+        import optuna
+
+        found = {}
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            speedup, loss = trial.values
+            found[trial.user_attrs["candidate"]] = Result(speedup, loss)
+        return found
+
+    def failed(self) -> set[int]:
+        import optuna
+
+        return {
+            t.user_attrs["candidate"]
+            for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+            if "candidate" in t.user_attrs
+        }
+
+    def running(self) -> dict[int, int]:
+        """Trial number -> candidate, for trials launched but never told (their job was lost)."""
+        import optuna
+
+        return {
+            t.number: t.user_attrs["candidate"]
+            for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if "candidate" in t.user_attrs
+        }
+
+    def ask(self, count: int) -> list[tuple[int, Candidate]]:
+        """Up to ``count`` new candidates (trial number, candidate): the sampler's choices; one it
+        already has is told its result again (no job) and the sampler asked anew; where it keeps
+        repeating itself, an unscreened candidate at random."""
+        done = set(self.screened()) | self.failed() | set(self.running().values())
+        chosen: list[tuple[int, Candidate]] = []
+        attempts = 0
+        while len(chosen) < count and len(done) < len(self.members):
+            attempts += 1
+            trial = self.study.ask()
+            if attempts > 10 * count:
+                candidate = self.rng.choice([c for c in self.members if c.index not in done])
+            else:
+                grid = trial.suggest_categorical("grid", self.grids)
+                setting = tuple(
+                    sorted(
+                        (key, trial.suggest_categorical(f"{grid}/{key}", values))
+                        for key, values in self.values[grid].items()
+                    )
+                )
+                candidate = self.by_setting.get((grid, setting))
+            if candidate is None or candidate.index in done:
+                known = self.screened().get(candidate.index) if candidate is not None else None
+                if known is not None:  # the sampler learns it again; no job runs
+                    trial.set_user_attr("candidate", candidate.index)
+                    self.study.tell(trial, [known.speedup, known.loss])
+                else:  # not in the plan, failed, or still running: nothing to learn from it here
+                    self.study.tell(trial, state=_fail())
+                continue
+            trial.set_user_attr("candidate", candidate.index)
+            done.add(candidate.index)
+            chosen.append((trial.number, candidate))
+        return chosen
+
+    def tell(self, trial_number: int, result: Optional[Result]) -> None:
+        """A screening job's result (None: it failed, or measured no budget metric)."""
+        if result is None:
+            self.study.tell(trial_number, state=_fail())
+        else:
+            self.study.tell(trial_number, [result.speedup, result.loss])
+
+
+def _fail():
+    import optuna
+
+    return optuna.trial.TrialState.FAIL
+
+
+def to_measure_fully(
+    members: Sequence[Candidate], screened: dict[int, Result], budgets: Sequence[float], per_budget: int, slack: float
+) -> list[Candidate]:
+    """Per budget, the ``per_budget`` fastest screened candidates whose loss is within the budget (plus
+    ``slack`` x budget: a screen's few prompts measure loss loosely), faster than their baseline."""
+    chosen: dict[int, Candidate] = {}
+    by_index = {c.index: c for c in members}
+    for budget in sorted(budgets):
+        within = sorted(
+            (i for i, r in screened.items() if r.speedup > 1 and r.loss <= budget * (1 + slack)),
+            key=lambda i: (-screened[i].speedup, screened[i].loss, i),
+        )
+        for i in within[:per_budget]:
+            chosen[i] = by_index[i]
+    return [chosen[i] for i in sorted(chosen)]
+
+
+def front(results: dict[int, Result], budgets: Sequence[float]) -> list[tuple[float, Optional[int]]]:
+    """Per budget: the candidate with the highest speedup within it (None: none yet)."""
+    best = []
+    for budget in sorted(budgets):
+        within = [i for i, r in results.items() if r.loss <= budget and r.speedup > 1]
+        best.append((budget, max(within, key=lambda i: (results[i].speedup, -i)) if within else None))
+    return best
+
+
+def grouped(found: Iterable[Candidate]) -> dict[tuple[str, ...], list[Candidate]]:
+    groups: dict[tuple[str, ...], list[Candidate]] = defaultdict(list)
+    for c in found:
+        groups[c.combination].append(c)
+    return dict(sorted(groups.items()))

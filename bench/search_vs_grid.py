@@ -1,0 +1,111 @@
+"""The search against the grid on the same space: selected entries and job-seconds, side by side.
+
+    python bench/search_vs_grid.py --sweeps deepcache tome --seeds 0 1 2     # CPU, tiny pipeline (~15 min)
+    python bench/search_vs_grid.py --pipeline sd15 --extra pipeline.weights=random dtype=fp16 steps=20
+
+Runs the grid once (``hydra/sweeper=grid``) and the search (``hydra/sweeper=search``) once per seed,
+each into its own sweep folder, with the same overrides; post-process's selection (``select``, every
+budget of ``--budgets``) on each. Per budget: the grid's best speedup, each search's selected speedup
+(within 5% of the grid's?), whether the search's entry is inside the budget on the grid's measurement
+of the same setting, and every sweep's job-seconds (the sum of its rows' ``job_s``). Writes
+``search_vs_grid_<pipeline>.json`` in ``--out`` with command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sweep(folder: Path, sweeper: str, args: argparse.Namespace, extra: list[str]) -> None:
+    named = [f"+sweep={name}" for name in args.sweeps]
+    command = [sys.executable, str(REPO / "run.py"), "-m", *named, f"hydra/sweeper={sweeper}"]
+    command += [f"pipeline={args.pipeline}", f"steps={args.steps}", f"batch_size={args.batch}"]
+    command += [f"num_prompts={args.prompts}", f"hydra.sweep.dir={folder}", f"summary_path={folder / 'log.csv'}"]
+    budgets = "[" + ",".join(str(b) for b in args.budgets) + "]"
+    if sweeper == "search":
+        command += [f"hydra.sweeper.budgets={budgets}"]
+    subprocess.run([*command, *extra], check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweeps", nargs="+", default=["deepcache", "tome"])
+    parser.add_argument("--pipeline", default="tiny")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.02, 0.05, 0.1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every sweep")
+    parser.add_argument("--work", default="/tmp/search_vs_grid")
+    parser.add_argument("--out", default="bench/results/search_vs_grid")
+    args = parser.parse_args()
+    from accel_bench.postprocess.records import read_summaries
+    from accel_bench.postprocess.select import select
+    from accel_bench.record import read_rows
+
+    work = Path(args.work)
+    grid_dir = work / "grid"
+    sweep(grid_dir, "grid", args, args.extra)
+    grid_rows, _ = read_summaries([grid_dir])
+    grid_best = {e.quality_budget: e for e in select(grid_rows, args.budgets, include_random=True)}
+    by_setting = {(m.accel, json.dumps(m.params, sort_keys=True)): m for m in grid_rows}
+    grid_s = sum(r.job_s or 0.0 for r in read_rows(grid_dir / "summary.csv"))
+    searches = []
+    for seed in args.seeds:
+        folder = work / f"search_{seed}"
+        sweep(folder, "search", args, [*args.extra, f"hydra.sweeper.seed={seed}"])
+        rows = read_rows(folder / "summary.csv")
+        measured, _ = read_summaries([folder])
+        chosen = {e.quality_budget: e for e in select(measured, args.budgets, include_random=True)}
+        per_budget = []
+        for budget in sorted(args.budgets):
+            best, mine = grid_best.get(budget), chosen.get(budget)
+            on_grid = by_setting.get((mine.accel, json.dumps(mine.params, sort_keys=True))) if mine else None
+            per_budget.append(
+                {
+                    "budget": budget,
+                    "grid_speedup": best.speedup if best else None,
+                    "grid_choice": f"{best.accel} {json.dumps(best.params, sort_keys=True)}" if best else None,
+                    "search_speedup": mine.speedup if mine else None,
+                    "search_choice": f"{mine.accel} {json.dumps(mine.params, sort_keys=True)}" if mine else None,
+                    "search_loss": mine.loss if mine else None,
+                    "grid_loss_of_search_choice": on_grid.loss if on_grid else None,
+                    "within_5_percent": bool(best and mine and mine.speedup >= 0.95 * best.speedup),
+                }
+            )
+        spent = sum(r.job_s or 0.0 for r in rows)
+        searches.append(
+            {
+                "seed": seed,
+                "jobs": len(rows),
+                "screened": sum(r.search_stage == "screen" for r in rows),
+                "full": sum(r.search_stage == "full" for r in rows),
+                "job_s": spent,
+                "share_of_grid_job_s": spent / grid_s if grid_s else None,
+                "budgets": per_budget,
+            }
+        )
+        print(json.dumps(searches[-1]), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "command": "python bench/search_vs_grid.py " + " ".join(sys.argv[1:]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"host": platform.node(), "cpu": platform.processor()},
+        "grid": {"jobs": len(read_rows(grid_dir / "summary.csv")), "job_s": grid_s},
+        "searches": searches,
+    }
+    (out / f"search_vs_grid_{args.pipeline}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

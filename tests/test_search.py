@@ -1,0 +1,131 @@
+"""The search sweeper (hydra/sweeper=search): candidates from the grid's own plan, screened where the
+sampler expects the front, the best within each budget measured in full, resumable from the sweep dir."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from accel_bench.record import read_rows
+from accel_bench.sweep import search
+from accel_bench.sweep.layout import SweepLayout
+
+from .conftest import run_cli
+
+
+def _candidates():
+    jobs = {
+        "deepcache": [["accel=deepcache", f"accel.cache_interval={i}", "steps=10"] for i in (2, 3, 4)],
+        "tome": [["accel=tome", f"accel.ratio={r}", "steps=10"] for r in (0.3, 0.5)],
+    }
+    return search.candidates(jobs)
+
+
+def test_candidates_keep_the_grid_plan_order_and_split_combination_from_setting():
+    found = _candidates()
+    assert [c.index for c in found] == list(range(5)) and [c.grid for c in found] == ["deepcache"] * 3 + ["tome"] * 2
+    assert found[0].combination == ("-", "-", "10", "-")
+    assert found[3].setting == (("accel", "tome"), ("accel.ratio", "0.3"))
+    assert list(search.grouped(found)) == [("-", "-", "10", "-")]
+
+
+def test_full_measurement_takes_the_fastest_screened_within_each_budget():
+    found = _candidates()
+    screened = {
+        0: search.Result(1.5, 0.001),
+        1: search.Result(2.0, 0.012),  # within 0.01 only with the slack
+        2: search.Result(2.6, 0.04),
+        3: search.Result(0.9, 0.0),  # slower than the baseline: never
+        4: search.Result(1.7, 0.2),
+    }
+    chosen = search.to_measure_fully(found, screened, [0.01, 0.05], per_budget=1, slack=0.5)
+    assert [c.index for c in chosen] == [1, 2]
+    assert [c.index for c in search.to_measure_fully(found, screened, [0.01], 2, 0.0)] == [0]
+    assert search.front(screened, [0.005, 0.05, 0.5]) == [(0.005, 0), (0.05, 2), (0.5, 2)]
+    assert search.front({3: screened[3]}, [0.1]) == [(0.1, None)]
+
+
+def test_the_sampler_never_picks_a_candidate_twice_and_repeats_itself_with_the_same_seed(tmp_path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    found = _candidates()
+    picks = []
+    for run in ("a", "b"):
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / f"{run}.log")))
+        study = search.Study("s", found, storage, seed=3)
+        chosen = [c.index for _, c in study.ask(3)]
+        assert len(set(chosen)) == 3
+        for number, index in zip(sorted(study.running()), chosen):
+            study.tell(number, search.Result(1.0 + index, 0.01 * index))
+        chosen += [c.index for _, c in study.ask(5)]  # only two are left
+        assert sorted(chosen) == [0, 1, 2, 3, 4] and not study.ask(1)
+        picks.append(chosen)
+    assert picks[0] == picks[1]
+
+
+def test_search_screens_a_share_measures_the_best_in_full_and_resumes_without_rerunning(tmp_path):
+    sweep = tmp_path / "search"
+    args = [
+        "-m",
+        "+sweep=deepcache",  # 5 intervals x 12 branches: the grid sweeper's space, unchanged
+        "hydra/sweeper=search",
+        "steps=4",
+        "batch_size=2",
+        "num_prompts=3",
+        "warmup_batches=1",
+        "hydra.sweeper.round_size=3",
+        "hydra.sweeper.screen_share=0.1",
+        "hydra.sweeper.full_per_budget=1",
+        "hydra.sweeper.budgets=[0.5]",
+        f"hydra.sweep.dir={sweep}",
+        f"summary_path={tmp_path / 'all.csv'}",
+    ]
+    first = run_cli(args, tmp_path, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = read_rows(SweepLayout(sweep).summary)
+    stages = [r.search_stage for r in rows]
+    assert stages.count("screen") == 6 and stages.count("full") == 1, stages  # 10% of 60, then the best
+    screened = [r for r in rows if r.search_stage == "screen"]
+    assert all(r.num_images == 2 and r.repeats == 1 for r in screened if r.status == "ok")
+    (full,) = [r for r in rows if r.search_stage == "full"]
+    assert full.status == "ok" and full.num_images == 3 and full.speedup > 1
+    best = max((r for r in screened if r.status == "ok" and r.speedup > 1), key=lambda r: r.speedup)
+    assert full.accel_params == best.accel_params  # the screen's fastest within the budget
+    assert "[search] round 1: " in first.stdout and "the grid: 60 jobs, about " in first.stdout
+    ledger = json.loads(SweepLayout(sweep).search_ledger.read_text())
+    assert sorted(e["stage"] for e in ledger["jobs"].values()) == ["full"] + ["screen"] * 6
+
+    from accel_bench.postprocess.records import read_summaries
+    from accel_bench.postprocess.select import left_out, select
+
+    measured, _ = read_summaries([sweep])
+    (entry,) = select(measured, [0.5], include_random=True)
+    assert entry.run_id == full.run_id  # post-process selects among full rows only
+    assert any("screened by a search" in reason for reason in left_out(measured, True, True))
+
+    again = run_cli(args, tmp_path, timeout=900)  # resumed: every trial finished, nothing runs again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(read_rows(SweepLayout(sweep).summary)) == len(rows)
+    assert json.loads(SweepLayout(sweep).search_ledger.read_text()) == ledger
+    assert "[sweep] 0 jobs" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("hydra.sweeper.budget_metric=psnr", "hydra.sweeper.budget_metric"),
+        ("hydra.sweeper.screen_share=0", "hydra.sweeper.screen_share"),
+        ("hydra.sweeper.budgets=[0.1,1.5]", "hydra.sweeper.budgets"),
+        ("hydra.sweeper.round_size=0", "hydra.sweeper.round_size"),
+    ],
+)
+def test_search_bad_input_is_one_line_exit_2(tmp_path, override, key):
+    result = run_cli(
+        ["-m", "hydra/sweeper=search", "+sweep=tome", override, "hydra.sweep.dir=s"], tmp_path, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}=") and "Traceback" not in result.stdout
+    assert not (tmp_path / "s" / "summary.csv").exists()  # nothing ran
