@@ -1,6 +1,6 @@
 """The search against the grid on the same space: selected entries and job-seconds, side by side.
 
-    python bench/search_vs_grid.py --sweeps deepcache tome --seeds 0 1 2     # CPU, tiny pipeline (~15 min)
+    python bench/search_vs_grid.py --sweep deepcache --seeds 0 1 2     # CPU, tiny pipeline (~10 min)
     python bench/search_vs_grid.py --pipeline sd15 --extra pipeline.weights=random dtype=fp16 steps=20
 
 Runs the grid once (``hydra/sweeper=grid``) and the search (``hydra/sweeper=search``) once per seed,
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def sweep(folder: Path, sweeper: str, args: argparse.Namespace, extra: list[str]) -> None:
-    named = [f"+sweep={name}" for name in args.sweeps]
+    named = [f"+sweep={args.sweep}"]
     command = [sys.executable, str(REPO / "run.py"), "-m", *named, f"hydra/sweeper={sweeper}"]
     command += [f"pipeline={args.pipeline}", f"steps={args.steps}", f"batch_size={args.batch}"]
     command += [f"num_prompts={args.prompts}", f"hydra.sweep.dir={folder}", f"summary_path={folder / 'log.csv'}"]
@@ -37,7 +37,7 @@ def sweep(folder: Path, sweeper: str, args: argparse.Namespace, extra: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", nargs="+", default=["deepcache", "tome"])
+    parser.add_argument("--sweep", default="deepcache", help="a named sweep (conf/sweep/): the space of both")
     parser.add_argument("--pipeline", default="tiny")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=2)
@@ -104,7 +104,7 @@ def main() -> None:
         "grid": {"jobs": len(read_rows(grid_dir / "summary.csv")), "job_s": grid_s},
         "searches": searches,
     }
-    (out / f"search_vs_grid_{args.pipeline}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"search_vs_grid_{args.pipeline}_{args.sweep}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
