@@ -50,6 +50,20 @@ def plot_all(
     return written
 
 
+def _draw_front(axes, front: Sequence[tuple[float, float]]) -> None:
+    """The front's points circled and joined (nothing where there is no point)."""
+    if front:
+        axes.plot(
+            *zip(*front),
+            color="black",
+            linewidth=1.5,
+            marker="o",
+            markersize=11,
+            markerfacecolor="none",
+            label="Pareto front",
+        )
+
+
 def _plot_group(rows: Sequence[Measured], budgets: Sequence[float], path: Path, title: str, loss_label: str) -> None:
     fig, (by_loss, by_psnr) = plt.subplots(1, 2, figsize=(12, 4.8))
     methods = sorted({m.accel for m in rows})
@@ -76,30 +90,12 @@ def _plot_group(rows: Sequence[Measured], budgets: Sequence[float], path: Path, 
 
     measured = [m for m in rows if m.loss is not None and m.search_stage != "screen"]
     front = pareto_front([(m.loss, m.speedup) for m in measured], lower_x_is_better=True)
-    if front:
-        by_loss.plot(
-            *zip(*front),
-            color="black",
-            linewidth=1.5,
-            marker="o",
-            markersize=11,
-            markerfacecolor="none",
-            label="Pareto front",
-        )
+    _draw_front(by_loss, front)
     for budget in sorted(budgets):
         by_loss.axvline(budget, linestyle="--", color="grey", linewidth=1)
         by_loss.text(budget, by_loss.get_ylim()[1], f" budget {budget:g}", va="top", fontsize=8, color="grey")
     psnr_points = [(m.psnr_db, m.speedup) for m in rows if m.psnr_db is not None and m.psnr_db != float("inf")]
-    if psnr_points:
-        by_psnr.plot(
-            *zip(*pareto_front(psnr_points, lower_x_is_better=False)),
-            color="black",
-            linewidth=1.5,
-            marker="o",
-            markersize=11,
-            markerfacecolor="none",
-            label="Pareto front",
-        )
+    _draw_front(by_psnr, pareto_front(psnr_points, lower_x_is_better=False))
 
     random = any(m.weights == "random" or m.clip_weights == "random" for m in rows)
     by_loss.set(xlabel=f"{loss_label} (against the baseline)", ylabel="speedup (x)")
