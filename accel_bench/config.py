@@ -89,6 +89,7 @@ class RunConfig:
     warmup_batches: Any = "auto"  # an integer, or auto: until stable on a GPU, 1 on CPU
     warmup_tolerance: float = 0.02  # auto: two consecutive batch times within 2%
     warmup_max_batches: int = 10
+    warmup_inherit: bool = True  # auto on a GPU: one warm-up batch for a side measured right after this process's last
     repeats: Any = "auto"  # passes over the prompt set; auto: 3 on a GPU, 1 on CPU
     max_repeats: Any = "auto"  # passes in all, passes that were not clean measured again; auto: twice repeats
     interleave: bool = False  # alternate baseline and accelerated passes (re-measures the baseline)
@@ -328,10 +329,13 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def warmup_policy(cfg: DictConfig, device: str) -> WarmupPolicy:
-    """``auto`` warms up until stable on a GPU; on a CPU one batch (its timings are not the point)."""
+def warmup_policy(cfg: DictConfig, device: str, warm: bool = False) -> WarmupPolicy:
+    """``auto`` warms up until stable on a GPU; on a CPU one batch (its timings are not the point).
+    ``warm``: the process measured the same pipeline moments ago; with ``warmup_inherit`` an auto
+    warm-up on a GPU is then one batch (``WarmupPolicy.inherited``)."""
     batches = 1 if cfg.warmup_batches == "auto" and not device.startswith("cuda") else cfg.warmup_batches
-    return WarmupPolicy(batches, cfg.warmup_tolerance, cfg.warmup_max_batches)
+    inherited = warm and cfg.warmup_inherit and batches == "auto"
+    return WarmupPolicy(batches, cfg.warmup_tolerance, cfg.warmup_max_batches, inherited)
 
 
 def resolve_repeats(repeats: Any, device: str) -> int:

@@ -5,6 +5,7 @@ config -> check -> pipeline -> prompts -> baseline measure -> accelerated measur
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -96,6 +97,43 @@ def pipeline_call(applied: accelerators.AppliedPipeline, cfg: DictConfig, resolu
     return generate
 
 
+class ProcessMemory:
+    """What a process (a packed task's jobs, one after another) may carry from one measured side to
+    the next: its warm state, and the FLOPs per image of each setting it counted. Rows say what they
+    inherited (``warmup_inherited``, ``flops_inherited``); everything timed is measured anew."""
+
+    WARM_WITHIN_S = 30.0  # a pipeline measured this recently left the GPU's clocks, allocator and kernels warm
+
+    def __init__(self) -> None:
+        self.last_measured: dict[tuple[str, int], float] = {}
+        self.flops: dict[str, float] = {}
+
+    def warm(self, device: torch.device, pipe: Any) -> bool:
+        ended = self.last_measured.get((str(device), id(pipe)))
+        return ended is not None and time.perf_counter() - ended < self.WARM_WITHIN_S
+
+    def measured(self, device: torch.device, pipe: Any) -> None:
+        self.last_measured[(str(device), id(pipe))] = time.perf_counter()
+
+    @staticmethod
+    def setting(cfg: DictConfig, methods: list[accelerators.Accelerator], resolution: int) -> str:
+        """What a side's FLOPs per image depend on: the architecture, the call and the methods'
+        parameters; not the batch, prompts, seed or dtype."""
+        values = dict(
+            pipeline=[cfg.pipeline[k] for k in ("family", "architecture", "model_id")],
+            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+            steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            resolution=resolution,
+            methods=[type(m).__name__ for m in methods],
+            params=accelerators.params_record(methods),
+        )
+        return json.dumps(values, sort_keys=True, default=str)
+
+
+_memory = ProcessMemory()
+
+
 def _measure(
     sides: list[tuple[str, list[accelerators.Accelerator]]],
     pipe: Any,
@@ -105,7 +143,9 @@ def _measure(
     resolution: int,
     interleave: bool,
 ) -> list[Measurement]:
-    """Each side is the pipeline with its accelerators applied, for each of its passes."""
+    """Each side is the pipeline with its accelerators applied, for each of its passes. Measured one
+    side at a time, a side whose methods need no warm-up of their own (no compilation) inherits the
+    process's warm state; a setting whose FLOPs the process counted is not counted again."""
 
     def opener(methods: list[accelerators.Accelerator]):
         @contextmanager
@@ -115,21 +155,34 @@ def _measure(
 
         return opened
 
-    return measure_sides(
+    own_warmup = any(m.warmup_needed()[0] > 1 or m.compiles for _, methods in sides for m in methods)
+    warm = not interleave and not own_warmup and _memory.warm(device, pipe)
+    settings = [ProcessMemory.setting(cfg, methods, resolution) for _, methods in sides]
+    # a compiled side is not counted: the counting mode does not see inside compiled graphs, and
+    # its counting call would compile the graphs again
+    counted = [cfg.count_flops and not accelerators.compiles(methods) for _, methods in sides]
+    measured = measure_sides(
         [opener(methods) for _, methods in sides],
         prompts,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
-        warmup=config.warmup_policy(cfg, str(device)),
+        warmup=config.warmup_policy(cfg, str(device), warm),
         device=device,
         repeats=config.resolve_repeats(cfg.repeats, str(device)),
         max_repeats=config.resolve_max_repeats(cfg, str(device)),
         interleave=interleave,
-        # a compiled side is not counted: the counting mode does not see inside compiled graphs, and
-        # its one-image call would compile the graphs again for that shape
-        count_flops=[cfg.count_flops and not accelerators.compiles(methods) for _, methods in sides],
+        count_flops=[c and s not in _memory.flops for c, s in zip(counted, settings)],
         labels=[label for label, _ in sides],
     )
+    _memory.measured(device, pipe)
+    found = []
+    for side, setting, count in zip(measured, settings, counted):
+        if count and side.flops_per_image is None and setting in _memory.flops:
+            side = dataclasses.replace(side, flops_per_image=_memory.flops[setting], flops_inherited=True)
+        elif count and side.flops_per_image is not None:
+            _memory.flops[setting] = side.flops_per_image
+        found.append(side)
+    return found
 
 
 def _save_images(run_dir: Path, sides: dict[str, Measurement]) -> None:
@@ -265,6 +318,7 @@ def _run_checked(
                     "warmup_batches",
                     "warmup_tolerance",
                     "warmup_max_batches",
+                    "warmup_inherit",
                     "repeats",
                     "max_repeats",
                     "guidance_scale",

@@ -74,11 +74,14 @@ class SideStopped(Exception):
 @dataclass(frozen=True)
 class WarmupPolicy:
     """``batches``: a fixed count, or "auto": until two consecutive full-batch times agree within
-    ``tolerance`` (relative), at most ``max_batches``."""
+    ``tolerance`` (relative), at most ``max_batches``. ``inherited``: the process is warm already
+    (its GPU's clocks, allocator and kernels from the passes it just measured), so one batch pays
+    the side's own first-call costs and ``batches`` is not applied."""
 
     batches: Union[int, str] = 1
     tolerance: float = 0.02
     max_batches: int = 10
+    inherited: bool = False
 
 
 @dataclass
@@ -90,12 +93,14 @@ class Measurement:
     repeats: int  # passes over the prompt set
     warmup_times_s: list[float]  # seconds per warm-up batch (synchronized like the measured ones)
     peak_mem_gb: Optional[float]  # torch.cuda.max_memory_allocated over the measured batches; None on CPU
-    flops_per_image: Optional[float]  # GFLOP per image, counted on one untimed image; None when not counted
+    flops_per_image: Optional[float]  # GFLOP per image, counted on one untimed call; None when not counted
     images: np.ndarray = field(repr=False)  # (num_images, H, W, 3) floats in [0, 1], first pass, in its prompt order
     flops_s: Optional[float] = None  # seconds the FLOPs count took (its call runs under a counting mode, untimed)
     checks: list[PassCheck] = field(default_factory=list)  # per pass: what the watches saw
     warmup_stable: Optional[bool] = None  # auto warm-up: two batches agreed (False: it stopped at its cap)
     isolation: str = "cpu"  # the device watch's verdict: checked | unchecked: <why> | cpu
+    warmup_inherited: bool = False  # warmed up with one batch in a process already warm (WarmupPolicy.inherited)
+    flops_inherited: bool = False  # flops_per_image from an earlier side of the same setting (not counted here)
 
     @property
     def warmup_batches(self) -> int:
@@ -234,11 +239,26 @@ class _Runner:
         seconds = time.perf_counter() - began
         return seconds, output, host.stop(seconds) if host is not None else None
 
-    def warmup_done(self, times: Sequence[float], policy: WarmupPolicy) -> bool:
-        """A fixed count: that many of the pass's batches, at most all of them; auto: until steady."""
+    def warmup_done(self, times: Sequence[float], policy: WarmupPolicy, counted: bool = False) -> bool:
+        """A fixed count: that many of the pass's batches, at most all of them; auto: until steady;
+        inherited: one batch. ``counted``: a FLOPs-counting batch ran first: it counts as a batch
+        run, not as a time (the counting mode slows it)."""
+        run = len(times) + counted
+        if policy.inherited:
+            return run >= 1
         if policy.batches != "auto":
-            return len(times) >= min(int(policy.batches), len(self.starts))
+            return run >= min(int(policy.batches), len(self.starts))
         return len(times) >= policy.max_batches or _steady(times, policy)
+
+    def counted_batch(self, generate: Generate, before_batch: BeforeBatch) -> tuple[float, float]:
+        """The first warm-up batch, run under ``FlopCount``: (GFLOP per image, seconds). FLOPs grow
+        with the batch image for image, so a warm-up batch that runs anyway also counts them."""
+        start = self.full_starts[0]
+        counter, began = FlopCount(), time.perf_counter()
+        with counter:
+            images = self.drawn(0, 0).run(generate, before_batch, start)
+        _synchronize(self.device)
+        return counter.total / 1e9 / len(images), time.perf_counter() - began
 
     def warmup_batch(self, generate: Generate, before_batch: BeforeBatch, batch: int, policy: WarmupPolicy) -> float:
         """Warm-up batch k: the pass's batches in order (fixed count), full batches round robin (auto)."""
@@ -285,6 +305,7 @@ class _Side:
     peak: Optional[float] = None
     flops: Optional[float] = None
     flops_s: Optional[float] = None
+    counted: bool = False  # its FLOPs were counted on its first warm-up batch
     stopped: bool = False
 
     def usable(self, first: "_Side", interleaved: bool) -> int:
@@ -340,24 +361,34 @@ def measure_sides(
         except SideStopped:
             side.stopped = True
 
+    def count_on_warmup(side: _Side) -> bool:
+        """Count FLOPs on the first warm-up batch where one will run; else on one image after the passes."""
+        return side.count_flops and side.flops is None and not runner.warmup_done([], warmup)
+
+    def warm_up_batch(side: _Side, generate: Generate, before_batch: BeforeBatch) -> None:
+        if count_on_warmup(side):
+            side.flops, side.flops_s = runner.counted_batch(generate, before_batch)
+            side.counted = True
+        else:
+            batch = len(side.warmup_times) + side.counted
+            side.warmup_times.append(runner.warmup_batch(generate, before_batch, batch, warmup))
+
     def warm_up_alone(side: _Side, generate: Generate, before_batch: BeforeBatch) -> None:
         with tqdm(desc=f"{side.label} warm-up", unit="batch", leave=False) as bar:
-            while not runner.warmup_done(side.warmup_times, warmup):
-                side.warmup_times.append(runner.warmup_batch(generate, before_batch, len(side.warmup_times), warmup))
+            while not runner.warmup_done(side.warmup_times, warmup, side.counted):
+                warm_up_batch(side, generate, before_batch)
                 bar.update()
 
     def warm_up_alternating() -> None:
         """Round after round, one batch of each side in the measured order, each side re-opened as its
         passes will be, until every side is steady (or at its count)."""
         with tqdm(desc="warm-up, alternating", unit="round", leave=False) as bar:
-            while any(not s.stopped and not runner.warmup_done(s.warmup_times, warmup) for s in sides):
+            while any(not s.stopped and not runner.warmup_done(s.warmup_times, warmup, s.counted) for s in sides):
                 for side in sides:
 
                     def one(side: _Side = side) -> None:
                         with side.opener() as (generate, before_batch):
-                            side.warmup_times.append(
-                                runner.warmup_batch(generate, before_batch, len(side.warmup_times), warmup)
-                            )
+                            warm_up_batch(side, generate, before_batch)
                         side.watch.settle(PassCheck())  # its queued work must not land in the next side's batch
 
                     guarded(side, one)
@@ -389,8 +420,8 @@ def measure_sides(
                 side.images = np.concatenate(outputs)
             if device.type == "cuda":
                 side.peak = max(side.peak or 0.0, torch.cuda.max_memory_allocated(device) / 1e9)
-            if side.count_flops and repeat == repeats - 1:
-                # FLOPs per image do not depend on the batch size: one image is enough, and cheap
+            if side.count_flops and side.flops is None and repeat == repeats - 1:
+                # no warm-up batch counted them: one image is enough (FLOPs per image do not depend on the batch)
                 counter, began = FlopCount(), time.perf_counter()
                 with counter:
                     this_pass.run(generate, before_batch, 0, size=1)
@@ -429,8 +460,9 @@ def _measurement(side: _Side, warmup: WarmupPolicy) -> Measurement:
         side.images,  # type: ignore[arg-type]
         side.flops_s,
         checks=side.checks,
-        warmup_stable=_steady(side.warmup_times, warmup) if warmup.batches == "auto" else None,
+        warmup_stable=_steady(side.warmup_times, warmup) if warmup.batches == "auto" and not warmup.inherited else None,
         isolation=side.watch.isolation,
+        warmup_inherited=warmup.inherited,
     )
 
 

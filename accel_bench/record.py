@@ -38,10 +38,16 @@ class Side:
     flops_per_image: Optional[float] = None  # None: not counted (a compiled side, count_flops=false)
     peak_mem_gb: Optional[float] = None  # None on a CPU
     clip_score: Optional[float] = None
-    warmup_batches: Optional[int] = None  # warm-up batches run (auto: until two agreed)
+    warmup_batches: Optional[int] = (
+        None  # timed warm-up batches run (auto: until two agreed); a FLOPs-counting one is not
+    )
+    warmup_inherited: Optional[bool] = None  # one warm-up batch: the process was warm from its previous measured passes
     warmup_s: Optional[float] = None  # seconds of warm-up batches (the baseline's: spent by whichever job measured it)
     measured_s: Optional[float] = None  # seconds inside measured batches, all repeats
-    flops_s: Optional[float] = None  # seconds of the untimed FLOPs-counting call
+    flops_s: Optional[float] = (
+        None  # seconds of the untimed FLOPs-counting call (the first warm-up batch, where one ran)
+    )
+    flops_inherited: Optional[bool] = None  # FLOPs taken from an earlier side of the same setting in this process
     compile_s: Optional[float] = None  # torch.compile's cost: the warm-up beyond as many steady batches
     pass_latencies_s: list[float] = field(default_factory=list)  # every pass run, in order, left-out ones included
     # What may have disturbed the figures above (accel_bench.watch), counted over the passes they use:
@@ -82,9 +88,11 @@ class Side:
             flops_per_image=measured.flops_per_image,
             peak_mem_gb=measured.peak_mem_gb,
             warmup_batches=measured.warmup_batches,
+            warmup_inherited=measured.warmup_inherited,
             warmup_s=sum(measured.warmup_times_s),
             measured_s=measured.measured_s,
             flops_s=measured.flops_s,
+            flops_inherited=measured.flops_inherited,
             compile_s=compile_cost_s(measured) if compiled else None,
             warmup_stable=measured.warmup_stable,
             dropped_passes=measured.repeats - len(passes),

@@ -169,7 +169,15 @@ def test_flop_count_agrees_with_flop_counter_mode(pipes, pipeline, accel):
         lean = FlopCount()
         with lean:
             generate(accelerated.call)
+        accelerated.reset(3)
+        one_image = FlopCount()
+        with one_image:
+            accelerated.call(
+                prompt=PROMPTS[:1], generator=prompt_generators(0, 0, 1), num_inference_steps=4, output_type="np"
+            )
     assert lean.total > 0 and lean.total == reference.get_total_flops()
+    # measure counts a warm-up batch and divides by its images: the count must grow image for image
+    assert lean.total == len(PROMPTS) * one_image.total
 
 
 def eager_deepcache(pipe, deepcache):

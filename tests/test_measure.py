@@ -122,3 +122,49 @@ def test_flops_are_counted_per_image(tiny_pipe):
     counted = measure(generate, ["a", "b", "c"], batch_size=3, seed=0, warmup_batches=0, device=CPU).flops_per_image
     assert counted > 0
     assert counted == pytest.approx(per_image_in_a_batch, rel=1e-6)  # counted on one image, the same per image
+    # with a warm-up batch to run anyway, that batch is the counted call: no extra call, the same count
+    calls = []
+
+    def recorded(prompts, generators):
+        calls.append(len(prompts))
+        return generate(prompts, generators)
+
+    warm = measure(recorded, ["a", "b", "c"], batch_size=3, seed=0, warmup_batches=1, device=CPU)
+    assert calls == [3, 3] and warm.warmup_batches == 0 and warm.flops_s > 0
+    assert warm.flops_per_image == pytest.approx(per_image_in_a_batch, rel=1e-6)
+
+
+def test_an_inherited_warm_up_is_one_batch_and_says_so(monkeypatch):
+    """A process already warm runs one warm-up batch whatever ``auto`` would have run, and the
+    measurement records it; a cold auto warm-up runs until two batches agree."""
+    from contextlib import contextmanager
+
+    from accel_bench.measure import WarmupPolicy, measure_sides
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(measure_module.time, "perf_counter", lambda: clock["now"])
+
+    def generate(prompts, generators):
+        clock["now"] += next(clock["batch_s"])
+        return np.zeros((len(prompts), 2, 2, 3), dtype=np.float32)
+
+    @contextmanager
+    def opened():
+        yield generate, None
+
+    def run(policy, count_flops):
+        clock["batch_s"] = iter([3.0, 2.0, 1.5, 1.0, 1.0] + [1.0] * 20)
+        (measured,) = measure_sides(
+            [opened], ["a", "b"], batch_size=2, seed=0, warmup=policy, device=CPU, count_flops=count_flops
+        )
+        return measured
+
+    cold = run(WarmupPolicy("auto", 0.02, 10), count_flops=False)
+    assert cold.warmup_times_s == [3.0, 2.0, 1.5, 1.0, 1.0] and cold.warmup_stable and not cold.warmup_inherited
+    # the FLOPs-counting batch is the first warm-up batch; its time is never one that must agree
+    counted = run(WarmupPolicy("auto", 0.02, 10), count_flops=True)
+    assert counted.flops_s == 3.0 and counted.warmup_times_s == [2.0, 1.5, 1.0, 1.0]
+    warm = run(WarmupPolicy("auto", 0.02, 10, inherited=True), count_flops=False)
+    assert warm.warmup_times_s == [3.0] and warm.warmup_inherited and warm.warmup_stable is None
+    warm_counted = run(WarmupPolicy("auto", 0.02, 10, inherited=True), count_flops=True)
+    assert warm_counted.flops_s == 3.0 and warm_counted.warmup_batches == 0 and warm_counted.batch_times_s == [2.0]

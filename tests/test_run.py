@@ -143,6 +143,7 @@ def test_same_config_same_images_and_files(tmp_path, monkeypatch):
     rows = []
     for attempt in ("a", "b"):
         monkeypatch.setattr(baselines, "_IN_PROCESS", {})  # two independent runs: no baseline reuse
+        monkeypatch.setattr(experiment, "_memory", experiment.ProcessMemory())  # nor FLOPs or warmth
         cfg = compose_run_config(
             [
                 *FAST,
@@ -162,6 +163,32 @@ def test_same_config_same_images_and_files(tmp_path, monkeypatch):
         for image in sorted((tmp_path / "a" / "images" / side).iterdir()):
             assert image.read_bytes() == (tmp_path / "b" / "images" / side / image.name).read_bytes()
     assert len(pd.read_csv(tmp_path / "summary.csv")) == 2
+
+
+def test_a_process_counts_a_settings_flops_once_and_rows_say_which_they_inherited(tmp_path, monkeypatch):
+    """FLOPs per image depend on the setting, not on the seed or the batch: the second job of a
+    process with the same setting takes them from the first, and says so; a new setting is counted."""
+    monkeypatch.setattr(experiment, "_memory", experiment.ProcessMemory())
+    common = [*FAST, "accel=deepcache", "accel.cache_interval=2", f"summary_path={tmp_path / 's.csv'}"]
+    first = experiment.run(compose_run_config(common), tmp_path / "a")
+    again = experiment.run(compose_run_config([*common, "seed=1", "batch_size=1"]), tmp_path / "b")
+    other = experiment.run(compose_run_config([*common, "accel.cache_interval=4"]), tmp_path / "c")
+    assert first.accelerated.flops_s and not first.accelerated.flops_inherited
+    assert again.accelerated.flops_inherited and again.accelerated.flops_s is None
+    assert again.accelerated.flops_per_image == first.accelerated.flops_per_image
+    assert not other.accelerated.flops_inherited and other.accelerated.flops_per_image < first.accelerated.flops_per_image
+    assert read_rows(tmp_path / "s.csv")[1].accelerated.flops_inherited  # through the summary too
+
+
+def test_only_a_gpu_auto_warm_up_is_inherited():
+    from accel_bench.config import warmup_policy
+
+    cfg = compose_run_config()
+    assert warmup_policy(cfg, "cuda", warm=True).inherited
+    assert not warmup_policy(cfg, "cuda", warm=False).inherited
+    assert not warmup_policy(cfg, "cpu", warm=True).inherited  # one batch on a CPU either way
+    assert not warmup_policy(compose_run_config(["warmup_batches=3"]), "cuda", warm=True).inherited  # asked for 3
+    assert not warmup_policy(compose_run_config(["warmup_inherit=false"]), "cuda", warm=True).inherited
 
 
 def test_a_failing_run_is_recorded_not_lost(tmp_path, monkeypatch):
