@@ -201,8 +201,9 @@ def _check_group_option(overrides: Sequence[Any]) -> None:
             continue
         value = override.value()
         options = group_options(override.key_or_group)
-        if value is not None and value not in options:  # null deselects a group: Hydra's to judge
-            raise ConfigError(override.key_or_group, value, " | ".join(options))
+        for chosen in value if isinstance(value, list) else [value]:  # +sweep=[a,b]: several options of a group
+            if chosen is not None and chosen not in options:  # null deselects a group: Hydra's to judge
+                raise ConfigError(override.key_or_group, chosen, " | ".join(options))
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")

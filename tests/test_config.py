@@ -95,6 +95,7 @@ RULES = [
     (["pipeline=sd16"], "pipeline"),
     (["-m", "accel=tome,deepcach"], "accel"),  # every choice of a sweep, before anything runs
     (["-m", "+sweep=nope"], "sweep"),
+    (["-m", "+sweep=[deepcache,nope]"], "sweep"),  # each option of a list
     (["steps=abc"], "steps"),  # a value its typed key cannot hold: Hydra alone would exit 1
     (["-m", "batch_size=2,2.5"], "batch_size"),
     (["no_such_setting=1"], "no_such_setting"),
@@ -128,6 +129,20 @@ def test_composing_outside_run_py_refuses_the_same_overrides(overrides, key):
     with pytest.raises(ConfigError) as refused:
         compose_run_config(overrides)
     assert refused.value.key == key
+
+
+def test_several_named_sweeps_are_one_space():
+    """``+sweep=[deepcache,tome]``: both files' grids, as the grid and search sweepers read them."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from accel_bench.config import CONF_DIR, check_overrides
+
+    check_overrides(["+sweep=[deepcache,tome]"], "config")  # no ConfigError
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", ["+sweep=[deepcache,tome]"], return_hydra_config=True)
+    assert sorted(cfg.hydra.sweeper.grids) == ["deepcache", "tome"]
 
 
 def test_invalid_job_becomes_an_invalid_row(tmp_path):
