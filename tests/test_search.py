@@ -42,8 +42,43 @@ def test_full_measurement_takes_the_fastest_screened_within_each_budget():
     chosen = search.to_measure_fully(found, screened, [0.01, 0.05], per_budget=1, slack=0.5)
     assert [c.index for c in chosen] == [1, 2]
     assert [c.index for c in search.to_measure_fully(found, screened, [0.01], 2, 0.0)] == [0]
+    # budgets whose fastest candidates coincide measure the next ones too
+    assert [c.index for c in search.to_measure_fully(found, screened, [0.05, 0.1], 1, 0.0)] == [1, 2]
     assert search.front(screened, [0.005, 0.05, 0.5]) == [(0.005, 0), (0.05, 2), (0.5, 2)]
     assert search.front({3: screened[3]}, [0.1]) == [(0.1, None)]
+
+
+def test_refinement_screens_the_unscreened_neighbours_of_each_grids_fastest_candidates(tmp_path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    jobs = {
+        "deepcache": [
+            ["accel=deepcache", f"accel.cache_interval={i}", f"accel.cache_branch_id={b}"]
+            for i in (2, 3, 4)
+            for b in (0, 1)
+        ],
+        "tome": [["accel=tome", f"accel.ratio={r}"] for r in (0.3, 0.5, 0.7)],
+    }
+    found = search.candidates(jobs)
+    at = {(dict(c.setting).get("accel.cache_interval"), dict(c.setting).get("accel.cache_branch_id")): c for c in found}
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "s.log")))
+    study = search.Study("s", found, storage, seed=0, budgets=[0.05], slack=0.0)
+    assert sorted(c.index for c in study.neighbours(at[("3", "1")])) == sorted(
+        at[k].index for k in (("2", "1"), ("4", "1"), ("3", "0"))
+    )
+    tome_05 = next(c for c in found if ("accel.ratio", "0.5") in c.setting)
+    screened = {at[("3", "1")]: search.Result(2.0, 0.01), tome_05: search.Result(3.0, 0.2)}  # ToMe: over budget
+    for candidate, result in screened.items():
+        study.study.tell(study._trial_for(candidate), [result.speedup, result.loss])
+    done = {c.index for c in screened}
+    chosen = study.refinements(5, done)
+    assert sorted(c.index for c in chosen) == sorted(at[k].index for k in (("2", "1"), ("4", "1"), ("3", "0")))
+    assert len(study.refinements(2, done)) == 2
+    # asked for more, half of a round goes to the front's neighbours, the rest to the sampler
+    asked = [c for _, c in study.ask(4)]
+    assert len({c.index for c in asked}) == 4 and not done & {c.index for c in asked}
+    assert {c.index for c in asked[:2]} <= {c.index for c in chosen}
 
 
 def test_the_sampler_never_picks_a_candidate_twice_and_repeats_itself_with_the_same_seed(tmp_path):

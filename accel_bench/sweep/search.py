@@ -109,7 +109,16 @@ class Ledger:
 class Study:
     """One combination's Optuna study: asks for candidates, is told what they measured."""
 
-    def __init__(self, name: str, members: Sequence[Candidate], storage: Any, seed: int):
+    def __init__(
+        self,
+        name: str,
+        members: Sequence[Candidate],
+        storage: Any,
+        seed: int,
+        startup: int = 10,
+        budgets: Sequence[float] = (0.1,),
+        slack: float = 0.5,
+    ):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -124,7 +133,7 @@ class Study:
         self.varying = {grid: sorted(k for k, vs in keys.items() if len(vs) > 1) for grid, keys in self.values.items()}
         with warnings.catch_warnings():  # multivariate TPE, the sampler for conditional spaces, is "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup)
         self.study = optuna.create_study(
             study_name=name,
             storage=storage,
@@ -133,6 +142,7 @@ class Study:
             load_if_exists=True,
         )
         self.rng = random.Random(f"{seed}:{name}")
+        self.loosest = max(budgets) * (1 + slack)  # a screened loss above this answers no budget
 
     def describe(self, candidate: Candidate) -> str:
         """The candidate by what its grid varies: ``deepcache accel.cache_interval=3 accel.cache_branch_id=0``."""
@@ -168,12 +178,63 @@ class Study:
             if "candidate" in t.user_attrs
         }
 
+    def neighbours(self, candidate: Candidate) -> list[Candidate]:
+        """The candidates of its grid one step away in one swept key (the key's values in plan order)."""
+        setting = dict(candidate.setting)
+        found = []
+        for key in self.varying[candidate.grid]:
+            values = self.values[candidate.grid][key]
+            at = values.index(setting[key])
+            for step in (at - 1, at + 1):
+                if 0 <= step < len(values):
+                    moved = tuple(sorted({**setting, key: values[step]}.items()))
+                    if (candidate.grid, moved) in self.by_setting:
+                        found.append(self.by_setting[(candidate.grid, moved)])
+        return found
+
+    def refinements(self, count: int, done: set[int]) -> list[Candidate]:
+        """Up to ``count`` unscreened neighbours of each grid's fastest screened candidates that answer a
+        budget: the methods' settings are ordered (a larger interval or ratio, a shallower branch), so the
+        front's next point is most often one step from a point already on it. Every grid's best comes
+        before any grid's second best: a grid the sampler has neglected still climbs toward its front."""
+        screened = self.screened()
+        by_index = {c.index: c for c in self.members}
+        leaders = sorted(
+            (i for i, r in screened.items() if r.loss <= self.loosest), key=lambda i: (-screened[i].speedup, i)
+        )
+        per_grid: dict[str, list[int]] = defaultdict(list)
+        for i in leaders:
+            if len(per_grid[by_index[i].grid]) < 2:
+                per_grid[by_index[i].grid].append(i)
+        ranked = [ids[rank] for rank in range(2) for ids in per_grid.values() if rank < len(ids)]
+        chosen: list[Candidate] = []
+        for i in ranked:
+            for near in self.neighbours(by_index[i]):
+                if near.index not in done and near not in chosen and len(chosen) < count:
+                    chosen.append(near)
+        return chosen
+
+    def _trial_for(self, candidate: Candidate) -> int:
+        """A trial of the study fixed to ``candidate`` (the sampler learns from it like its own)."""
+        grid = candidate.grid
+        self.study.enqueue_trial({"grid": grid, **{f"{grid}/{k}": v for k, v in candidate.setting}})
+        trial = self.study.ask()
+        trial.suggest_categorical("grid", self.grids)
+        for key, values in self.values[grid].items():
+            trial.suggest_categorical(f"{grid}/{key}", values)
+        trial.set_user_attr("candidate", candidate.index)
+        return trial.number
+
     def ask(self, count: int) -> list[tuple[int, Candidate]]:
-        """Up to ``count`` new candidates (trial number, candidate): the sampler's choices; one it
-        already has is told its result again (no job) and the sampler asked anew; where it keeps
-        repeating itself, an unscreened candidate at random."""
+        """Up to ``count`` new candidates (trial number, candidate): once some are screened, up to half
+        of them neighbours of the front (``refinements``), the rest the sampler's choices; one the
+        sampler already has is told its result again (no job) and the sampler asked anew; where it
+        keeps repeating itself, an unscreened candidate at random."""
         done = set(self.screened()) | self.failed() | set(self.running().values())
         chosen: list[tuple[int, Candidate]] = []
+        for near in self.refinements(count // 2, done):
+            chosen.append((self._trial_for(near), near))
+            done.add(near.index)
         attempts = 0
         while len(chosen) < count and len(done) < len(self.members):
             attempts += 1
@@ -220,12 +281,14 @@ def to_measure_fully(
     members: Sequence[Candidate], screened: dict[int, Result], budgets: Sequence[float], per_budget: int, slack: float
 ) -> list[Candidate]:
     """Per budget, the ``per_budget`` fastest screened candidates whose loss is within the budget (plus
-    ``slack`` x budget: a screen's few prompts measure loss loosely), faster than their baseline."""
+    ``slack`` x budget: a screen's few prompts measure loss loosely), faster than their baseline, and
+    not already chosen for a smaller budget: where budgets share their fastest candidates (losses far
+    below them all), the next ones are measured too, as a screen's single batch ranks close ones loosely."""
     chosen: dict[int, Candidate] = {}
     by_index = {c.index: c for c in members}
     for budget in sorted(budgets):
         within = sorted(
-            (i for i, r in screened.items() if r.speedup > 1 and r.loss <= budget * (1 + slack)),
+            (i for i, r in screened.items() if r.speedup > 1 and r.loss <= budget * (1 + slack) and i not in chosen),
             key=lambda i: (-screened[i].speedup, screened[i].loss, i),
         )
         for i in within[:per_budget]:

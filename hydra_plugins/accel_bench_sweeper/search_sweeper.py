@@ -44,10 +44,16 @@ class SearchSweeperConf:
     grids: Optional[Dict[str, Dict[str, Any]]] = None  # the search space: the grid sweeper's named grids
     budgets: List[float] = field(default_factory=lambda: [0.02, 0.05, 0.1])  # the budgets it must answer
     budget_metric: str = "clip"  # what the budgets bound (accel_bench.metrics: clip | ssim | lpips)
-    # a screening job's overrides: cheap, and its loss still comparable across candidates
-    screen: Dict[str, Any] = field(default_factory=lambda: {"num_prompts": 2, "repeats": 1, "count_flops": False})
-    screen_share: float = 0.35  # screen at most this share of each combination's candidates
-    round_size: int = 4  # candidates the sampler picks per combination per round
+    # a screening job's overrides: cheap, and its loss still comparable across candidates (one full batch,
+    # so a screen runs the batch shape the full job runs)
+    screen: Dict[str, Any] = field(
+        default_factory=lambda: {"num_prompts": "${batch_size}", "repeats": 1, "count_flops": False}
+    )
+    screen_share: float = 0.25  # screen at most this share of each combination's candidates
+    # candidates the sampler picks per combination per round; each round is one launch, so 6 (the launchers'
+    # jobs_per_task) makes it one task. The first round is the sampler's random start-up, the later ones
+    # follow what it measured
+    round_size: int = 6
     full_per_budget: int = 2  # per budget, the fastest screened candidates within it measured in full
     slack: float = 0.5  # a screened loss up to budget x (1 + slack) still counts as within it
     seed: int = 0  # the samplers' seed
@@ -65,8 +71,8 @@ class SearchSweeper(GridSweeper):
         budgets: Optional[List[float]] = None,
         budget_metric: str = "clip",
         screen: Optional[Dict[str, Any]] = None,
-        screen_share: float = 0.35,
-        round_size: int = 4,
+        screen_share: float = 0.25,
+        round_size: int = 6,
         full_per_budget: int = 2,
         slack: float = 0.5,
         seed: int = 0,
@@ -101,7 +107,15 @@ class SearchSweeper(GridSweeper):
         with exit_2_on_config_error():
             self.ledger = search.Ledger(self.layout.search_ledger, self.found)
         self.studies = {
-            combination: search.Study(search.combination_name(combination), members, storage, self.seed)
+            combination: search.Study(
+                search.combination_name(combination),
+                members,
+                storage,
+                self.seed,
+                startup=self.round_size,
+                budgets=self.budgets,
+                slack=self.slack,
+            )
             for combination, members in search.grouped(self.found).items()
         }
         statuses: List[str] = []
