@@ -3,12 +3,13 @@
 # (hydra/launcher=local_gpus). One step per device call (each fits its 10 minutes):
 #
 #   bench/packed_sweep_gpu.sh sd15_k4     # a 12-job SD1.5 DeepCache sweep, 4 jobs per task (~8 min on an H200)
+#   bench/packed_sweep_gpu.sh sd15_k6     # the same at the launcher's default jobs_per_task (6)
 #   bench/packed_sweep_gpu.sh gpu_pairs   # the 4-job sweep (interval 3,3,5,5) on every GPU the machine has
 #
 # Results go to $OUT (the device tool's folder; a local folder elsewhere): the sweep's summary.csv,
 # the console log, nvidia-smi -L. Assumes the wheels are installed and PYTHONPATH set (bench/README.md).
 set -euo pipefail
-step=${1:?usage: $0 sd15_k4|gpu_pairs}
+step=${1:?usage: $0 sd15_k4|sd15_k6|gpu_pairs}
 out=${OUT:-bench/results/packed_sweep_gpu}
 mkdir -p "$out"
 nvidia-smi -L | tee "$out/${step}_gpus.txt"
@@ -18,6 +19,7 @@ python run.py "${common[@]}" steps=2 num_prompts=1 count_flops=false repeats=1 w
   summary_path=/tmp/warm.csv hydra.run.dir=/tmp/warm >/dev/null 2>&1
 case "$step" in
   sd15_k4) grid=(accel.cache_interval=2,3,4,5 accel.cache_branch_id=0,1,2 hydra.launcher.jobs_per_task=4) ;;
+  sd15_k6) grid=(accel.cache_interval=2,3,4,5 accel.cache_branch_id=0,1,2) ;;
   gpu_pairs) grid=(accel.cache_interval=3,3,5,5 hydra.launcher.jobs_per_task=1) ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
