@@ -176,7 +176,9 @@ def test_a_process_counts_a_settings_flops_once_and_rows_say_which_they_inherite
     assert first.accelerated.flops_s and not first.accelerated.flops_inherited
     assert again.accelerated.flops_inherited and again.accelerated.flops_s is None
     assert again.accelerated.flops_per_image == first.accelerated.flops_per_image
-    assert not other.accelerated.flops_inherited and other.accelerated.flops_per_image < first.accelerated.flops_per_image
+    assert (
+        not other.accelerated.flops_inherited and other.accelerated.flops_per_image < first.accelerated.flops_per_image
+    )
     assert read_rows(tmp_path / "s.csv")[1].accelerated.flops_inherited  # through the summary too
 
 
