@@ -144,8 +144,7 @@ def _measure(
     interleave: bool,
 ) -> list[Measurement]:
     """Each side is the pipeline with its accelerators applied, for each of its passes. Measured one
-    side at a time, a side whose methods need no warm-up of their own (no compilation) inherits the
-    process's warm state; a setting whose FLOPs the process counted is not counted again."""
+    side at a time, a side that does not compile inherits the process's warm state; a setting whose FLOPs the process counted is not counted again."""
 
     def opener(methods: list[accelerators.Accelerator]):
         @contextmanager
@@ -155,12 +154,12 @@ def _measure(
 
         return opened
 
-    own_warmup = any(m.warmup_needed()[0] > 1 or m.compiles for _, methods in sides for m in methods)
-    warm = not interleave and not own_warmup and _memory.warm(device, pipe)
+    compiling = [accelerators.compiles(methods) for _, methods in sides]
+    warm = not interleave and not any(compiling) and _memory.warm(device, pipe)
     settings = [ProcessMemory.setting(cfg, methods, resolution) for _, methods in sides]
     # a compiled side is not counted: the counting mode does not see inside compiled graphs, and
     # its counting call would compile the graphs again
-    counted = [cfg.count_flops and not accelerators.compiles(methods) for _, methods in sides]
+    counted = [cfg.count_flops and not c for c in compiling]
     measured = measure_sides(
         [opener(methods) for _, methods in sides],
         prompts,

@@ -250,13 +250,14 @@ class _Runner:
             return run >= min(int(policy.batches), len(self.starts))
         return len(times) >= policy.max_batches or _steady(times, policy)
 
-    def counted_batch(self, generate: Generate, before_batch: BeforeBatch) -> tuple[float, float]:
-        """The first warm-up batch, run under ``FlopCount``: (GFLOP per image, seconds). FLOPs grow
-        with the batch image for image, so a warm-up batch that runs anyway also counts them."""
-        start = self.full_starts[0]
+    def counted(
+        self, generate: Generate, before_batch: BeforeBatch, start: int, size: Optional[int] = None
+    ) -> tuple[float, float]:
+        """One untimed call under ``FlopCount``: (GFLOP per image, seconds). FLOPs grow with the batch
+        image for image, so the first warm-up batch, which runs anyway, can count them."""
         counter, began = FlopCount(), time.perf_counter()
         with counter:
-            images = self.drawn(0, 0).run(generate, before_batch, start)
+            images = self.run(generate, before_batch, start, size)
         _synchronize(self.device)
         return counter.total / 1e9 / len(images), time.perf_counter() - began
 
@@ -367,7 +368,7 @@ def measure_sides(
 
     def warm_up_batch(side: _Side, generate: Generate, before_batch: BeforeBatch) -> None:
         if count_on_warmup(side):
-            side.flops, side.flops_s = runner.counted_batch(generate, before_batch)
+            side.flops, side.flops_s = runner.drawn(0, 0).counted(generate, before_batch, runner.full_starts[0])
             side.counted = True
         else:
             batch = len(side.warmup_times) + side.counted
@@ -422,10 +423,7 @@ def measure_sides(
                 side.peak = max(side.peak or 0.0, torch.cuda.max_memory_allocated(device) / 1e9)
             if side.count_flops and side.flops is None and repeat == repeats - 1:
                 # no warm-up batch counted them: one image is enough (FLOPs per image do not depend on the batch)
-                counter, began = FlopCount(), time.perf_counter()
-                with counter:
-                    this_pass.run(generate, before_batch, 0, size=1)
-                side.flops, side.flops_s = counter.total / 1e9, time.perf_counter() - began
+                side.flops, side.flops_s = this_pass.counted(generate, before_batch, 0, size=1)
         side.watch.settle(check)
         side.checks.append(check)
         mark_outliers(side.checks, side.times, side.sizes)

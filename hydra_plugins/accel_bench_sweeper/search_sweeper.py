@@ -130,13 +130,14 @@ class SearchSweeper(GridSweeper):
             statuses += self._screen(batch)
             batch = []
             self._progress(f"round {round_number}")
+        done = self._fully_measured()
         full = [
             c
             for combination, study in self.studies.items()
             for c in search.to_measure_fully(
                 study.members, study.screened(), self.budgets, self.full_per_budget, self.slack
             )
-            if c.index not in self._fully_measured()
+            if c.index not in done
         ]
         if full:
             statuses += self._launch([(c, search.FULL, None) for c in full])
