@@ -101,10 +101,12 @@ class Measurement:
     isolation: str = "cpu"  # the device watch's verdict: checked | unchecked: <why> | cpu
     warmup_inherited: bool = False  # warmed up with one batch in a process already warm (WarmupPolicy.inherited)
     flops_inherited: bool = False  # flops_per_image from an earlier side of the same setting (not counted here)
+    warmup_counted: bool = False  # its first warm-up batch ran under the FLOPs count (its seconds: flops_s)
 
     @property
     def warmup_batches(self) -> int:
-        return len(self.warmup_times_s)
+        """Warm-up batches run: the timed ones and the FLOPs-counting one."""
+        return len(self.warmup_times_s) + self.warmup_counted
 
     @property
     def measured_s(self) -> float:
@@ -461,6 +463,7 @@ def _measurement(side: _Side, warmup: WarmupPolicy) -> Measurement:
         warmup_stable=_steady(side.warmup_times, warmup) if warmup.batches == "auto" and not warmup.inherited else None,
         isolation=side.watch.isolation,
         warmup_inherited=warmup.inherited,
+        warmup_counted=side.counted,
     )
 
 

@@ -38,9 +38,11 @@ class Side:
     flops_per_image: Optional[float] = None  # None: not counted (a compiled side, count_flops=false)
     peak_mem_gb: Optional[float] = None  # None on a CPU
     clip_score: Optional[float] = None
-    warmup_batches: Optional[int] = None  # timed warm-up batches (a FLOPs-counting one is in flops_s)
+    warmup_batches: Optional[int] = None  # warm-up batches run (auto: until two agreed), a FLOPs-counting one included
     warmup_inherited: Optional[bool] = None  # one warm-up batch: the process was warm from its previous measured passes
-    warmup_s: Optional[float] = None  # seconds of warm-up batches (the baseline's: spent by whichever job measured it)
+    warmup_s: Optional[float] = (
+        None  # seconds of timed warm-up batches (the baseline's: spent by whichever job measured it)
+    )
     measured_s: Optional[float] = None  # seconds inside measured batches, all repeats
     flops_s: Optional[float] = None  # seconds of the untimed FLOPs-counting call (the first warm-up batch)
     flops_inherited: Optional[bool] = None  # FLOPs taken from an earlier side of the same setting in this process
