@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -329,6 +330,47 @@ def test_interrupted_sweep_keeps_finished_rows_and_resumes(tmp_path):
     assert f"{len(finished)} skipped" in result.stdout
     rows = _sweep_rows(sweep_dir)
     assert len(rows) == 4 and rows.run_dir.is_unique and (rows.status == "ok").all()
+
+
+def _processes_naming(text):
+    """Live processes (zombies aside) whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("State:"))
+        except (OSError, StopIteration):
+            continue
+        if text in command and " Z " not in state + " ":
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_terminated_local_sweep_takes_its_task_processes_with_it(tmp_path):
+    """SIGTERM to the sweep (``timeout``, a batch system) stops its running task instead of leaving
+    it measuring on the machine unwatched."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=local", "hydra.launcher.poll_s=0.2", "accel.cache_interval=2,3,4,5"]
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args, *FAST_SWEEP, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(
+        pid != process.pid for pid in _processes_naming(f"submitit.core._submit {sweep_dir}")
+    ):
+        time.sleep(0.2)
+    assert _processes_naming(f"submitit.core._submit {sweep_dir}"), "the task never started"
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert "[sweep] interrupted: stopping 1 running tasks" in output, output[-3000:]
+    deadline = time.time() + 10
+    while time.time() < deadline and _processes_naming(str(sweep_dir)):
+        time.sleep(0.2)
+    assert _processes_naming(str(sweep_dir)) == []
 
 
 def test_rows_name_the_physical_gpu_a_task_was_given(monkeypatch):

@@ -10,12 +10,16 @@ finished: they come back as ``lost``, the other tasks are awaited, and the sweep
 
 # No "from __future__ import annotations": Hydra executes plugin modules under another name, where
 # a dataclass with string annotations cannot find its own module.
+import signal
+import subprocess
+import threading
 import time
 import uuid
 from abc import abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -73,6 +77,24 @@ class TaskRun:
     left_queue_at: Optional[float] = None
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A SIGTERM (``timeout``, a batch system ending the sweep's own job) stops the launch as Ctrl-C
+    does, so its tasks are stopped with it instead of running on unwatched."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class PackedLauncher(BaseSubmititLauncher):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -127,11 +149,12 @@ class PackedLauncher(BaseSubmititLauncher):
         task = PackedTask(self.hydra_context, self.config, self.task_function)
         try:
             if runs:
-                self.run_tasks(task, runs, Singleton.get_state())
+                with _sigterm_as_interrupt():
+                    self.run_tasks(task, runs, Singleton.get_state())
         except KeyboardInterrupt:
-            for run in runs:
-                if run.job is not None and run.statuses is None:
-                    run.job.cancel(check=False)
+            started = [run for run in runs if run.job is not None and run.statuses is None]
+            print(f"[sweep] interrupted: stopping {len(started)} running tasks", flush=True)
+            self.stop(started)
             raise
         returns = {
             job.num: JobReturn(overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=status)
@@ -158,6 +181,11 @@ class PackedLauncher(BaseSubmititLauncher):
             if previous_ok(run_dir, run_id(config)):
                 found.append(job)
         return found
+
+    def stop(self, runs: List[TaskRun]) -> None:
+        """Cancel the tasks of an interrupted launch."""
+        for run in runs:
+            run.job.cancel(check=False)
 
     @abstractmethod
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
@@ -245,6 +273,7 @@ class PackedLocalLauncher(PackedLauncher):
     (``CUDA_VISIBLE_DEVICES``); with ``gpus=[]``, ``parallel`` CPU tasks at a time."""
 
     _EXECUTOR = "local"
+    _STOP_GRACE_S = 10.0
 
     def check(self) -> None:
         super().check()
@@ -283,6 +312,19 @@ class PackedLocalLauncher(PackedLauncher):
             **{key: self.params[key] for key in ("timeout_min", "tasks_per_node", "stderr_to_stdout")}
         )
         return executor
+
+    def stop(self, runs: List[TaskRun]) -> None:
+        """Our children: each task's controller gets SIGINT (submitit's controller then interrupts and
+        kills its task process) and is killed if it has not ended within ``_STOP_GRACE_S``."""
+        super().stop(runs)
+        deadline = time.monotonic() + self._STOP_GRACE_S
+        for run in runs:
+            process = run.job._process
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
         executor = self.executor()
