@@ -81,6 +81,68 @@ def test_refinement_screens_the_unscreened_neighbours_of_each_grids_fastest_cand
     assert {c.index for c in asked[:2]} <= {c.index for c in chosen}
 
 
+def test_every_methods_speed_directions_name_its_own_parameters():
+    import dataclasses
+
+    from accel_bench.accelerators import METHODS, speed_directions
+
+    for cls in METHODS.values():
+        assert set(cls.faster) <= {f.name for f in dataclasses.fields(cls.Params)}, cls.name
+        assert set(cls.faster.values()) <= {1, -1}, cls.name
+    assert speed_directions()["accel.cache_interval"] == 1 and speed_directions()["accel.cache_branch_id"] == -1
+
+
+def test_the_methods_design_steers_the_search_corner_first_and_prunes_what_it_dominates(tmp_path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from accel_bench.accelerators import speed_directions
+
+    jobs = {
+        "deepcache": [
+            ["accel=deepcache", f"accel.cache_interval={i}", f"accel.cache_branch_id={b}"]
+            for i in (2, 3, 4)
+            for b in (0, 1, 2)
+        ],
+        "tome": [["accel=tome", f"accel.ratio={r}"] for r in (0.3, 0.5, 0.7)],
+    }
+    found = search.candidates(jobs)
+    dc = {(dict(c.setting)["accel.cache_interval"], dict(c.setting)["accel.cache_branch_id"]): c for c in found[:9]}
+    tome = {dict(c.setting)["accel.ratio"]: c for c in found[9:]}
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "s.log")))
+    study = search.Study("s", found, storage, seed=0, budgets=[0.05, 0.1], slack=0.0, directions=speed_directions())
+    assert study.corners() == [dc[("4", "0")], tome["0.7"]]
+    faster_first = study.neighbours(dc[("3", "1")])
+    assert set(faster_first[:2]) == {dc[("4", "1")], dc[("3", "0")]}
+    assert set(faster_first[2:]) == {dc[("2", "1")], dc[("3", "2")]}
+
+    (first, corner_dc), (second, corner_tome) = study.ask(2)
+    assert (corner_dc, corner_tome) == (dc[("4", "0")], tome["0.7"])
+    study.tell(first, search.Result(2.0, 0.01))  # inside the tightest budget: it dominates its grid
+    study.tell(second, search.Result(1.3, 0.3))  # over every budget: dominates nothing
+    screened = study.screened()
+    assert study.slower_by_design(dc[("2", "2")], screened) and not study.slower_by_design(tome["0.3"], screened)
+    asked = []
+    while True:
+        more = study.ask(3)
+        if not more:
+            break
+        for number, candidate in more:
+            asked.append(candidate)
+            study.tell(number, search.Result(1.1, 0.001))
+    assert set(tome.values()) <= {corner_tome, *asked}  # nothing dominates ToMe's candidates: all screened
+
+    def steps_from_corner(c):
+        setting = dict(c.setting)
+        return sum(study.ranks["deepcache"][k][setting[k]] for k in study.ranks["deepcache"])
+
+    # what the corner dominates is screened only near the front (refinements check the design there)
+    assert all(steps_from_corner(c) <= 2 for c in asked if c.grid == "deepcache")
+    pruned = {found[i] for i in study.pruned()}
+    assert pruned and all(c.grid == "deepcache" and study.dominates(corner_dc, c) for c in pruned)
+    assert pruned | set(asked) | {corner_dc, corner_tome} == set(found)
+
+
 def test_the_sampler_never_picks_a_candidate_twice_and_repeats_itself_with_the_same_seed(tmp_path):
     import optuna
     from optuna.storages.journal import JournalFileBackend

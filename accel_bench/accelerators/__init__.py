@@ -48,6 +48,11 @@ def param_fields() -> dict[str, Any]:
     return fields
 
 
+def speed_directions() -> dict[str, int]:
+    """``accel.<parameter>`` -> 1 or -1: the direction in which each method's parameter is faster by design."""
+    return {f"accel.{key}": sign for cls in METHODS.values() for key, sign in cls.faster.items()}
+
+
 def build(accel: Mapping[str, Any], target: Target) -> list[Accelerator]:
     """Check the ``accel`` config against ``target`` and return its methods in application order."""
     methods = list(accel["methods"])

@@ -45,6 +45,9 @@ class Accelerator(ABC):
     compiles: ClassVar[bool] = False  # builds graphs on its first calls (a warm-up cost; FLOPs not countable)
     order: ClassVar[int]  # place in a composition: applied by increasing order, removed in reverse
     constants: ClassVar[dict[str, str]] = {}  # parameter -> its constant in a generated file
+    # parameter -> 1 where a larger value is faster by the method's design, -1 where a smaller one is:
+    # the search's prior (``accel_bench.sweep.search``), checked there by measuring neighbours
+    faster: ClassVar[dict[str, int]] = {}
 
     def __init__(self, params: Any, target: Target):
         self.params = params

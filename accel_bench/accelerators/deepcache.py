@@ -23,6 +23,7 @@ class DeepCache(Accelerator):
     Params = DeepCacheParams
     order = 10
     constants = {"cache_interval": "CACHE_INTERVAL", "cache_branch_id": "CACHE_BRANCH_ID"}
+    faster = {"cache_interval": 1, "cache_branch_id": -1}  # fewer full steps; a shallower cached branch
 
     @classmethod
     def check(cls, params: DeepCacheParams, target: Target) -> None:

@@ -47,6 +47,9 @@ class TGate(Accelerator):
         "fi_interval": "FI_INTERVAL",
         "warm_up": "WARM_UP",
     }
+    # cross-attention cached from an earlier step; self-attention cached at longer intervals, after fewer
+    # warm-up steps
+    faster = {"gate_step": -1, "gate_fraction": -1, "sp_interval": 1, "fi_interval": 1, "warm_up": -1}
 
     @classmethod
     def check(cls, params: TGateParams, target: Target) -> None:

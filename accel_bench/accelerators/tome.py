@@ -28,6 +28,7 @@ class ToMe(Accelerator):
     Params = ToMeParams
     order = 20
     constants = {"ratio": "RATIO", "max_downsample": "MAX_DOWNSAMPLE", "sx": "SX", "sy": "SY", "use_rand": "USE_RAND"}
+    faster = {"ratio": 1, "max_downsample": 1}  # more tokens merged, in more of the UNet's levels
 
     @classmethod
     def check(cls, params: ToMeParams, target: Target) -> None:

@@ -7,6 +7,11 @@ study with two objectives, speedup (up) and the budget metric's loss (down), who
 grid (method) and that grid's swept keys. Studies live in an Optuna journal in the sweep folder, and
 a ledger maps every launched job to its candidate and stage, so a search cut short resumes where it
 stopped: finished trials are never run again, lost ones are launched again.
+
+What the methods know about themselves steers it (``Accelerator.faster``: the direction in which each
+parameter is faster by design): each grid's fastest corner is screened first, a screened candidate's
+faster neighbours before its slower ones, and a candidate the sampler picks that is slower by design
+in every parameter than one already screened inside the tightest budget is pruned, not run.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from .. import metrics
 from ..record import Row
@@ -118,6 +123,7 @@ class Study:
         startup: int = 10,
         budgets: Sequence[float] = (0.1,),
         slack: float = 0.5,
+        directions: Optional[Mapping[str, int]] = None,
     ):
         import optuna
 
@@ -143,6 +149,51 @@ class Study:
         )
         self.rng = random.Random(f"{seed}:{name}")
         self.loosest = max(budgets) * (1 + slack)  # a screened loss above this answers no budget
+        self.tightest = min(budgets)
+        self.ranks = {grid: self._speed_ranks(grid, directions or {}) for grid in self.grids}
+
+    def _speed_ranks(self, grid: str, directions: Mapping[str, int]) -> dict[str, dict[str, int]]:
+        """Per swept key with a known direction and numeric values: value -> rank, 0 the fastest."""
+        ranks = {}
+        for key in self.varying[grid]:
+            try:
+                numbers = {v: float(v) for v in self.values[grid][key]}
+            except ValueError:
+                continue
+            if directions.get(key):
+                fastest_first = sorted(numbers, key=lambda v: -directions[key] * numbers[v])
+                ranks[key] = {v: rank for rank, v in enumerate(fastest_first)}
+        return ranks
+
+    def corners(self) -> list[Candidate]:
+        """Each grid's fastest candidate by design (every ranked key at its fastest value), grids in order."""
+        found = []
+        for grid in self.grids:
+            ranks = self.ranks[grid]
+            fastest = [
+                c
+                for c in self.members
+                if c.grid == grid and ranks and all(ranks[k][v] == 0 for k, v in c.setting if k in ranks)
+            ]
+            found += fastest[:1]
+        return found
+
+    def dominates(self, a: Candidate, b: Candidate) -> bool:
+        """``a`` is at least as fast as ``b`` by design in every parameter (same grid, same unranked values)."""
+        ranks = self.ranks[a.grid]
+        if a.grid != b.grid or a == b or not ranks:
+            return False
+        mine, theirs = dict(a.setting), dict(b.setting)
+        return all(
+            ranks[k][mine[k]] <= ranks[k][theirs[k]] if k in ranks else mine[k] == theirs[k]
+            for k in self.varying[a.grid]
+        )
+
+    def slower_by_design(self, candidate: Candidate, screened: dict[int, Result]) -> bool:
+        """Dominated by a candidate screened inside the tightest budget: it cannot answer any budget
+        better, unless the methods' design is wrong here (their neighbours are still screened)."""
+        by_index = {c.index: c for c in self.members}
+        return any(r.loss <= self.tightest and self.dominates(by_index[i], candidate) for i, r in screened.items())
 
     def describe(self, candidate: Candidate) -> str:
         """The candidate by what its grid varies: ``deepcache accel.cache_interval=3 accel.cache_branch_id=0``."""
@@ -168,6 +219,16 @@ class Study:
             if "candidate" in t.user_attrs
         }
 
+    def pruned(self) -> set[int]:
+        """Candidates the sampler picked that were slower by design than a screened one (no job ran)."""
+        import optuna
+
+        return {
+            t.user_attrs["candidate"]
+            for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+            if "candidate" in t.user_attrs
+        }
+
     def running(self) -> dict[int, int]:
         """Trial number -> candidate, for trials launched but never told (their job was lost)."""
         import optuna
@@ -179,9 +240,11 @@ class Study:
         }
 
     def neighbours(self, candidate: Candidate) -> list[Candidate]:
-        """The candidates of its grid one step away in one swept key (the key's values in plan order)."""
+        """The candidates of its grid one step away in one swept key (the key's values in plan order),
+        those faster by design first."""
         setting = dict(candidate.setting)
-        found = []
+        ranks = self.ranks[candidate.grid]
+        found: list[Candidate] = []
         for key in self.varying[candidate.grid]:
             values = self.values[candidate.grid][key]
             at = values.index(setting[key])
@@ -190,13 +253,20 @@ class Study:
                     moved = tuple(sorted({**setting, key: values[step]}.items()))
                     if (candidate.grid, moved) in self.by_setting:
                         found.append(self.by_setting[(candidate.grid, moved)])
-        return found
+
+        def slower(near: Candidate) -> int:
+            moved = dict(near.setting)
+            return next((int(ranks[k][moved[k]] > ranks[k][setting[k]]) for k in ranks if moved[k] != setting[k]), 1)
+
+        return sorted(found, key=slower)
 
     def refinements(self, count: int, done: set[int]) -> list[Candidate]:
         """Up to ``count`` unscreened neighbours of each grid's fastest screened candidates that answer a
         budget: the methods' settings are ordered (a larger interval or ratio, a shallower branch), so the
         front's next point is most often one step from a point already on it. Every grid's best comes
-        before any grid's second best: a grid the sampler has neglected still climbs toward its front."""
+        before any grid's second best: a grid the sampler has neglected still climbs toward its front.
+        Around a grid's best every neighbour is screened (the methods' design checked where it decides);
+        around its second best, only those that are not slower by design than a screened candidate."""
         screened = self.screened()
         by_index = {c.index: c for c in self.members}
         leaders = sorted(
@@ -206,11 +276,13 @@ class Study:
         for i in leaders:
             if len(per_grid[by_index[i].grid]) < 2:
                 per_grid[by_index[i].grid].append(i)
-        ranked = [ids[rank] for rank in range(2) for ids in per_grid.values() if rank < len(ids)]
+        ranked = [(rank, ids[rank]) for rank in range(2) for ids in per_grid.values() if rank < len(ids)]
         chosen: list[Candidate] = []
-        for i in ranked:
+        for rank, i in ranked:
             for near in self.neighbours(by_index[i]):
-                if near.index not in done and near not in chosen and len(chosen) < count:
+                if near.index in done or near in chosen or len(chosen) >= count:
+                    continue
+                if rank == 0 or not self.slower_by_design(near, screened):
                     chosen.append(near)
         return chosen
 
@@ -226,13 +298,21 @@ class Study:
         return trial.number
 
     def ask(self, count: int) -> list[tuple[int, Candidate]]:
-        """Up to ``count`` new candidates (trial number, candidate): once some are screened, up to half
-        of them neighbours of the front (``refinements``), the rest the sampler's choices; one the
-        sampler already has is told its result again (no job) and the sampler asked anew; where it
-        keeps repeating itself, an unscreened candidate at random."""
-        done = set(self.screened()) | self.failed() | set(self.running().values())
+        """Up to ``count`` new candidates (trial number, candidate): each grid's fastest corner first;
+        once some are screened, up to half of them neighbours of the front (``refinements``), the rest
+        the sampler's choices; one the sampler already has is told its result again (no job) and the
+        sampler asked anew, one slower by design than a screened one inside every budget is pruned
+        (unless a refinement would screen it); where the sampler keeps repeating itself, an unscreened
+        candidate at random; a round the sampler cannot fill is filled with refinements."""
+        screened = self.screened()
+        done = set(screened) | self.failed() | set(self.running().values()) | self.pruned()
+        near_front = {c.index for c in self.refinements(len(self.members), set())}
         chosen: list[tuple[int, Candidate]] = []
-        for near in self.refinements(count // 2, done):
+        for corner in self.corners():
+            if corner.index not in done and len(chosen) < count:
+                chosen.append((self._trial_for(corner), corner))
+                done.add(corner.index)
+        for near in self.refinements(min(count // 2, count - len(chosen)), done):
             chosen.append((self._trial_for(near), near))
             done.add(near.index)
         attempts = 0
@@ -255,12 +335,19 @@ class Study:
                 if known is not None:  # the sampler learns it again; no job runs
                     trial.set_user_attr("candidate", candidate.index)
                     self.study.tell(trial, [known.speedup, known.loss])
-                else:  # not in the plan, failed, or still running: nothing to learn from it here
+                else:  # not in the plan, failed, pruned or still running: nothing to learn from it here
                     self.study.tell(trial, state=_fail())
+                continue
+            if candidate.index not in near_front and self.slower_by_design(candidate, screened):
+                trial.set_user_attr("candidate", candidate.index)
+                self.study.tell(trial, state=_pruned())
+                done.add(candidate.index)
                 continue
             trial.set_user_attr("candidate", candidate.index)
             done.add(candidate.index)
             chosen.append((trial.number, candidate))
+        for near in self.refinements(count - len(chosen), done):
+            chosen.append((self._trial_for(near), near))
         return chosen
 
     def tell(self, trial_number: int, result: Optional[Result]) -> None:
@@ -275,6 +362,12 @@ def _fail():
     import optuna
 
     return optuna.trial.TrialState.FAIL
+
+
+def _pruned():
+    import optuna
+
+    return optuna.trial.TrialState.PRUNED
 
 
 def to_measure_fully(

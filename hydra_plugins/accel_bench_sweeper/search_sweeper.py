@@ -88,6 +88,8 @@ class SearchSweeper(GridSweeper):
         import optuna
         from optuna.storages.journal import JournalFileBackend
 
+        from accel_bench.accelerators import speed_directions  # torch: not at Hydra's plugin scan
+
         with exit_2_on_config_error():
             self._check()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -115,6 +117,7 @@ class SearchSweeper(GridSweeper):
                 startup=self.round_size,
                 budgets=self.budgets,
                 slack=self.slack,
+                directions=speed_directions(),
             )
             for combination, members in search.grouped(self.found).items()
         }
@@ -233,9 +236,10 @@ class SearchSweeper(GridSweeper):
             if full_job_s
             else f"the grid: {len(self.found)} jobs (its cost known after the first full job)"
         )
+        pruned = sum(len(study.pruned()) for study in self.studies.values())
         print(
             f"[search] {when}: {spent[search.SCREEN][0]} screening and {spent[search.FULL][0]} full jobs, "
-            f"{total_s:.1f} job-s; {grid}",
+            f"{total_s:.1f} job-s, {pruned} candidates pruned as slower by design; {grid}",
             flush=True,
         )
         full = self._full_results(rows)
