@@ -7,8 +7,8 @@
 Runs the grid once (``hydra/sweeper=grid``) and the search (``hydra/sweeper=search``) once per seed,
 each into its own sweep folder, with the same overrides; post-process's selection (``select``, every
 budget of ``--budgets``) on each. Per budget: the grid's best speedup, each search's selected speedup
-(within 5% of the grid's?), whether the search's entry is inside the budget on the grid's measurement
-of the same setting, and every sweep's job-seconds (the sum of its rows' ``job_s``). Speedups of two
+(within 5% of the grid's? the same FLOPs as the grid's best?), whether the search's entry is inside
+the budget on the grid's measurement of the same setting, and every sweep's job-seconds (the sum of its rows' ``job_s``). Speedups of two
 sweeps differ by the machine's drift between them (each sweep has its own baseline), so each choice is
 also judged by the grid's own measurement of the same setting (``within_5_percent_on_grid``). Writes
 ``search_vs_grid_<pipeline>.json`` in ``--out`` with command, machine and date.
@@ -66,6 +66,11 @@ def main() -> None:
     grid_best = {e.quality_budget: e for e in select(grid_rows, args.budgets, include_random=True)}
     by_setting = {(m.accel, json.dumps(m.params, sort_keys=True)): m for m in grid_rows}
     grid_s = sum(r.job_s or 0.0 for r in read_rows(grid_dir / "summary.csv"))
+    flops_ratios = {  # FLOPs ratio per setting: two settings with the same one do the same work
+        (r.accel, json.dumps(r.accel_params, sort_keys=True)): r.flops_ratio
+        for r in read_rows(grid_dir / "summary.csv")
+        if r.status == "ok"
+    }
     searches = []
     for seed in args.seeds:
         folder = work / f"search_{seed}"
@@ -91,6 +96,8 @@ def main() -> None:
                     "within_5_percent": bool(best and mine and mine.speedup >= 0.95 * best.speedup),
                     "within_5_percent_on_grid": bool(best and on_grid and on_grid.speedup >= 0.95 * best.speedup),
                     "inside_budget_on_grid": bool(on_grid and on_grid.loss <= budget),
+                    # the same FLOPs as the grid's best: a gap between them on the grid is the grid's noise
+                    "same_work_as_grid_best": bool(best and mine and _same_work(flops_ratios, best, mine)),
                     # did the search measure the grid's choice in full (then only measurement noise parted them)?
                     "grid_choice_measured_in_full": bool(
                         best
@@ -115,6 +122,11 @@ def main() -> None:
         )
         print(json.dumps(searches[-1]), flush=True)
         write(args, grid_dir, grid_s, searches)  # after every search: a run cut short keeps what it measured
+
+
+def _same_work(flops_ratios: dict, a, b) -> bool:
+    flops = [flops_ratios.get((m.accel, json.dumps(m.params, sort_keys=True))) for m in (a, b)]
+    return None not in flops and abs(flops[0] - flops[1]) <= 1e-3 * flops[0]
 
 
 def write(args: argparse.Namespace, grid_dir: Path, grid_s: float, searches: list[dict]) -> None:
