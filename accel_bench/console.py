@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from .record import RESULT_FILE, Row
+from .record import RESULT_FILE, Row, Side
 
 
 def fmt(value: Optional[float], spec: str) -> str:
     """A figure for the console; "-" where there is none (a CPU's peak memory, a failed side)."""
     return "-" if value is None else format(value, spec)
+
+
+def rate(side: Side) -> str:
+    """Achieved TFLOP/s, with its share of the device's peak where that is known."""
+    if side.tflops is None:
+        return "-"
+    return f"{side.tflops:.3g}" + (f" ({side.peak_share:.1%})" if side.peak_share is not None else "")
 
 
 def format_summary(row: Row, summary_path: str) -> str:
@@ -35,6 +42,8 @@ def format_summary(row: Row, summary_path: str) -> str:
         f"{', baseline reused' if row.baseline_cached else ''}; warm-up {b.warmup_batches}/{a.warmup_batches} batches",
         f"{'batch median (s)':24}{fmt(b.batch_time_median_s, '.4f'):>12}{fmt(a.batch_time_median_s, '.4f'):>22}",
         f"{'GFLOP / image':24}{fmt(b.flops_per_image, '.2f'):>12}{fmt(a.flops_per_image, '.2f'):>22}   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
+        f"{'TFLOP/s (of peak)':24}{rate(b):>12}{rate(a):>22}"
+        f"{'   FLOPs of the eager equivalent' if a.flops_eager or b.flops_eager else ''}",
         f"{'peak memory (GB)':24}{fmt(b.peak_mem_gb, '.2f'):>12}{fmt(a.peak_mem_gb, '.2f'):>22}",
         *(
             [

@@ -28,6 +28,7 @@ from .baselines import Baseline, baseline_key, get_or_measure
 from .environment import (
     DTYPE_NAMES,
     device_name,
+    peak_tflops,
     physical_device,
     process_age_s,
     resolve_dtype,
@@ -36,7 +37,7 @@ from .environment import (
 )
 from .errors import ConfigError
 from .images import to_uint8
-from .measure import Generate, Measurement, measure_sides, paired_passes, speedup_ratios
+from .measure import Generate, Measurement, count_flops, measure_sides, paired_passes, speedup_ratios
 from .pipelines import LoadedPipeline, cached_pipeline, set_scheduler
 from .record import Row, Side, append_summary, upsert_summary, write_result
 
@@ -175,11 +176,21 @@ def _measure(
     )
     _memory.measured(device, pipe)
     found = []
-    for side, setting, count in zip(measured, settings, counted):
+    for side, setting, count, (_, methods) in zip(measured, settings, counted, sides):
         if count and side.flops_per_image is None and setting in _memory.flops:
             side = dataclasses.replace(side, flops_per_image=_memory.flops[setting], flops_inherited=True)
         elif count and side.flops_per_image is not None:
             _memory.flops[setting] = side.flops_per_image
+        elif cfg.count_flops and not count:  # compiled: its eager equivalent runs the same arithmetic
+            eager = [m for m in methods if not m.compiles]
+            key = ProcessMemory.setting(cfg, eager, resolution)
+            inherited = key in _memory.flops
+            if not inherited:
+                _memory.flops[key], spent = count_flops(opener(eager), prompts, cfg.batch_size, cfg.seed, device)
+                side = dataclasses.replace(side, flops_s=spent)
+            side = dataclasses.replace(
+                side, flops_per_image=_memory.flops[key], flops_eager=True, flops_inherited=inherited
+            )
         found.append(side)
     return found
 
@@ -337,8 +348,9 @@ def _run_checked(
 
     base_passes, accel_passes = paired_passes(base, accel, interleaved=bool(cfg.interleave))
     ratios = speedup_ratios(base, accel, interleaved=bool(cfg.interleave))
-    accelerated = Side.of(accel, compiled=accelerators.compiles(methods), passes=accel_passes)
-    base_side = Side.of(base, compiled=bool(base_methods), passes=base_passes)
+    peak = peak_tflops(device_name(device), DTYPE_NAMES[dtype])
+    accelerated = Side.of(accel, compiled=accelerators.compiles(methods), passes=accel_passes).rated(peak)
+    base_side = Side.of(base, compiled=bool(base_methods), passes=base_passes).rated(peak)
     row = Row(
         status="ok",
         num_images=accel.num_images,

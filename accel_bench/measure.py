@@ -101,6 +101,7 @@ class Measurement:
     isolation: str = "cpu"  # the device watch's verdict: checked | unchecked: <why> | cpu
     warmup_inherited: bool = False  # warmed up with one batch in a process already warm (WarmupPolicy.inherited)
     flops_inherited: bool = False  # flops_per_image from an earlier side of the same setting (not counted here)
+    flops_eager: bool = False  # flops_per_image of the side's eager equivalent: compiled graphs cannot be counted
     warmup_counted: bool = False  # its first warm-up batch ran under the FLOPs count (its seconds: flops_s)
 
     @property
@@ -322,6 +323,16 @@ class _Side:
 def default_watch(device: torch.device) -> Watch:
     """This process, watched: its threads' run-queue wait, other processes' work on its GPU."""
     return Watch(HostWatch(), DeviceWatch(device))
+
+
+def count_flops(
+    open_side: SideOpener, prompts: Sequence[str], batch_size: int, seed: int, device: torch.device
+) -> tuple[float, float]:
+    """(GFLOP per image, seconds) of one untimed call of a side's first full batch, for a side that
+    is not measured here: the eager equivalent of a compiled side, whose own calls cannot be counted."""
+    runner = _Runner(prompts, batch_size, seed, device)
+    with open_side() as (generate, before_batch):
+        return runner.counted(generate, before_batch, runner.full_starts[0])
 
 
 def measure_sides(

@@ -46,6 +46,9 @@ class Side:
     measured_s: Optional[float] = None  # seconds inside measured batches, all repeats
     flops_s: Optional[float] = None  # seconds of the untimed FLOPs-counting call (the first warm-up batch)
     flops_inherited: Optional[bool] = None  # FLOPs taken from an earlier side of the same setting in this process
+    flops_eager: Optional[bool] = None  # FLOPs of the side's eager equivalent (a compiled side: same arithmetic)
+    tflops: Optional[float] = None  # achieved TFLOP/s: FLOPs per image over seconds per image
+    peak_share: Optional[float] = None  # tflops over the device's dense peak at the run's dtype (None: peak unknown)
     compile_s: Optional[float] = None  # torch.compile's cost: the warm-up beyond as many steady batches
     pass_latencies_s: list[float] = field(default_factory=list)  # every pass run, in order, left-out ones included
     # What may have disturbed the figures above (accel_bench.watch), counted over the passes they use:
@@ -91,6 +94,7 @@ class Side:
             measured_s=measured.measured_s,
             flops_s=measured.flops_s,
             flops_inherited=measured.flops_inherited,
+            flops_eager=measured.flops_eager,
             compile_s=compile_cost_s(measured) if compiled else None,
             warmup_stable=measured.warmup_stable,
             dropped_passes=measured.repeats - len(passes),
@@ -101,6 +105,13 @@ class Side:
             pass_latencies_s=measured.repeat_latencies_s,
             host_wait_max=max(waits) if waits else None,
         )
+
+    def rated(self, peak_tflops: Optional[float]) -> "Side":
+        """With its achieved TFLOP/s and, where the device's peak is known, its share of that peak."""
+        if self.flops_per_image is None or not self.latency_s:
+            return self
+        tflops = self.flops_per_image / self.latency_s / 1e3
+        return dataclasses.replace(self, tflops=tflops, peak_share=tflops / peak_tflops if peak_tflops else None)
 
     def causes(self) -> list[str]:
         """What disturbed this side's figures, in words; empty when nothing did. (A warm-up that never

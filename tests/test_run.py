@@ -257,10 +257,18 @@ def test_a_row_on_a_compiled_baseline_names_it_and_keeps_its_own_baseline(tmp_pa
         eager.base.compile_s is None and strong.base.compile_s is not None and strong.accelerated.compile_s is not None
     )
     assert strong.baseline_cached is False and eager.run_id != strong.run_id
+    # a compiled side is not counted itself: it carries the FLOPs of its eager equivalent, counted once
+    # per process (the eager DeepCache here, by the first run) and inherited after that
+    assert eager.base.flops_per_image is not None and not eager.base.flops_eager
+    assert eager.accelerated.flops_eager and not eager.accelerated.flops_inherited and eager.accelerated.flops_s > 0
+    assert eager.accelerated.flops_per_image < eager.base.flops_per_image and eager.flops_ratio > 1
+    assert strong.base.flops_eager and strong.base.flops_inherited
+    assert strong.base.flops_per_image == eager.base.flops_per_image
     assert (
-        strong.accelerated.flops_per_image is None and strong.base.flops_per_image is None
-    )  # compiled sides are not counted
-    assert eager.base.flops_per_image is not None
+        strong.accelerated.flops_inherited and strong.accelerated.flops_per_image == eager.accelerated.flops_per_image
+    )
+    side = eager.accelerated
+    assert side.tflops == pytest.approx(side.flops_per_image / side.latency_s / 1e3) and side.peak_share is None  # CPU
     assert strong.psnr_db > 30  # DeepCache against the same baseline computation, compiled
 
 
@@ -289,3 +297,19 @@ def test_a_row_reads_back_as_it_was_written(tmp_path):
     assert read_result(tmp_path / "nothing") is None
     header = (tmp_path / "summary.csv").read_text().splitlines()[0].split(",")
     assert {"latency_s", "base_latency_s", "compile_s", "base_compile_s"} <= set(header) and "accelerated" not in header
+
+
+def test_achieved_tflops_and_the_share_of_the_devices_peak():
+    from accel_bench.environment import peak_tflops
+
+    assert peak_tflops("NVIDIA H200", "fp16") == 989.4 and peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
+    assert peak_tflops("NVIDIA L40S", "fp16") == 362.1 and peak_tflops("NVIDIA L4", "fp16") == 121.0
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5 and peak_tflops("Tesla V100-SXM2-16GB", "bf16") is None
+    assert (
+        peak_tflops("Intel(R) Xeon(R) Processor", "fp32") is None
+        and peak_tflops("NVIDIA GeForce GT 710", "fp16") is None
+    )
+    side = Side(latency_s=0.25, flops_per_image=500.0).rated(989.4)  # 500 GFLOP in 0.25 s: 2 TFLOP/s
+    assert side.tflops == pytest.approx(2.0) and side.peak_share == pytest.approx(2.0 / 989.4)
+    assert Side(latency_s=0.25).rated(989.4).tflops is None  # FLOPs not counted: no rate
+    assert Side(latency_s=0.25, flops_per_image=500.0).rated(None).peak_share is None
