@@ -130,6 +130,7 @@ class Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.members = list(members)
         self.by_setting = {(c.grid, c.setting): c for c in self.members}
+        self.by_index = {c.index: c for c in self.members}
         self.grids = sorted({c.grid for c in self.members})
         self.values: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         for c in self.members:
@@ -192,8 +193,7 @@ class Study:
     def slower_by_design(self, candidate: Candidate, screened: dict[int, Result]) -> bool:
         """Dominated by a candidate screened inside the tightest budget: it cannot answer any budget
         better, unless the methods' design is wrong here (their neighbours are still screened)."""
-        by_index = {c.index: c for c in self.members}
-        return any(r.loss <= self.tightest and self.dominates(by_index[i], candidate) for i, r in screened.items())
+        return any(r.loss <= self.tightest and self.dominates(self.by_index[i], candidate) for i, r in screened.items())
 
     def describe(self, candidate: Candidate) -> str:
         """The candidate by what its grid varies: ``deepcache accel.cache_interval=3 accel.cache_branch_id=0``."""
@@ -268,7 +268,7 @@ class Study:
         Around a grid's best every neighbour is screened (the methods' design checked where it decides);
         around its second best, only those that are not slower by design than a screened candidate."""
         screened = self.screened()
-        by_index = {c.index: c for c in self.members}
+        by_index = self.by_index
         leaders = sorted(
             (i for i, r in screened.items() if r.loss <= self.loosest), key=lambda i: (-screened[i].speedup, i)
         )
