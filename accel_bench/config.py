@@ -70,6 +70,24 @@ AccelConfig.__module__ = __name__  # pickled by reference into submitit's job pr
 @dataclass
 class BaselineConfig:
     compile: str = "none"  # none (eager) | a torch.compile mode: the UNet compiled whole, as production serves it
+    recipe: str = (
+        "none"  # none | an accel config that changes how, not what, the pipeline computes (fast: production's)
+    )
+
+
+def recipes() -> dict[str, DictConfig]:
+    """The accel configs a baseline may run (``baseline.recipe``), by name: those whose methods all
+    compute what the pipeline computes, only faster (``Accelerator.same_arithmetic``), read from
+    their files as ``accel=<name>`` composes them (a recipe's file is flat: it has no defaults list)."""
+    from omegaconf import OmegaConf
+
+    found = {}
+    for name in group_options("accel"):
+        values = OmegaConf.load(CONF_DIR / "accel" / f"{name}.yaml")
+        methods = list(values.get("methods", []))
+        if "defaults" not in values and methods and all(accelerators.METHODS[m].same_arithmetic for m in methods):
+            found[name] = OmegaConf.merge(OmegaConf.structured(AccelConfig), values)
+    return found
 
 
 @dataclass
@@ -230,7 +248,7 @@ class Checked:
 
     target: Target
     methods: list[accelerators.Accelerator]  # the accelerated side's, in application order
-    base_methods: list[accelerators.Accelerator]  # the baseline's: none (eager) or torch.compile
+    base_methods: list[accelerators.Accelerator]  # the baseline's: none (eager), torch.compile or a recipe
     prompts: list[str]  # the first num_prompts
     device: str  # resolved: cpu | cuda | cuda:N
     metrics: list[str]  # what scores the images, in accel_bench.metrics' order
@@ -311,13 +329,29 @@ def check(cfg: DictConfig) -> "Checked":
         down_blocks=unet_down_blocks(pipeline),
         steps=cfg.steps,
         device=device.partition(":")[0],
+        capability=_capability(device),
     )
-    methods, base_methods = accelerators.build(cfg.accel, target), accelerators.baseline_methods(cfg.baseline, target)
+    recipe = None
+    if cfg.baseline.recipe != "none":
+        known = recipes()
+        if cfg.baseline.recipe not in known:
+            raise ConfigError("baseline.recipe", cfg.baseline.recipe, " | ".join(["none", *known]))
+        recipe = known[cfg.baseline.recipe]
+    methods = accelerators.build(cfg.accel, target)
+    base_methods = accelerators.baseline_methods(cfg.baseline, target, recipe)
     for method in methods + base_methods:
         least, why = method.warmup_needed()
         if cfg.warmup_batches != "auto" and cfg.warmup_batches < least:
             raise ConfigError("warmup_batches", cfg.warmup_batches, f"auto or >= {least} {why}")
     return Checked(target, methods, base_methods, prompts[: cfg.num_prompts], device, chosen_metrics)
+
+
+def _capability(device: str) -> Optional[tuple[int, int]]:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
 
 
 def resolve_device(device: str) -> str:

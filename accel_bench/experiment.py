@@ -158,9 +158,9 @@ def _measure(
     compiling = [accelerators.compiles(methods) for _, methods in sides]
     warm = not interleave and not any(compiling) and _memory.warm(device, pipe)
     settings = [ProcessMemory.setting(cfg, methods, resolution) for _, methods in sides]
-    # a compiled side is not counted: the counting mode does not see inside compiled graphs, and
-    # its counting call would compile the graphs again
-    counted = [cfg.count_flops and not c for c in compiling]
+    # a side with a method that changes only how it computes is counted without it: the counting mode
+    # does not see inside compiled graphs (and would compile them again), nor count int8 matmuls as work
+    counted = [cfg.count_flops and not any(m.same_arithmetic for m in methods) for _, methods in sides]
     measured = measure_sides(
         [opener(methods) for _, methods in sides],
         prompts,
@@ -181,8 +181,8 @@ def _measure(
             side = dataclasses.replace(side, flops_per_image=_memory.flops[setting], flops_inherited=True)
         elif count and side.flops_per_image is not None:
             _memory.flops[setting] = side.flops_per_image
-        elif cfg.count_flops and not count:  # compiled: its eager equivalent runs the same arithmetic
-            eager = [m for m in methods if not m.compiles]
+        elif cfg.count_flops and not count:  # its eager equivalent runs the same arithmetic
+            eager = [m for m in methods if not m.same_arithmetic]
             key = ProcessMemory.setting(cfg, eager, resolution)
             inherited = key in _memory.flops
             if not inherited:
@@ -319,6 +319,8 @@ def _run_checked(
             dtype=DTYPE_NAMES[dtype],
             resolution=resolution,
             baseline=identity["baseline"],
+            # a recipe is named, not versioned: what it ran is part of the key
+            **({"recipe": accelerators.params_record(base_methods)} if cfg.baseline.recipe != "none" else {}),
             **{
                 k: cfg[k]
                 for k in (
@@ -350,7 +352,7 @@ def _run_checked(
     ratios = speedup_ratios(base, accel, interleaved=bool(cfg.interleave))
     peak = peak_tflops(device_name(device), DTYPE_NAMES[dtype])
     accelerated = Side.of(accel, compiled=accelerators.compiles(methods), passes=accel_passes).rated(peak)
-    base_side = Side.of(base, compiled=bool(base_methods), passes=base_passes).rated(peak)
+    base_side = Side.of(base, compiled=accelerators.compiles(base_methods), passes=base_passes).rated(peak)
     row = Row(
         status="ok",
         num_images=accel.num_images,

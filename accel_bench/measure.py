@@ -101,7 +101,9 @@ class Measurement:
     isolation: str = "cpu"  # the device watch's verdict: checked | unchecked: <why> | cpu
     warmup_inherited: bool = False  # warmed up with one batch in a process already warm (WarmupPolicy.inherited)
     flops_inherited: bool = False  # flops_per_image from an earlier side of the same setting (not counted here)
-    flops_eager: bool = False  # flops_per_image of the side's eager equivalent: compiled graphs cannot be counted
+    flops_eager: bool = (
+        False  # flops_per_image of the side without its same-arithmetic methods (compile, quantization, ...)
+    )
     warmup_counted: bool = False  # its first warm-up batch ran under the FLOPs count (its seconds: flops_s)
 
     @property

@@ -46,7 +46,9 @@ class Side:
     measured_s: Optional[float] = None  # seconds inside measured batches, all repeats
     flops_s: Optional[float] = None  # seconds of the untimed FLOPs-counting call (the first warm-up batch)
     flops_inherited: Optional[bool] = None  # FLOPs taken from an earlier side of the same setting in this process
-    flops_eager: Optional[bool] = None  # FLOPs of the side's eager equivalent (a compiled side: same arithmetic)
+    flops_eager: Optional[bool] = (
+        None  # FLOPs counted without the side's same-arithmetic methods (compile, quantization, ...)
+    )
     tflops: Optional[float] = None  # achieved TFLOP/s: FLOPs per image over seconds per image
     peak_share: Optional[float] = None  # tflops over the device's dense peak at the run's dtype (None: peak unknown)
     compile_s: Optional[float] = None  # torch.compile's cost: the warm-up beyond as many steady batches

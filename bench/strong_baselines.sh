@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every method on the strong baseline, one (pipeline, batch size) per device call:
+# Every method on the strong baselines (CUDA graphs, the fast recipe), one (pipeline, batch size) per device call:
 #
 #   bench/strong_baselines.sh sd15 4 [GRID ...]   # GRIDs of conf/sweep/strong.yaml to run (default: all)
 #
@@ -13,7 +13,8 @@ set -uo pipefail
 pipeline=${1:?usage: $0 PIPELINE BATCH [GRID ...]}
 batch=${2:?usage: $0 PIPELINE BATCH [GRID ...]}
 shift 2
-all=(compile deepcache deepcache_compile tome tome_compile tgate tgate_compile deepcache_tome deepcache_tome_compile)
+all=(compile deepcache deepcache_compile tome tome_compile tgate tgate_compile deepcache_tome deepcache_tome_compile
+     fast deepcache_fast)
 keep=("${@:-${all[@]}}")
 drop=()
 for grid in "${all[@]}"; do

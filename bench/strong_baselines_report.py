@@ -1,6 +1,7 @@
-"""The strong-baseline table from `bench/strong_baselines.sh` sweeps: per method, eager and
-under CUDA graphs, its speedup over the eager and over the CUDA-graph baseline, the spread of the
-per-pass speedups, compile times, and the compiled method's images against its eager images.
+"""The strong-baseline table from `bench/strong_baselines.sh` sweeps: per method, eager, under CUDA
+graphs and on the fast recipe, its speedup over the eager, the CUDA-graph and the fast baseline, the
+spread of the per-pass speedups, compile times, achieved TFLOP/s, and the images of the method on a
+stack against the same method eager.
 
     python bench/strong_baselines_report.py SWEEP_DIR [SWEEP_DIR ...] --out FOLDER
 
@@ -18,7 +19,15 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
+from accel_bench.accelerators import METHODS
 from accel_bench.metrics import psnr_db
+
+RECIPE = {"fused_qkv", "channels_last", "quantize", "sdpa"}  # beyond compile: the fast recipe's methods
+
+
+def _stack(methods: list[str]) -> str:
+    """What a side runs on: eager, CUDA graphs (torch.compile), or the fast recipe."""
+    return "fast recipe" if RECIPE & set(methods) else "CUDA graphs" if "compile" in methods else "eager"
 
 
 def _images(run_dir: Path) -> Optional[np.ndarray]:
@@ -34,20 +43,20 @@ def _float(value: str) -> Optional[float]:
 def records(sweep_dir: Path) -> list[dict[str, Any]]:
     with open(sweep_dir / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    eager_images = {
-        row["accel"]: _images(Path(row["run_dir"]))
+    eager_images = {  # by method: the images of the same methods eager
+        "+".join(json.loads(row["accel_methods"])): _images(Path(row["run_dir"]))
         for row in rows
-        if row["status"] == "ok" and "compile" not in json.loads(row["accel_methods"])
+        if row["status"] == "ok" and _stack(json.loads(row["accel_methods"])) == "eager"
     }
     out = []
     for row in rows:
         methods = json.loads(row["accel_methods"])
-        method = "+".join(m for m in methods if m != "compile") or "none"
+        method = "+".join(m for m in methods if not METHODS[m].same_arithmetic) or "none"
         record = {
             "pipeline": row["pipeline_label"],
             "batch_size": int(row["batch_size"]),
             "method": method,
-            "cuda_graphs": "compile" in methods,
+            "stack": _stack(methods),
             "baseline": row["baseline"],
             "status": row["status"],
             "error": row["error"] or None,
@@ -63,38 +72,42 @@ def records(sweep_dir: Path) -> list[dict[str, Any]]:
             "base_compile_s": _float(row["base_compile_s"]),
             "psnr_vs_baseline_db": _float(row["psnr_db"]),
             "peak_mem_gb": _float(row["peak_mem_gb"]),
+            "tflops": _float(row["tflops"]),
+            "base_tflops": _float(row["base_tflops"]),
+            "peak_share": _float(row["peak_share"]),
             "device_name": row["device_name"],
             "versions": json.loads(row["versions"] or "{}"),
             "psnr_vs_eager_db": None,
         }
         if record["speedup"] is not None:
             record["speedup_spread"] = (record["speedup_max"] - record["speedup_min"]) / record["speedup"]
-        eager_accel = row["accel"].removesuffix("_compile") if row["accel"] != "compile" else None
-        if row["status"] == "ok" and record["cuda_graphs"] and eager_images.get(eager_accel) is not None:
-            compiled = _images(Path(row["run_dir"]))
-            record["psnr_vs_eager_db"] = float(np.min(psnr_db(eager_images[eager_accel], compiled)))  # the worst image
+        if row["status"] == "ok" and record["stack"] != "eager" and eager_images.get(method) is not None:
+            stacked = _images(Path(row["run_dir"]))
+            record["psnr_vs_eager_db"] = float(np.min(psnr_db(eager_images[method], stacked)))  # the worst image
         out.append(record)
     return out
 
 
 def table(all_records: list[dict[str, Any]]) -> str:
     lines = [
-        "| pipeline | batch | method | CUDA graphs | baseline | speedup [min-max] | spread | s / image (base) | compile s (base) | PSNR vs eager method |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| pipeline | batch | method | on | baseline | speedup [min-max] | spread | s / image (base) | compile s (base) "
+        "| TFLOP/s (base) | PSNR vs eager method |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in all_records:
         if r["status"] != "ok":
             lines.append(
-                f"| {r['pipeline']} | {r['batch_size']} | {r['method']} | {'yes' if r['cuda_graphs'] else 'no'} | {r['baseline']} "
-                f"| {r['status']}: {(r['error'] or '')[:160]} | | | | |"
+                f"| {r['pipeline']} | {r['batch_size']} | {r['method']} | {r['stack']} | {r['baseline']} "
+                f"| {r['status']}: {(r['error'] or '')[:160]} | | | | | |"
             )
             continue
         compile_s = " / ".join(f"{v:.0f}" if v is not None else "-" for v in (r["compile_s"], r["base_compile_s"]))
         psnr = f"{r['psnr_vs_eager_db']:.1f} dB" if r["psnr_vs_eager_db"] is not None else "-"
+        tflops = " (".join(f"{v:.0f}" if v is not None else "-" for v in (r["tflops"], r["base_tflops"])) + ")"
         lines.append(
-            f"| {r['pipeline']} | {r['batch_size']} | {r['method']} | {'yes' if r['cuda_graphs'] else 'no'} | {r['baseline']} "
+            f"| {r['pipeline']} | {r['batch_size']} | {r['method']} | {r['stack']} | {r['baseline']} "
             f"| **{r['speedup']:.2f}x** [{r['speedup_min']:.2f}-{r['speedup_max']:.2f}] | {r['speedup_spread']:.1%} "
-            f"| {r['latency_s']:.4f} ({r['base_latency_s']:.4f}) | {compile_s} | {psnr} |"
+            f"| {r['latency_s']:.4f} ({r['base_latency_s']:.4f}) | {compile_s} | {tflops} | {psnr} |"
         )
     return "\n".join(lines)
 

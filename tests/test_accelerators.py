@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from accel_bench.accelerators import applied
+from accel_bench.accelerators import Target, applied
 from accel_bench.config import check, compose_run_config
 from accel_bench.errors import ConfigError
 from accel_bench.measure import FlopCount, prompt_generators
 from accel_bench.pipelines import set_scheduler
 
-from .conftest import ACCELS, fast_overrides
+from .conftest import ACCELS, FAST, fast_overrides
 
 PROMPTS = ["a red fox asleep in the snow", "a lighthouse in a thunderstorm"]
 
@@ -27,13 +27,15 @@ def generate(call):
 
 
 def module_state(pipe):
-    """Everything the packages patch: classes, instance attributes, hooks; and the pipeline's attributes."""
+    """Everything the packages patch: classes, instance attributes, hooks, which tensor each parameter is
+    and its layout; and the pipeline's attributes."""
     state = [sorted(pipe.__dict__)]
     for component_name, component in sorted(pipe.components.items()):
         if isinstance(component, torch.nn.Module):
             for name, module in component.named_modules():
                 hooks = [len(getattr(module, h)) for h in ("_forward_hooks", "_forward_pre_hooks")]
-                state.append((component_name, name, type(module), sorted(module.__dict__), hooks))
+                weights = [(n, id(p), type(p), p.stride()) for n, p in module.named_parameters(recurse=False)]
+                state.append((component_name, name, type(module), sorted(module.__dict__), hooks, weights))
     return state
 
 
@@ -59,6 +61,69 @@ def test_composition_runs_and_restores_exact_baseline(pipes, pipeline, accel):
     assert np.array_equal(first, base) == (not methods), "an accelerator must change the computation"
     assert module_state(pipe) == state
     assert np.array_equal(generate(pipe), base)
+
+
+# the production recipe's methods: they change how the pipeline computes, not what (compile: its own tests)
+RECIPE = {
+    "fused_qkv": [],
+    "channels_last": [],
+    "sdpa": ["accel.sdpa_backend=math"],
+    "quantize": ["accel.quantize_targets=[unet,vae_decoder]"],
+    "recipe_eager": ["accel=fast", "accel.methods=[fused_qkv,channels_last,sdpa,quantize]", "accel.sdpa_backend=math"],
+    "deepcache_recipe": [
+        "accel=deepcache_fast",
+        "accel.methods=[deepcache,fused_qkv,channels_last,sdpa,quantize]",
+        "accel.sdpa_backend=flash",
+    ],
+}
+NO_COMPILE = ["accel.mode=null", "accel.fullgraph=null", "accel.compile_targets=null"]
+
+
+def _linear_weights(pipe):
+    return [m.weight for m in pipe.unet.modules() if isinstance(m, torch.nn.Linear)]
+
+
+@pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
+@pytest.mark.parametrize("case", sorted(RECIPE))
+def test_recipe_methods_compute_the_same_images_and_restore_exactly(pipes, pipeline, case):
+    composed = case in ("recipe_eager", "deepcache_recipe")  # the recipe's files without compile
+    overrides = [*RECIPE[case], *NO_COMPILE] if composed else [f"accel={case}", *RECIPE[case]]
+    cfg = compose_run_config([f"pipeline={pipeline}", *FAST, *overrides])
+    pipe = pipes[pipeline]
+    set_scheduler(pipe, cfg.scheduler)
+    methods = check(cfg).methods
+    original, state = generate(pipe), module_state(pipe)
+    flash, math = torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()
+    with applied(pipe, methods) as accelerated:
+        names = {m.name for m in methods}
+        if "fused_qkv" in names:
+            assert pipe.fusing_unet and pipe.fusing_vae
+            assert any(hasattr(m, "to_qkv") for m in pipe.unet.modules())
+        if "channels_last" in names:
+            conv = next(m for m in pipe.unet.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+        if "quantize" in names:
+            assert all(type(w) is not torch.nn.Parameter for w in _linear_weights(pipe))
+        if "sdpa" in names:
+            backend = cfg.accel.sdpa_backend
+            assert (torch.backends.cuda.math_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == (
+                backend == "math",
+                backend == "flash",
+            )
+        accelerated.reset(7)
+        images = generate(accelerated.call)
+    base = original
+    if "deepcache" in names:  # against DeepCache alone
+        with applied(pipe, [m for m in methods if m.name == "deepcache"]) as plain:
+            plain.reset(7)
+            base = generate(plain.call)
+    mse = float(np.mean((images - base) ** 2))
+    assert mse == 0 or 10 * np.log10(1 / mse) > 40, (
+        f"{case}: {10 * np.log10(1 / mse):.1f} dB from the same method without it"
+    )
+    assert module_state(pipe) == state
+    assert (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()) == (flash, math)
+    assert np.array_equal(generate(pipe), original)
 
 
 def test_restoration_survives_an_exception_inside(pipes):
@@ -119,6 +184,17 @@ def test_tgate_with_deepcache_uses_the_one_deepcache_helper(pipes):
         (["accel=none", "accel.ratio=0.5"], "accel.ratio"),
         (["accel=deepcache_tome", "accel.ratio=null"], "accel.ratio"),
         (["accel=deepcache", "accel.methods=[deepcache,magic]"], "accel.methods"),
+        (["accel=sdpa", "accel.sdpa_backend=cudnn"], "accel.sdpa_backend"),  # a CPU has flash and math
+        (["accel=sdpa", "accel.sdpa_backend=fastest"], "accel.sdpa_backend"),
+        (["accel=quantize", "accel.quantization=fp8_dynamic"], "accel.quantization"),  # fp8 needs sm_89+
+        (["accel=quantize", "accel.quantization=int3"], "accel.quantization"),
+        (["accel=quantize", "accel.quantize_targets=[text_encoder]"], "accel.quantize_targets"),
+        (["accel=quantize", "accel.quantize_targets=[unet,unet]"], "accel.quantize_targets"),
+        (["accel=tgate", "accel.methods=[tgate,fused_qkv]"], "accel.methods"),  # T-GATE's attention skips to_qkv
+        (["baseline.recipe=deepcache"], "baseline.recipe"),  # changes what is computed: not a baseline
+        (["baseline.recipe=nothing"], "baseline.recipe"),
+        (["baseline.recipe=fast"], "baseline.recipe"),  # max-autotune captures CUDA graphs: not on a CPU
+        (["baseline.recipe=sdpa", "baseline.compile=default"], "baseline.compile"),  # the recipe compiles nothing
     ],
 )
 def test_bad_parameters_are_refused_naming_the_key(overrides, key):
@@ -138,10 +214,37 @@ def test_bad_parameters_are_refused_naming_the_key(overrides, key):
         ["pipeline=sdxl", "accel=tome"],  # the pipeline's default max_downsample (2) is valid there
         ["accel=tgate", "steps=20", "accel.gate_step=20"],
         ["accel=tgate", "accel.gate_step=0", "accel.warm_up=0"],
+        ["accel=quantize", "accel.quantization=int8_weight_only", "accel.quantize_targets=[vae_decoder,unet]"],
+        ["accel=sdpa", "accel.sdpa_backend=math"],
+        ["accel=fast", "accel.mode=max-autotune-no-cudagraphs", "baseline.recipe=fast", "baseline.compile=default"],
+        ["baseline.recipe=compile"],
     ],
 )
 def test_boundary_values_are_accepted(overrides):
     check(compose_run_config(overrides))
+
+
+def test_fp8_needs_a_gpu_that_has_it_and_every_gpu_backend_is_offered_on_one():
+    from accel_bench.accelerators.quantize import Quantize, QuantizeParams
+    from accel_bench.accelerators.sdpa import SDPA, SDPAParams
+
+    fp8 = QuantizeParams("fp8_dynamic", ["unet"])
+    gpu = dict(pipeline="sd15", family="sd", down_blocks=4, steps=20, device="cuda")
+    Quantize.check(fp8, Target(**gpu, capability=(9, 0)))
+    with pytest.raises(ConfigError, match=r"int8_dynamic \| int8_weight_only on this GPU \(fp8 needs"):
+        Quantize.check(fp8, Target(**gpu, capability=(8, 0)))
+    for backend in ("flash", "efficient", "cudnn", "math"):
+        SDPA.check(SDPAParams(backend), Target(**gpu, capability=(8, 0)))
+
+
+def test_recipes_are_the_accel_configs_that_change_only_how_the_pipeline_computes():
+    from accel_bench.config import recipes
+
+    found = recipes()
+    assert sorted(found) == ["channels_last", "compile", "fast", "fused_qkv", "quantize", "sdpa"]
+    # a baseline reads the recipe's file as accel=fast composes it
+    composed = compose_run_config(["accel=fast"]).accel
+    assert found["fast"] == composed and list(composed.methods) == ["fused_qkv", "channels_last", "quantize", "compile"]
 
 
 def test_sdxl_branch_range_follows_its_unet():

@@ -35,6 +35,10 @@ PARAMS = {
         "fullgraph": False,
         "compile_targets": ["vae_decoder"],
     },  # the tiny decoder compiles in seconds
+    "fused_qkv": {},
+    "channels_last": {},
+    "sdpa": {"sdpa_backend": "math"},
+    "quantize": {"quantization": "int8_dynamic", "quantize_targets": ["unet"]},
 }
 PIPELINES = {
     "tiny": dict(pipeline_label="tiny", family="sd"),
@@ -258,8 +262,18 @@ def _spec(accel, pipeline, scheduler="dpmsolver", steps=25):
 
 
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
-@pytest.mark.parametrize("accel", ACCELS[1:] + ["deepcache_compile"])
-def test_generated_code_runs_with_its_steps_sampler_and_parameters(tmp_path, pipeline, accel, monkeypatch):
+@pytest.mark.parametrize("accel", ACCELS[1:] + ["deepcache_compile", "fast", "sdpa"])
+def test_generated_code_runs_with_its_steps_sampler_and_parameters(tmp_path, pipeline, accel):
+    switches = ("flash_sdp", "mem_efficient_sdp", "cudnn_sdp", "math_sdp")  # process-wide: a file may set them
+    was = {switch: getattr(torch.backends.cuda, f"{switch}_enabled")() for switch in switches}
+    try:
+        _generated_code_runs(tmp_path, pipeline, accel)
+    finally:
+        for switch, enabled in was.items():
+            getattr(torch.backends.cuda, f"enable_{switch}")(enabled)
+
+
+def _generated_code_runs(tmp_path, pipeline, accel):
     spec = _spec(accel, pipeline)
     path = tmp_path / "task.py"
     path.write_text(generate_code(spec, "a task"))
@@ -300,6 +314,14 @@ def test_generated_code_runs_with_its_steps_sampler_and_parameters(tmp_path, pip
             **{k: params[k] for k in ("gate_step", "sp_interval", "fi_interval", "warm_up")},
             "num_inference_steps": 25,
         }
+    if "fused_qkv" in spec.methods:
+        assert pipe.fusing_unet and any(hasattr(m, "to_qkv") for m in pipe.unet.modules())
+    if "channels_last" in spec.methods:
+        assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    if "quantize" in spec.methods:
+        assert all(type(m.weight) is not torch.nn.Parameter for m in pipe.unet.modules() if type(m) is torch.nn.Linear)
+    if "sdpa" in spec.methods:
+        assert (torch.backends.cuda.math_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == (True, False)
 
 
 def test_verification_catches_a_file_that_disagrees_with_its_entry(tmp_path):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from accel_bench import baselines, experiment
-from accel_bench.config import compose_run_config
+from accel_bench.config import check, compose_run_config
 from accel_bench.record import COLUMNS, Row, Side, append_summary, read_result, read_rows, upsert_summary, write_result
 
 from .conftest import FAST, run_cli
@@ -275,6 +275,34 @@ def test_a_row_on_a_compiled_baseline_names_it_and_keeps_its_own_baseline(tmp_pa
     side = eager.accelerated
     assert side.tflops == pytest.approx(side.flops_per_image / side.latency_s / 1e3) and side.peak_share is None  # CPU
     assert strong.psnr_db > 30  # DeepCache against the same baseline computation, compiled
+
+
+def test_deepcache_on_the_fast_recipe_against_the_fast_baseline(tmp_path, traced_only, monkeypatch):
+    """The production recipe as the baseline (``baseline.recipe=fast``, its compile mode set by
+    ``baseline.compile`` on this CPU) and under DeepCache: both sides run fused QKV, channels_last and
+    int8 quantization compiled, and count FLOPs without them."""
+    monkeypatch.setattr(experiment, "_memory", experiment.ProcessMemory())
+    common = [*FAST, f"summary_path={tmp_path / 'summary.csv'}"]
+    eager = experiment.run(compose_run_config([*common, "accel=deepcache"]), tmp_path / "eager")
+    cfg = compose_run_config(
+        [*common, "accel=deepcache_fast", "accel.mode=default", "baseline.recipe=fast", "baseline.compile=default"]
+    )
+    checked = check(cfg)
+    assert [m.name for m in checked.base_methods] == ["channels_last", "fused_qkv", "quantize", "compile"]
+    assert [m.name for m in checked.methods] == ["deepcache", "channels_last", "fused_qkv", "quantize", "compile"]
+    assert checked.base_methods[-1].record() == {
+        "compile_targets": ["unet", "vae_decoder"],
+        "fullgraph": True,
+        "mode": "default",
+    }
+    fast = experiment.run(cfg, tmp_path / "fast")
+    assert (eager.status, fast.status) == ("ok", "ok"), fast.error
+    assert fast.baseline == "fast:compile:default" and not fast.baseline_cached
+    assert fast.base.compile_s is not None and fast.accelerated.compile_s is not None
+    # the same multiply-adds as eager DeepCache and the eager baseline: counted without the recipe
+    assert fast.base.flops_eager and fast.base.flops_per_image == eager.base.flops_per_image
+    assert fast.accelerated.flops_eager and fast.accelerated.flops_per_image == eager.accelerated.flops_per_image
+    assert fast.psnr_db > 30 and fast.speedup > 0
 
 
 def test_a_row_reads_back_as_it_was_written(tmp_path):

@@ -83,6 +83,16 @@ def test_full_sweep_covers_the_27_combinations_with_every_grid():
     assert {o for job in jobs for o in job if o.startswith("accel=")} == {f"accel={name}" for name in GRID_SIZES}
 
 
+def test_strong_sweep_puts_every_stacked_method_against_its_own_stack():
+    jobs = [dict(o.split("=", 1) for o in job) for job in expand(["+sweep=strong"])]
+    stacks = {(j["accel"], j.get("baseline.compile", "none"), j.get("baseline.recipe", "none")) for j in jobs}
+    assert ("fast", "none", "none") in stacks and ("deepcache_fast", "none", "fast") in stacks
+    assert ("deepcache_fast", "none", "none") in stacks and ("deepcache_compile", "reduce-overhead", "none") in stacks
+    for job in (j for j in jobs if "fast" in j["accel"]):  # they compose (CUDA-graph modes are checked on a GPU)
+        cfg = compose_run_config([f"{k}={v}" for k, v in job.items()])
+        assert cfg.baseline.recipe in ("none", "fast") and cfg.accel.name == job["accel"]
+
+
 def test_published_sweep_matches_the_papers_settings():
     jobs = [dict(o.split("=", 1) for o in job) for job in expand(["+sweep=published"])]
     assert len(jobs) == 3 * 2 * (2 + 1 + 2 + 1 + 1)

@@ -70,6 +70,12 @@ def build(accel: Mapping[str, Any], target: Target) -> list[Accelerator]:
             )
         if owner in methods and accel.get(key) is None and key in METHODS[owner].required():
             raise ConfigError(f"accel.{key}", None, f"a value: accel={accel['name']} uses {METHODS[owner].label}")
+    for name in methods:
+        for other, why in sorted(METHODS[name].excludes.items()):
+            if other in methods:
+                raise ConfigError(
+                    "accel.methods", methods, f"{METHODS[name].label} without {METHODS[other].label}: {why}"
+                )
     accelerators = []
     for name in (m for m in METHODS if m in methods):
         cls = METHODS[name]
@@ -79,9 +85,25 @@ def build(accel: Mapping[str, Any], target: Target) -> list[Accelerator]:
     return accelerators
 
 
-def baseline_methods(baseline: Mapping[str, Any], target: Target) -> list[Accelerator]:
-    """The baseline's methods: none (eager), or torch.compile on the whole UNet (``baseline.compile``)."""
+def baseline_methods(
+    baseline: Mapping[str, Any], target: Target, recipe: Optional[Mapping[str, Any]] = None
+) -> list[Accelerator]:
+    """The baseline's methods: none (eager), torch.compile on the whole UNet (``baseline.compile``), or
+    a recipe's methods (``recipe``: the accel config ``baseline.recipe`` names), with ``baseline.compile``
+    setting its compile mode when given."""
     mode = baseline["compile"]
+    if recipe is not None:
+        if mode != "none" and "compile" not in recipe["methods"]:
+            raise ConfigError(
+                "baseline.compile",
+                mode,
+                f"none with baseline.recipe={baseline['recipe']} (the recipe compiles nothing)",
+            )
+        values = {**recipe, "mode": recipe["mode"] if mode == "none" else mode}
+        try:
+            return build(values, target)
+        except ConfigError as error:  # named by the key that chose the recipe
+            raise ConfigError("baseline.recipe", baseline["recipe"], f"a recipe that runs here ({error})") from None
     if mode == "none":
         return []
     params = CompileParams(mode=mode, fullgraph=True, compile_targets=["unet"])
@@ -93,8 +115,11 @@ def baseline_methods(baseline: Mapping[str, Any], target: Target) -> list[Accele
 
 
 def baseline_name(baseline: Mapping[str, Any]) -> str:
-    """How a row names its baseline: ``eager``, or ``compile:<mode>``."""
-    return "eager" if baseline["compile"] == "none" else f"compile:{baseline['compile']}"
+    """How a row names its baseline: ``eager``, ``compile:<mode>``, ``<recipe>`` or ``<recipe>:compile:<mode>``."""
+    compiled = None if baseline["compile"] == "none" else f"compile:{baseline['compile']}"
+    if baseline["recipe"] == "none":
+        return compiled or "eager"
+    return f"{baseline['recipe']}:{compiled}" if compiled else baseline["recipe"]
 
 
 def no_code(methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:

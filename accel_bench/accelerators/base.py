@@ -17,6 +17,7 @@ class Target:
     down_blocks: int  # len(unet.down_blocks)
     steps: int
     device: str = "cpu"  # the device type the run resolves to: cpu | cuda
+    capability: Optional[tuple[int, int]] = None  # the GPU's compute capability (major, minor); None on a CPU
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class Accelerator(ABC):
     label: ClassVar[str]  # the name researchers use, e.g. "T-GATE"
     Params: ClassVar[type]  # a dataclass: the method's parameters, named as in its package
     compiles: ClassVar[bool] = False  # builds graphs on its first calls (a warm-up cost; FLOPs not countable)
+    # computes what the pipeline computes with the same multiply-adds, in another layout, kernel or
+    # precision: a side's FLOPs are counted without such methods (they would hide them or miscount them)
+    same_arithmetic: ClassVar[bool] = False
+    # other methods this one cannot compose with, name -> why (``accelerators.build`` refuses the pair)
+    excludes: ClassVar[dict[str, str]] = {}
     order: ClassVar[int]  # place in a composition: applied by increasing order, removed in reverse
     constants: ClassVar[dict[str, str]] = {}  # parameter -> its constant in a generated file
     # parameter -> 1 where a larger value is faster by the method's design, -1 where a smaller one is:

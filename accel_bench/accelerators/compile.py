@@ -89,6 +89,7 @@ class Compile(Accelerator):
     label = "torch.compile"
     Params = CompileParams
     compiles = True
+    same_arithmetic = True
     order = 100  # last: it compiles the modules as the other methods left them
     constants = {"mode": "COMPILE_MODE", "fullgraph": "FULLGRAPH", "compile_targets": "COMPILE_TARGETS"}
 

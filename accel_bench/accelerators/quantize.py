@@ -1,0 +1,97 @@
+"""torchao quantization of the UNet's (and VAE decoder's) linear layers: int8 or fp8 matmuls.
+
+Part of the production recipe (``conf/accel/fast.yaml``: dynamic int8, as in the PyTorch team's
+"Diffusion, Fast"). ``torchao.quantization.quantize_`` swaps each ``nn.Linear`` weight for a
+quantized tensor; leaving puts every original weight back (torchao has no inverse). Eager, the
+quantize/dequantize work usually costs more than it saves: the gain comes with torch.compile.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, List, Mapping, Sequence
+
+from ..errors import ConfigError
+from .base import Accelerator, Code, Target
+
+# quantization -> torchao's config class
+SCHEMES = {
+    "int8_dynamic": "Int8DynamicActivationInt8WeightConfig",
+    "int8_weight_only": "Int8WeightOnlyConfig",
+    "fp8_dynamic": "Float8DynamicActivationFloat8WeightConfig",
+}
+FP8_CAPABILITY = (8, 9)  # fp8 matmuls: Ada, Hopper and later
+# what can be quantized, by name: where the module sits in a pipeline
+QUANTIZE_TARGETS = {"unet": "unet", "vae_decoder": "vae.decoder"}
+
+
+@dataclass(frozen=True)
+class QuantizeParams:
+    quantization: str
+    quantize_targets: List[str]
+
+
+class Quantize(Accelerator):
+    name = "quantize"
+    label = "torchao quantization"
+    Params = QuantizeParams
+    same_arithmetic = True  # the same multiply-adds in int8 or fp8
+    order = 50  # after QKV fusion: the fused weights are the ones quantized
+    constants = {"quantization": "QUANTIZATION", "quantize_targets": "QUANTIZE_TARGETS"}
+
+    @classmethod
+    def params_from(cls, values: Mapping[str, Any]) -> QuantizeParams:
+        params = super().params_from(values)
+        return QuantizeParams(params.quantization, list(params.quantize_targets))  # a plain list, as records hold it
+
+    @classmethod
+    def check(cls, params: QuantizeParams, target: Target) -> None:
+        fp8 = target.capability is not None and target.capability >= FP8_CAPABILITY
+        allowed = [s for s in SCHEMES if fp8 or not s.startswith("fp8")]
+        if params.quantization not in allowed:
+            why = (
+                "" if fp8 else f" on this {'GPU' if target.capability else 'CPU'} (fp8 needs compute capability >= 8.9)"
+            )
+            raise ConfigError("accel.quantization", params.quantization, " | ".join(allowed) + why)
+        names = list(params.quantize_targets)
+        if not names or any(n not in QUANTIZE_TARGETS for n in names) or len(set(names)) != len(names):
+            raise ConfigError(
+                "accel.quantize_targets", names, f"distinct modules of the pipeline among {', '.join(QUANTIZE_TARGETS)}"
+            )
+        if importlib.util.find_spec("torchao") is None:
+            raise ConfigError(
+                "accel.quantization",
+                params.quantization,
+                "a value only with torchao installed (pip install 'accel_bench[gpu]')",
+            )
+
+    def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
+        import torch
+        import torchao.quantization
+
+        scheme = getattr(torchao.quantization, SCHEMES[self.params.quantization])()
+        self.originals: list[tuple[Any, Any]] = []
+        for name in self.params.quantize_targets:
+            module = attrgetter(QUANTIZE_TARGETS[name])(pipe)
+            self.originals += [(m, m.weight) for m in module.modules() if isinstance(m, torch.nn.Linear)]
+            torchao.quantization.quantize_(module, scheme)
+
+    def remove(self, pipe: Any) -> None:
+        # torchao has no inverse; the methods removed after this one (channels_last) need plain weights
+        for linear, weight in self.originals:
+            linear.weight = weight
+            linear.__dict__.pop("extra_repr", None)  # torchao's description of the quantized layer
+
+    @classmethod
+    def code(cls, family: str, methods: Sequence[str]) -> Code:
+        paths = ", ".join(f'"{name}": pipe.{path}' for name, path in QUANTIZE_TARGETS.items())
+        schemes = ", ".join(f'"{name}": torchao.quantization.{cls_name}' for name, cls_name in SCHEMES.items())
+        return Code(
+            imports=("import torchao.quantization",),
+            load=(
+                "    for name in QUANTIZE_TARGETS:  # torchao: linear layers in int8 / fp8",
+                f"        torchao.quantization.quantize_({{{paths}}}[name], {{{schemes}}}[QUANTIZATION]())",
+            ),
+        )
