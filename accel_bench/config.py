@@ -70,9 +70,7 @@ AccelConfig.__module__ = __name__  # pickled by reference into submitit's job pr
 @dataclass
 class BaselineConfig:
     compile: str = "none"  # none (eager) | a torch.compile mode: the UNet compiled whole, as production serves it
-    recipe: str = (
-        "none"  # none | an accel config that changes how, not what, the pipeline computes (fast: production's)
-    )
+    recipe: str = "none"  # none | an accel config that changes how, not what, is computed (fast: production's)
 
 
 def recipes() -> dict[str, DictConfig]:
