@@ -352,6 +352,21 @@ def read_rows(path: Path) -> list[Row]:
     return [Row.from_csv(cells) for cells in _read(Path(path))[1]]
 
 
+def _text_columns() -> list[str]:
+    """The summary's columns that hold text (ids, names, messages), flat as the CSV has them."""
+    plain = {f.name: f.type for f in dataclasses.fields(Row) if f.name not in _SIDE_PREFIXES}
+    sides = {prefix + f.name: f.type for prefix in _SIDE_PREFIXES.values() for f in dataclasses.fields(Side)}
+    return sorted(c for c, t in {**plain, **sides}.items() if "str" in t and not t.startswith(("dict", "list")))
+
+
+def read_frame(path: Path) -> Any:
+    """A summary as a pandas DataFrame, its text columns read as text: pandas alone would read a run id
+    such as ``13e885097810`` as a number (infinity)."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={column: str for column in _text_columns()})
+
+
 def read_result(run_dir: Path) -> Optional[Row]:
     """The row a run wrote as ``<run dir>/result.json``, or None where it wrote none."""
     path = Path(run_dir) / RESULT_FILE

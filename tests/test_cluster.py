@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from accel_bench.record import read_frame
 from accel_bench.sweep.layout import SweepLayout
 
 from .conftest import REPO
@@ -112,7 +113,7 @@ def _alive(pid: int) -> bool:
 
 
 def rows(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path)
+    return read_frame(path)
 
 
 def test_packed_sweep_loads_each_pipeline_once_per_task_and_writes_every_job(slurm, tmp_path):

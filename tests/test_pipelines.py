@@ -16,6 +16,7 @@ from accel_bench.pipelines import (
     random_weights_dir,
     set_scheduler,
 )
+from accel_bench.record import read_frame
 
 from .conftest import FAST, run_cli
 
@@ -112,9 +113,8 @@ def test_local_folder_goes_through_from_pretrained(tmp_path, tiny_pipe):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    import pandas as pd
 
-    row = pd.read_csv(summary).iloc[0]
+    row = read_frame(summary).iloc[0]
     assert (row.status, row.pipeline, row.weights, row.model_source) == ("ok", "sd15", "pretrained", str(folder))
     assert row.clip_weights == "random"
 

@@ -11,7 +11,17 @@ import pytest
 
 from accel_bench import baselines, experiment
 from accel_bench.config import check, compose_run_config
-from accel_bench.record import COLUMNS, Row, Side, append_summary, read_result, read_rows, upsert_summary, write_result
+from accel_bench.record import (
+    COLUMNS,
+    Row,
+    Side,
+    append_summary,
+    read_frame,
+    read_result,
+    read_rows,
+    upsert_summary,
+    write_result,
+)
 
 from .conftest import FAST, run_cli
 
@@ -92,7 +102,7 @@ def test_cli_run_writes_row_result_and_images(tmp_path):
     with summary.open() as f:
         header = next(csv.reader(f))
     assert header[: len(CONTRACT)] == CONTRACT
-    frame = pd.read_csv(summary)
+    frame = read_frame(summary)
     assert len(frame) == 1
     row = frame.iloc[0]
     assert (row.status, row.pipeline, row.scheduler, row.accel, row.weights) == (
@@ -166,7 +176,7 @@ def test_same_config_same_images_and_files(tmp_path, monkeypatch):
     for side in ("baseline", "accel"):
         for image in sorted((tmp_path / "a" / "images" / side).iterdir()):
             assert image.read_bytes() == (tmp_path / "b" / "images" / side / image.name).read_bytes()
-    assert len(pd.read_csv(tmp_path / "summary.csv")) == 2
+    assert len(read_frame(tmp_path / "summary.csv")) == 2
 
 
 def test_a_process_counts_a_settings_flops_once_and_rows_say_which_they_inherited(tmp_path, monkeypatch):
@@ -206,7 +216,7 @@ def test_a_failing_run_is_recorded_not_lost(tmp_path, monkeypatch):
     row = experiment.run(cfg, tmp_path / "job")
     assert row.status == "failed"
     assert row.error == "RuntimeError: CUDA out of memory (simulated) second line"
-    recorded = pd.read_csv(tmp_path / "summary.csv").iloc[0]
+    recorded = read_frame(tmp_path / "summary.csv").iloc[0]
     assert (recorded.status, recorded.run_id) == ("failed", row.run_id)
     assert json.loads((tmp_path / "job" / "result.json").read_text())["row"]["status"] == "failed"
 
@@ -228,7 +238,7 @@ def test_summary_of_an_older_version_is_upgraded_without_losing_values(tmp_path)
     path = tmp_path / "summary.csv"
     path.write_text("run_id,status,retired_column\nold1,ok,kept\n")
     append_summary(path, Row(run_id="new", timestamp="t", status="ok", speedup=2.5))
-    frame = pd.read_csv(path)
+    frame = read_frame(path)
     assert list(frame.run_id) == ["old1", "new"]
     assert frame.retired_column[0] == "kept" and frame.speedup[1] == 2.5
     assert list(frame.columns[: len(COLUMNS)]) == list(COLUMNS)
@@ -239,7 +249,7 @@ def test_upsert_keeps_one_row_per_job(tmp_path):
     upsert_summary(path, Row(run_id="a", timestamp="t", status="failed", run_dir="sweep/0"))
     upsert_summary(path, Row(run_id="b", timestamp="t", status="ok", run_dir="sweep/1"))
     assert upsert_summary(path, Row(run_id="a", timestamp="t2", status="ok", run_dir="sweep/0")) == 2
-    frame = pd.read_csv(path)
+    frame = read_frame(path)
     assert sorted(zip(frame.run_dir, frame.status)) == [("sweep/0", "ok"), ("sweep/1", "ok")]
 
 
@@ -330,6 +340,18 @@ def test_a_row_reads_back_as_it_was_written(tmp_path):
     assert read_result(tmp_path / "nothing") is None
     header = (tmp_path / "summary.csv").read_text().splitlines()[0].split(",")
     assert {"latency_s", "base_latency_s", "compile_s", "base_compile_s"} <= set(header) and "accelerated" not in header
+
+
+def test_pandas_reads_a_run_id_that_looks_like_a_number_as_text(tmp_path):
+    """A run id is a hash's first 12 hex digits: ``13e885097810`` is a float to pandas (infinity)."""
+    for run_id in ("13e885097810", "000000000012"):
+        append_summary(tmp_path / "summary.csv", Row(run_id=run_id, timestamp="t", status="ok", error="1e5"))
+    frame = read_frame(tmp_path / "summary.csv")
+    assert list(frame.run_id) == ["13e885097810", "000000000012"] and list(frame.error) == ["1e5", "1e5"]
+    assert frame.status.tolist() == ["ok", "ok"] and [r.run_id for r in read_rows(tmp_path / "summary.csv")] == [
+        "13e885097810",
+        "000000000012",
+    ]
 
 
 def test_achieved_tflops_and_the_share_of_the_devices_peak():

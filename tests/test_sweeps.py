@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
 from accel_bench.accelerators.tgate import TGate, gate_step_for
 from accel_bench.config import CONF_DIR, check, compose_run_config
 from accel_bench.errors import ConfigError
+from accel_bench.record import read_frame
 from accel_bench.sweep.layout import SweepLayout
 from accel_bench.sweep.packing import Job, pack_jobs
 
@@ -243,7 +243,7 @@ def test_local_launcher_packs_jobs_loads_once_per_task_and_names_where_each_ran(
 
 
 def _sweep_rows(sweep_dir):
-    return pd.read_csv(sweep_dir / "summary.csv")
+    return read_frame(sweep_dir / "summary.csv")
 
 
 def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_resumes(tmp_path):
@@ -285,7 +285,7 @@ def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_res
     assert len(again) == 8 and again.run_dir.is_unique
     kept = again[again.status == "ok"].set_index("run_dir")
     assert (kept.timestamp == ok.set_index("run_dir").timestamp).all()  # ok jobs were not re-run
-    assert len(pd.read_csv(tmp_path / "all.csv")) == 8 + 6  # the global log records every executed job
+    assert len(read_frame(tmp_path / "all.csv")) == 8 + 6  # the global log records every executed job
 
 
 def test_parallel_local_tasks_share_one_baseline(tmp_path):
