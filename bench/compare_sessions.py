@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from accel_bench.record import read_frame
+
 KEY = ["pipeline", "accel", "accel_params", "steps", "batch_size", "interleaved"]
 
 
@@ -28,7 +30,7 @@ def launch_speeds(summary: Path) -> dict[str, float]:
 
 
 def read(path: Path) -> pd.DataFrame:
-    rows = pd.read_csv(path)
+    rows = read_frame(path)
     return rows.astype({"session": str}) if "session" in rows.columns else rows.assign(session=path.stem)
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from accel_bench.record import read_frame
+
 
 def parts(rows: pd.DataFrame) -> dict[str, float]:
     rows = rows[rows.status == "ok"]
@@ -64,7 +66,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 6, 12])
     parser.add_argument("--json", type=Path, help="write the estimate here")
     args = parser.parse_args()
-    p = parts(pd.read_csv(args.summary))
+    p = parts(read_frame(args.summary))
     estimate = {
         "from": str(args.summary),
         "parts": p,

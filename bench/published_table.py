@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from accel_bench.record import read_frame
+
 PIPELINES = {"sd15": "SD1.5", "sd21": "SD2.1", "sdxl": "SDXL"}
 
 # What the methods' authors (or diffusers' docs) report, for the settings the sweep reproduces.
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("summaries", nargs="+", type=Path, help="summary CSVs of +sweep=published runs")
     parser.add_argument("--op-counts", nargs="*", type=Path, default=[], help="bench/pipeline_op_count.py reports")
     options = parser.parse_args()
-    rows = pd.concat([pd.read_csv(path) for path in options.summaries], ignore_index=True)
+    rows = pd.concat([read_frame(path) for path in options.summaries], ignore_index=True)
     rows = rows.drop_duplicates(subset=["run_id"], keep="last")  # a resumed sweep's latest row per job
     rows["method"] = rows.apply(method, axis=1)
     rows["published"] = rows.apply(published, axis=1)

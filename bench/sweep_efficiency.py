@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from accel_bench.record import read_frame
+
 REPO = Path(__file__).resolve().parents[1]
 INTERVALS, BRANCHES = (2, 3, 4, 5), (0, 1, 2)
 
@@ -123,7 +125,7 @@ def main() -> None:
             ]
         )
 
-    sweep_rows, naive_rows = pd.read_csv(out / "sweep" / "summary.csv"), pd.read_csv(out / "naive.csv")
+    sweep_rows, naive_rows = read_frame(out / "sweep" / "summary.csv"), read_frame(out / "naive.csv")
     params = [json.loads(r.accel_params) for r in sweep_rows.itertuples()]
     accel_s = {
         (p["cache_interval"], p["cache_branch_id"]): r.measured_s + r.warmup_s
