@@ -61,7 +61,12 @@ class Accelerator(ABC):
 
     @classmethod
     def params_from(cls, values: Mapping[str, Any]) -> Any:
-        return cls.Params(**{f.name: values[f.name] for f in dataclasses.fields(cls.Params)})
+        """The parameters from a config's values; a list parameter as a plain list, as records hold it."""
+
+        def plain(value: Any) -> Any:
+            return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+
+        return cls.Params(**{f.name: plain(values[f.name]) for f in dataclasses.fields(cls.Params)})
 
     @classmethod
     def required(cls) -> list[str]:

@@ -11,7 +11,6 @@ in silence (dynamo's default): a compiled row is compiled, or it says why not.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -92,13 +91,6 @@ class Compile(Accelerator):
     same_arithmetic = True
     order = 100  # last: it compiles the modules as the other methods left them
     constants = {"mode": "COMPILE_MODE", "fullgraph": "FULLGRAPH", "compile_targets": "COMPILE_TARGETS"}
-
-    @classmethod
-    def params_from(cls, values: Mapping[str, Any]) -> CompileParams:
-        params = super().params_from(values)
-        return dataclasses.replace(
-            params, compile_targets=list(params.compile_targets)
-        )  # a plain list, as records hold it
 
     @classmethod
     def check(cls, params: CompileParams, target: Target) -> None:

@@ -53,11 +53,6 @@ class Quantize(Accelerator):
     constants = {"quantization": "QUANTIZATION", "quantize_targets": "QUANTIZE_TARGETS"}
 
     @classmethod
-    def params_from(cls, values: Mapping[str, Any]) -> QuantizeParams:
-        params = super().params_from(values)
-        return QuantizeParams(params.quantization, list(params.quantize_targets))  # a plain list, as records hold it
-
-    @classmethod
     def check(cls, params: QuantizeParams, target: Target) -> None:
         fp8 = target.capability is not None and target.capability >= FP8_CAPABILITY
         allowed = [s for s in SCHEMES if fp8 or not s.startswith("fp8")]
