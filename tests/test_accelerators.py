@@ -339,6 +339,69 @@ def test_deepcache_on_a_compiled_unet_is_two_graphs_each_traced_once(pipes, trac
     assert torch._dynamo.config.fail_on_recompile_limit_hit is False  # set while compiled, put back
 
 
+@pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
+@pytest.mark.parametrize("accel", ["tome_compile", "deepcache_tome_compile"])
+def test_tome_on_a_compiled_unet_draws_on_the_host_and_gives_tomesds_images(pipes, pipeline, accel, traced_only):
+    """tomesd's generator and size hook cannot be traced: the graph-safe ToMe takes the same draws on
+    the host, so the compiled UNet is traced once per application (DeepCache's steps: three) and gives
+    eager tomesd's images exactly, for every seed (another seed's destinations give other images: the
+    draws reach the graph). Under DeepCache's cached steps every block still draws, so the blocks that
+    run take other draws than eager tomesd's: images within 40 dB."""
+    from accel_bench.metrics.fidelity import psnr_db
+
+    pipe, methods = prepared(pipes, pipeline, accel, "accel.fullgraph=true", "accel.max_downsample=2")
+    state = module_state(pipe)
+    with applied(pipe, methods[:-1]) as eager:
+        expected = {}
+        for seed in (3, 4):
+            eager.reset(seed)
+            expected[seed] = generate(eager.call)
+    assert psnr_db(expected[3], expected[4]).max() < 60
+    traced = []
+    for _ in range(2):
+        with applied(pipe, methods) as accelerated:
+            for seed in (3, 4, 3):
+                accelerated.reset(seed)
+                images = generate(accelerated.call)
+                if accel == "tome_compile":
+                    assert np.array_equal(images, expected[seed])
+                else:
+                    assert psnr_db(expected[seed], images).min() >= 40
+                    assert psnr_db(expected[seed], images).min() > psnr_db(expected[7 - seed], images).max()
+        traced.append(len(traced_only) - sum(traced))
+    # three calls of four steps: one graph, or DeepCache's full and cached steps (the full one again once its cache exists)
+    assert traced[0] == (1 if accel == "tome_compile" else 3) and 1 <= traced[1] <= traced[0]
+    assert module_state(pipe) == state
+
+
+@pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
+@pytest.mark.parametrize(
+    "accel, schedule, phases",
+    [
+        ("tgate_compile", [], 3),  # gate_step 2: warm-up, the gate, after it
+        ("tgate_compile", ["accel.gate_step=3", "accel.warm_up=0", "accel.sp_interval=2"], 4),  # caching, reusing
+        ("tgate_tome_compile", [], 3),
+    ],
+)
+def test_tgate_on_a_compiled_unet_is_one_graph_per_phase_and_gives_its_images(
+    pipes, pipeline, accel, schedule, phases, traced_only
+):
+    """tgate's loop gives every Attention a new forward at every step, which dynamo would retrace at
+    every step; with the forwards kept per set of flags, the UNet is traced once per phase of the
+    schedule, not again at the next call, and gives eager T-GATE's images exactly."""
+    pipe, methods = prepared(pipes, pipeline, accel, "accel.fullgraph=true", *schedule)
+    state = module_state(pipe)
+    with applied(pipe, methods[:-1]) as eager:
+        eager.reset(3)
+        expected = generate(eager.call)
+    with applied(pipe, methods) as accelerated:
+        for _ in range(3):
+            accelerated.reset(3)
+            assert np.array_equal(generate(accelerated.call), expected)
+    assert len(traced_only) == phases
+    assert module_state(pipe) == state
+
+
 def test_compile_with_deepcache_and_tgate_fails_with_its_reason(pipes, traced_only):
     cfg = compose_run_config(
         [

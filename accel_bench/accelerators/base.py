@@ -93,6 +93,13 @@ class Accelerator(ABC):
     def reset(self, pipe: Any, seed: int) -> None:
         """Put per-call state (caches, random generators) into a state fixed by ``seed``."""
 
+    def graph_safe(self, pipe: Any) -> Optional[Callable[[tuple, dict], None]]:
+        """Called by torch.compile before it compiles the UNet this method patched: make the method's
+        per-call Python traceable, moving what a graph cannot hold (a draw from a ``torch.Generator``)
+        into the returned host step, which runs before each UNet call, outside the graph, with the
+        call's arguments. None: nothing to run there. Undone by ``remove``."""
+        return None
+
     def warmup_needed(self) -> tuple[int, str]:
         """The warm-up batches this method needs before its calls can be timed, and why."""
         return 0, ""

@@ -13,7 +13,7 @@ pool at fixed addresses, which the cached step's graph reads.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -58,6 +58,7 @@ class CompiledCachedSteps:
         options: dict[str, Any],
         cuda_graphs: bool,
         wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+        host_steps: Sequence[Callable[[tuple, dict], None]] = (),
     ):
         self.pipe, self.helper = pipe, helper
         self.deepcache_forward = pipe.unet.__dict__["forward"]  # DeepCache's wrapper, put back by remove
@@ -68,6 +69,7 @@ class CompiledCachedSteps:
             CACHED: wrap(torch.compile(_cached_step, **options)),
         }
         self.cuda_graphs = cuda_graphs
+        self.host_steps = host_steps  # the other methods' per-call host work (``Accelerator.graph_safe``)
         self.calls = 0
         pipe.unet.forward = self.forward
 
@@ -87,6 +89,8 @@ class CompiledCachedSteps:
             # a new generation of the graph tree: the features cached by the last full step are
             # replaced, never read again, so the full step's graph may overwrite them in place
             torch.compiler.cudagraph_mark_step_begin()
+        for step in self.host_steps:
+            step(args, kwargs)
         return self.steps[phase](self.unet_forward, *args, **kwargs)
 
     def reset(self) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
+import torch
+
 from ..errors import ConfigError
 from .base import Accelerator, Code, Target
 from .cached_steps import CompiledCachedSteps
@@ -29,6 +31,20 @@ COMPILE_TARGETS: dict[str, str] = {"unet": "unet", "vae_decoder": "vae.decoder"}
 
 def _module(pipe: Any, name: str) -> Any:
     return attrgetter(COMPILE_TARGETS[name])(pipe)
+
+
+def _on_host(steps: Sequence[Callable[[tuple, dict], None]], compiled: Callable[..., Any]) -> Callable[..., Any]:
+    """``compiled`` after the methods' host steps (``Accelerator.graph_safe``), outside its graph."""
+    if not steps:
+        return compiled
+
+    @functools.wraps(compiled)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        for step in steps:
+            step(args, kwargs)
+        return compiled(*args, **kwargs)
+
+    return call
 
 
 class RecompileLimit(logging.Handler):
@@ -122,6 +138,9 @@ class Compile(Accelerator):
             fullgraph=self.params.fullgraph,
             dynamic=False,
         )
+        host_steps: list[Callable[[tuple, dict], None]] = []
+        if "unet" in self.params.compile_targets:
+            host_steps = [step for step in (m.graph_safe(pipe) for m in active.values()) if step is not None]
         self.cached_steps: Optional[CompiledCachedSteps] = None
         if stacked:
             self.cached_steps = CompiledCachedSteps(
@@ -130,13 +149,15 @@ class Compile(Accelerator):
                 options,
                 cuda_graphs=self.params.mode in CUDA_GRAPH_MODES,
                 wrap=self.limit.explained,
+                host_steps=host_steps,
             )
         for name in self.params.compile_targets:
             if name == "unet" and self.cached_steps is not None:
                 continue
             module = _module(pipe, name)
             module.compile(**options)
-            module._compiled_call_impl = self.limit.explained(module._compiled_call_impl)
+            compiled = self.limit.explained(module._compiled_call_impl)
+            module._compiled_call_impl = _on_host(host_steps, compiled) if name == "unet" else compiled
 
     def remove(self, pipe: Any) -> None:
         self.limit.__exit__(None, None, None)
@@ -170,5 +191,9 @@ class Compile(Accelerator):
         return None
 
     def reset(self, pipe: Any, seed: int) -> None:
+        if self.params.mode in CUDA_GRAPH_MODES:
+            # a pipeline call is a new generation of the graph tree: nothing the last call's graphs
+            # left in their pool (a method's caches, which the methods' own resets clear) is read again
+            torch.compiler.cudagraph_mark_step_begin()
         if self.cached_steps is not None:
             self.cached_steps.reset()

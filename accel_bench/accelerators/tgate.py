@@ -1,11 +1,14 @@
-"""T-GATE: compute cross-attention until the gate step, then reuse it (and drop classifier-free guidance)."""
+"""T-GATE: compute cross-attention until the gate step, then reuse it (and drop classifier-free guidance).
+
+On a compiled UNet, the sampling loop's per-step forwards are made stable (``StableForwards``).
+"""
 
 from __future__ import annotations
 
 import functools
 import importlib
 from dataclasses import dataclass
-from types import MethodType
+from types import FunctionType, MethodType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
@@ -19,6 +22,44 @@ _VARIANTS = {
     ("sdxl", False): ("tgate.SDXL", "TgateSDXLLoader"),
     ("sdxl", True): ("tgate.SDXL_DeepCache", "TgateSDXLDeepCacheLoader"),
 }
+
+
+class StableForwards:
+    """T-GATE's sampling loop on a compiled UNet: at every step tgate's ``register_forward`` gives every
+    Attention module a new forward closure over the step's flags, and dynamo, which guards on each
+    forward's identity, recompiles the UNet at every step until it gives up. ``register`` stands in
+    for it in the loop: the first time a set of flags comes, tgate's own function makes the forwards;
+    after that, the same forwards are put back. The UNet is then traced once per phase of T-GATE's
+    schedule (warm-up, caching or reusing self-attention, the gate, after it): a bounded number."""
+
+    def __init__(self, unet: Any):
+        from tgate import tgate_utils
+
+        self.unet, self.register_forward = unet, tgate_utils.register_forward
+        self.forwards: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+        self.attention = [m for m in unet.modules() if type(m).__name__ == "Attention"]  # what tgate's loops patch
+
+    def register(
+        self,
+        model: Any,
+        filter_name: str = "Attention",
+        keep_shape: bool = True,
+        sa_kward: Any = None,
+        ca_kward: Any = None,
+    ) -> int:
+        key = (filter_name, keep_shape, tuple(sorted(sa_kward.items())), tuple(sorted(ca_kward.items())))
+        if key not in self.forwards:
+            self.register_forward(model, filter_name, keep_shape=keep_shape, sa_kward=sa_kward, ca_kward=ca_kward)
+            self.forwards[key] = [(m, m.forward) for m in model.modules() if type(m).__name__ == filter_name]
+        for module, forward in self.forwards[key]:
+            module.forward = forward
+        return len(self.forwards[key])
+
+    def clear_caches(self) -> None:
+        """A pipeline call starts with no attention cached (each is cached before it is reused), so
+        the first steps' graphs see the same inputs at every call, the first call included."""
+        for module in self.attention:
+            module.cache = None
 
 
 @dataclass(frozen=True)
@@ -78,12 +119,33 @@ class TGate(Accelerator):
 
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         deepcache = active.get("deepcache")
-        module = importlib.import_module(_VARIANTS[(self.target.family, deepcache is not None)][0])
+        self.module = importlib.import_module(_VARIANTS[(self.target.family, deepcache is not None)][0])
+        self.stable: Optional[StableForwards] = None
         # The tgate loaders would do this binding too, but its DeepCache loaders also create and
         # enable a second DeepCache helper; bind the sampling loop to the helper we already hold.
-        pipe.tgate = MethodType(module.tgate, pipe)
+        pipe.tgate = MethodType(self.module.tgate, pipe)
         if deepcache is not None:
             pipe.deepcache = deepcache.helper
+
+    def graph_safe(self, pipe: Any) -> Optional[Callable[[tuple, dict], None]]:
+        self.stable = StableForwards(pipe.unet)
+        loop = self.module.tgate
+        pipe.tgate = MethodType(
+            FunctionType(
+                loop.__code__,
+                {**loop.__globals__, "register_forward": self.stable.register},
+                loop.__name__,
+                loop.__defaults__,
+                loop.__closure__,
+            ),
+            pipe,
+        )
+        pipe.tgate.__func__.__kwdefaults__ = loop.__kwdefaults__
+        return None
+
+    def reset(self, pipe: Any, seed: int) -> None:
+        if self.stable is not None:
+            self.stable.clear_caches()
 
     def remove(self, pipe: Any) -> None:
         # tgate leaves every Attention module's forward patched and its cache attribute set;

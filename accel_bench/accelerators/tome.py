@@ -1,14 +1,18 @@
-"""ToMe for SD (tomesd): merge redundant tokens before self-attention in the UNet's transformer blocks."""
+"""ToMe for SD (tomesd): merge redundant tokens before self-attention in the UNet's transformer blocks.
+
+Eager, tomesd runs as it is; on a compiled UNet its per-call Python moves to the host (``tome_graphs``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from ..errors import ConfigError
 from .base import Accelerator, Code, Target
+from .tome_graphs import GraphSafeToMe
 
 MAX_DOWNSAMPLES = (1, 2, 4, 8)
 
@@ -55,6 +59,7 @@ class ToMe(Accelerator):
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         import tomesd
 
+        self.graphs: Optional[GraphSafeToMe] = None
         tomesd.apply_patch(
             pipe,
             ratio=self.params.ratio,
@@ -64,9 +69,15 @@ class ToMe(Accelerator):
             use_rand=self.params.use_rand,
         )
 
+    def graph_safe(self, pipe: Any) -> Optional[Callable[[tuple, dict], None]]:
+        self.graphs = GraphSafeToMe(pipe.unet)
+        return self.graphs.host_step
+
     def remove(self, pipe: Any) -> None:
         import tomesd
 
+        if self.graphs is not None:
+            self.graphs.remove()
         tomesd.remove_patch(pipe)
 
     @classmethod
