@@ -369,8 +369,9 @@ def test_tome_on_a_compiled_unet_draws_on_the_host_and_gives_tomesds_images(pipe
                     assert psnr_db(expected[seed], images).min() >= 40
                     assert psnr_db(expected[seed], images).min() > psnr_db(expected[7 - seed], images).max()
         traced.append(len(traced_only) - sum(traced))
-    # three calls of four steps: one graph, or DeepCache's full and cached steps (the full one again once its cache exists)
-    assert traced[0] == (1 if accel == "tome_compile" else 3) and 1 <= traced[1] <= traced[0]
+    # three calls of four steps: one graph, or DeepCache's full and cached steps (the full one again once
+    # its cache exists); none again when the methods are applied anew, as every measured pass does
+    assert traced == [1 if accel == "tome_compile" else 3, 0]
     assert module_state(pipe) == state
 
 
@@ -388,16 +389,17 @@ def test_tgate_on_a_compiled_unet_is_one_graph_per_phase_and_gives_its_images(
 ):
     """tgate's loop gives every Attention a new forward at every step, which dynamo would retrace at
     every step; with the forwards kept per set of flags, the UNet is traced once per phase of the
-    schedule, not again at the next call, and gives eager T-GATE's images exactly."""
+    schedule, not again at the next call nor when applied anew, and gives eager T-GATE's images exactly."""
     pipe, methods = prepared(pipes, pipeline, accel, "accel.fullgraph=true", *schedule)
     state = module_state(pipe)
     with applied(pipe, methods[:-1]) as eager:
         eager.reset(3)
         expected = generate(eager.call)
-    with applied(pipe, methods) as accelerated:
-        for _ in range(3):
-            accelerated.reset(3)
-            assert np.array_equal(generate(accelerated.call), expected)
+    for _ in range(2):  # applied anew, as every measured pass does
+        with applied(pipe, methods) as accelerated:
+            for _ in range(2):
+                accelerated.reset(3)
+                assert np.array_equal(generate(accelerated.call), expected)
     assert len(traced_only) == phases
     assert module_state(pipe) == state
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import weakref
 from dataclasses import dataclass
 from types import FunctionType, MethodType
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -32,11 +33,17 @@ class StableForwards:
     after that, the same forwards are put back. The UNet is then traced once per phase of T-GATE's
     schedule (warm-up, caching or reusing self-attention, the gate, after it): a bounded number."""
 
+    # per UNet, kept across applications (a measured pass re-applies the methods, and new forwards
+    # would retrace every phase at every pass); each forward closes over its module and flags only
+    _FORWARDS: "weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], list[tuple[Any, Any]]]]" = (
+        weakref.WeakKeyDictionary()
+    )
+
     def __init__(self, unet: Any):
         from tgate import tgate_utils
 
         self.unet, self.register_forward = unet, tgate_utils.register_forward
-        self.forwards: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+        self.forwards = self._FORWARDS.setdefault(unet, {})
         self.attention = [m for m in unet.modules() if type(m).__name__ == "Attention"]  # what tgate's loops patch
 
     def register(

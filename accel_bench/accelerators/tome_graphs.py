@@ -119,6 +119,19 @@ def compute_merge(x: torch.Tensor, draw: BlockDraw) -> tuple[Callable[..., torch
     return m_a, m_c, m_m, u_a, u_c, u_m
 
 
+# per block class: the ToMe class tomesd made first, and its forward calling this module's
+# compute_merge. tomesd makes a new class at every apply_patch, and dynamo guards on a block's class:
+# a measured pass re-applies the methods, which would retrace the UNet at every pass.
+_STABLE: dict[type, tuple[type, FunctionType]] = {}
+
+
+def _stable(tome_class: type) -> tuple[type, FunctionType]:
+    parent = tome_class._parent
+    if parent not in _STABLE:
+        _STABLE[parent] = (tome_class, _graph_forward(tome_class))
+    return _STABLE[parent]
+
+
 def _graph_forward(tome_class: type) -> FunctionType:
     """tomesd's own block forward, calling this module's ``compute_merge``."""
     forward = tome_class.forward
@@ -164,11 +177,12 @@ class GraphSafeToMe:
         for handle in self.info["hooks"]:  # the size hook: host_step does its work
             handle.remove()
         self.blocks = _tome_blocks(unet)
-        forwards = {cls: _graph_forward(cls) for cls in {type(b) for b in self.blocks}}
         self.draws: dict[int, BlockDraw] = {}
         for block in self.blocks:
+            cls, forward = _stable(type(block))
+            block.__class__ = cls  # tomesd's remove_patch puts the parent class back, as for its own
             self.draws[id(block)] = BlockDraw(self.args)
-            block.forward = MethodType(forwards[type(block)], block)
+            block.forward = MethodType(forward, block)
             block._tome_info = self.draws[id(block)]
         self.orders: dict[tuple[int, int], list[tuple[torch.nn.Module, int, int]]] = {}
 
