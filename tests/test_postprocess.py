@@ -148,15 +148,17 @@ def test_rows_over_a_compiled_baseline_make_no_tasks(tmp_path):
     assert sorted(m.speedup for m in measured) == [1.5, 2.0] and len(statuses) == 2
 
 
-def test_deepcache_on_a_compiled_unet_makes_no_task(tmp_path):
-    """Its speed is cached_steps' two graphs, which a generated file does not carry: no ground truth for it."""
+@pytest.mark.parametrize("method", ["deepcache", "tome", "tgate"])
+def test_a_method_made_graph_safe_on_a_compiled_unet_makes_no_task(tmp_path, method):
+    """Its speed is cached_steps' two graphs, or the host's draws, or the kept forwards, which a generated
+    file does not carry: no ground truth for it."""
     on_unet = row(
-        accel="deepcache_compile",
+        accel=f"{method}_compile",
         speedup=3.0,
-        accel_params={**PARAMS["deepcache"], **PARAMS["compile"], "compile_targets": ["unet"]},
+        accel_params={**PARAMS[method], **PARAMS["compile"], "compile_targets": ["unet"]},
     )
     measured, _ = measured_of(
-        tmp_path, [on_unet, row(accel="deepcache_compile", speedup=2.5)]
+        tmp_path, [on_unet, row(accel=f"{method}_compile", speedup=2.5)]
     )  # the decoder compiled: a task
     assert [m.speedup for m in measured] == [2.5]
 

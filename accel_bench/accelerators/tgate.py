@@ -172,6 +172,12 @@ class TGate(Accelerator):
             call_kwargs=tuple(f"{key}={name}" for key, name in cls.constants.items()),
         )
 
+    @classmethod
+    def no_code(cls, methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:
+        if "compile" in methods and "unet" in params.get("compile_targets", []):
+            return "T-GATE on a compiled UNet keeps its loop's forwards per phase (StableForwards), which generated code does not carry"
+        return None
+
     def entry_point(self, pipe: Any) -> Optional[Callable[..., Any]]:
         p = self.params
         return functools.partial(

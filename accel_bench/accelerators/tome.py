@@ -89,6 +89,12 @@ class ToMe(Accelerator):
             ),
         )
 
+    @classmethod
+    def no_code(cls, methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:
+        if "compile" in methods and "unet" in params.get("compile_targets", []):
+            return "ToMe on a compiled UNet takes its draws on the host (accelerators/tome_graphs.py), which generated code does not carry"
+        return None
+
     def reset(self, pipe: Any, seed: int) -> None:
         # tomesd forks its generator from the global RNG on first use; seed it instead.
         device = pipe.unet.device
