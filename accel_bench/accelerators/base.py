@@ -5,7 +5,22 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
+
+
+def with_global(function: FunctionType, name: str, value: Any) -> FunctionType:
+    """A package's ``function`` as it is, but reading ``value`` where its module's global ``name`` is:
+    how a method swaps one call inside a package's code for this function only, not the module."""
+    replaced = FunctionType(
+        function.__code__,
+        {**function.__globals__, name: value},
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    replaced.__kwdefaults__ = function.__kwdefaults__
+    return replaced
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import functools
 import importlib
 import weakref
 from dataclasses import dataclass
-from types import FunctionType, MethodType
+from types import MethodType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
-from .base import Accelerator, Code, Target
+from .base import Accelerator, Code, Target, with_global
 
 # tgate's sampling loop and the loader that binds it, per (pipeline family, DeepCache active). The
 # DeepCache variants reset the DeepCache helper at the gate, where the batch halves as guidance is dropped.
@@ -42,7 +42,7 @@ class StableForwards:
     def __init__(self, unet: Any):
         from tgate import tgate_utils
 
-        self.unet, self.register_forward = unet, tgate_utils.register_forward
+        self.register_forward = tgate_utils.register_forward
         self.forwards = self._FORWARDS.setdefault(unet, {})
         self.attention = [m for m in unet.modules() if type(m).__name__ == "Attention"]  # what tgate's loops patch
 
@@ -136,18 +136,7 @@ class TGate(Accelerator):
 
     def graph_safe(self, pipe: Any) -> Optional[Callable[[tuple, dict], None]]:
         self.stable = StableForwards(pipe.unet)
-        loop = self.module.tgate
-        pipe.tgate = MethodType(
-            FunctionType(
-                loop.__code__,
-                {**loop.__globals__, "register_forward": self.stable.register},
-                loop.__name__,
-                loop.__defaults__,
-                loop.__closure__,
-            ),
-            pipe,
-        )
-        pipe.tgate.__func__.__kwdefaults__ = loop.__kwdefaults__
+        pipe.tgate = MethodType(with_global(self.module.tgate, "register_forward", self.stable.register), pipe)
         return None
 
     def reset(self, pipe: Any, seed: int) -> None:

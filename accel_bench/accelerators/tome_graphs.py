@@ -19,12 +19,15 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .base import with_global
+
 
 class BlockDraw:
     """One transformer block's merge for the current call, decided on the host: ``plan`` is
     ``(w, h, r, use_rand)`` in tomesd's terms, or None where the block merges nothing."""
 
     def __init__(self, args: dict[str, Any]):
+        # copied from tomesd's args, which also hold its generator: the graph reads no generator
         self.sx, self.sy = args["sx"], args["sy"]
         self.merge_attn, self.merge_crossattn, self.merge_mlp = (
             args["merge_attn"],
@@ -128,22 +131,8 @@ _STABLE: dict[type, tuple[type, FunctionType]] = {}
 def _stable(tome_class: type) -> tuple[type, FunctionType]:
     parent = tome_class._parent
     if parent not in _STABLE:
-        _STABLE[parent] = (tome_class, _graph_forward(tome_class))
+        _STABLE[parent] = (tome_class, with_global(tome_class.forward, "compute_merge", compute_merge))
     return _STABLE[parent]
-
-
-def _graph_forward(tome_class: type) -> FunctionType:
-    """tomesd's own block forward, calling this module's ``compute_merge``."""
-    forward = tome_class.forward
-    replaced = FunctionType(
-        forward.__code__,
-        {**forward.__globals__, "compute_merge": compute_merge},
-        forward.__name__,
-        forward.__defaults__,
-        forward.__closure__,
-    )
-    replaced.__kwdefaults__ = forward.__kwdefaults__
-    return replaced
 
 
 def _tome_blocks(module: Optional[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -177,27 +166,24 @@ class GraphSafeToMe:
         for handle in self.info["hooks"]:  # the size hook: host_step does its work
             handle.remove()
         self.blocks = _tome_blocks(unet)
-        self.draws: dict[int, BlockDraw] = {}
         for block in self.blocks:
             cls, forward = _stable(type(block))
             block.__class__ = cls  # tomesd's remove_patch puts the parent class back, as for its own
-            self.draws[id(block)] = BlockDraw(self.args)
             block.forward = MethodType(forward, block)
-            block._tome_info = self.draws[id(block)]
+            block._tome_info = BlockDraw(self.args)  # what tomesd's forward hands to compute_merge
         self.orders: dict[tuple[int, int], list[tuple[torch.nn.Module, int, int]]] = {}
 
     def host_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """What tomesd's hook and ``compute_merge`` decide per UNet call: the latent's size, each
+        """What tomesd's hook and ``compute_merge`` decide per UNet call: from the latent's size, each
         block's merge, and its destinations drawn from tomesd's generator in calling order."""
         sample = args[0] if args else kwargs["sample"]
         batch, (original_h, original_w) = sample.shape[0], sample.shape[-2:]
-        self.info["size"] = (original_h, original_w)
         key = (original_h, original_w)
         if key not in self.orders:
             self.orders[key] = _calling_order(self.unet, original_h, original_w)
         sx, sy = self.args["sx"], self.args["sy"]
         for block, h_at, w_at in self.orders[key]:
-            draw = self.draws[id(block)]
+            draw = block._tome_info
             draw.tokens = h_at * w_at
             downsample = int(math.ceil(math.sqrt(original_h * original_w // draw.tokens)))
             if downsample > self.args["max_downsample"]:
