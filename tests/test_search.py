@@ -189,8 +189,15 @@ def test_search_screens_a_share_measures_the_best_in_full_and_resumes_without_re
     assert corner.search_stage == "screen" and corner.accel_params == {"cache_interval": 6, "cache_branch_id": 0}
     done = first.stdout.split("[search] done: ")[1]
     pruned = int(done.split(" candidates pruned as slower by design")[0].rsplit(" ", 1)[1])
-    assert corner.clip_loss <= 0.5 and pruned == 60 - stages.count("screen"), first.stdout
+    assert corner.clip_loss <= 0.5 and pruned >= 1, first.stdout
     screened = [r for r in rows if r.search_stage == "screen"]
+    # the corner dominates the grid: after the first round only neighbours of the measured leaders run;
+    # where the corner also measured fastest, that is its own neighbours and every other candidate is pruned
+    settings = [(r.accel_params["cache_interval"], r.accel_params["cache_branch_id"]) for r in screened]
+    for i, b in settings[3:]:
+        assert any(abs(i - i2) + abs(b - b2) == 1 for i2, b2 in settings if (i2, b2) != (i, b)), settings
+    if corner.speedup >= max(r.speedup for r in screened if r.status == "ok"):
+        assert pruned == 60 - len(screened), first.stdout
     assert all(r.num_images == 2 and r.repeats == 1 for r in screened if r.status == "ok")
     (full,) = [r for r in rows if r.search_stage == "full"]
     assert full.status == "ok" and full.num_images == 3 and full.speedup > 1
