@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +24,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from accel_bench.config import compose_run_config, register_configs  # noqa: E402
 from accel_bench.pipelines import load_pipeline  # noqa: E402
 
+from .forkserver import ForkServer  # noqa: E402
+
+FORKS = ForkServer()  # ``python ...`` command lines without the interpreter's imports each time
+
 register_configs()
 
 # Small enough for a 2-core CPU; T-GATE's gate must fall inside the few steps.
@@ -42,6 +45,7 @@ ACCELS = [
 
 
 def pytest_sessionfinish(session, exitstatus):
+    FORKS.close()
     if _OWN_CACHE:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
@@ -51,10 +55,8 @@ def fast_overrides(accel: str) -> list[str]:
 
 
 def run_cli(args: Sequence[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python run.py ARGS`` in ``cwd`` (Hydra's outputs land there)."""
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+    """``python run.py ARGS`` in ``cwd`` (Hydra's outputs land there), forked from the session's server."""
+    return FORKS.run([str(REPO / "run.py"), *args], cwd, timeout)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from accel_bench.evaluate.verdicts import median_interval, speed_verdict
 from accel_bench.measure import FreshInputs, WarmupPolicy, measure_sides
 from accel_bench.metrics import Metric, Scored
 
+from .conftest import FORKS
 from .test_postprocess import row, write_sweep
 
 BWRAP = shutil.which("bwrap") is not None
@@ -67,9 +68,7 @@ def test_images_of_any_type_become_the_same_8_bit_pixels():
 
 
 def _evaluate(args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "accel_bench.evaluate", *args], cwd=cwd, capture_output=True, text=True, timeout=900
-    )
+    return FORKS.run(["-m", "accel_bench.evaluate", *args], cwd, 900)
 
 
 def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
@@ -138,7 +137,7 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
 
     # the ground truth runs as written, from the dataset's folder (a tiny entry's model travels with it)
     for code in (entry["path_to_gt_code"], entry["path_to_reference_baseline"]):
-        ran = subprocess.run([sys.executable, code], cwd=dataset, capture_output=True, text=True, timeout=300)
+        ran = FORKS.run([code], dataset, 300)
         assert ran.returncode == 0 and "wrote sample.png" in ran.stdout, ran.stderr[-2000:]
     assert (dataset / "sample.png").is_file() and (dataset / "models" / "tiny" / "model_index.json").is_file()
 
@@ -170,21 +169,12 @@ def test_without_a_sandbox_it_refuses_unless_allowed_and_says_so(tmp_path):
     (tmp_path / "base.py").write_text(LIGHT_FILE.format(sleep=0.0))
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no bwrap on it
     args = ["baseline=base.py", "candidate=base.py", "pipeline=tiny", "num_prompts=2"]
-    refused = subprocess.run(
-        [sys.executable, "-m", "accel_bench.evaluate", *args], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
+    refused = FORKS.run(["-m", "accel_bench.evaluate", *args], tmp_path, 300, env)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
         "error: allow_unsandboxed=False is not allowed: true to run candidate code without a sandbox: bubblewrap (bwrap) is not installed"
     ]
     assert not (tmp_path / "evaluation").exists()
-    allowed = subprocess.run(
-        [sys.executable, "-m", "accel_bench.evaluate", *args, "allow_unsandboxed=true"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    allowed = FORKS.run(["-m", "accel_bench.evaluate", *args, "allow_unsandboxed=true"], tmp_path, 300, env)
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     assert "candidate code runs unconfined" in allowed.stdout
     assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["sandbox"]["kind"] == "none"

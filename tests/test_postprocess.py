@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from accel_bench.postprocess.select import candidates, gaps, select
 from accel_bench.postprocess.verify import VerificationError, verify_file
 from accel_bench.record import Row, Side, upsert_summary
 
-from .conftest import ACCELS, FAST, run_cli
+from .conftest import ACCELS, FAST, FORKS, run_cli
 
 PARAMS = {
     "deepcache": {"cache_interval": 3, "cache_branch_id": 1},
@@ -346,9 +345,7 @@ def test_verification_catches_a_file_that_disagrees_with_its_entry(tmp_path):
 
 
 def _postprocess(args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "accel_bench.postprocess", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+    return FORKS.run(["-m", "accel_bench.postprocess", *args], cwd, 600)
 
 
 GRID = ["grid.pipelines=[tiny,tiny_xl]", "grid.schedulers=[ddim,unipc]", "grid.steps=[25]"]
