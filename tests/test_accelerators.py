@@ -382,6 +382,9 @@ def test_tome_on_a_compiled_unet_draws_on_the_host_and_gives_tomesds_images(pipe
         ("tgate_compile", [], 3),  # gate_step 2: warm-up, the gate, after it
         ("tgate_compile", ["accel.gate_step=3", "accel.warm_up=0", "accel.sp_interval=2"], 4),  # caching, reusing
         ("tgate_tome_compile", [], 3),
+        # DeepCache restarted at the gate (its batch halves): full steps before, at and after it (the first
+        # again once its cache exists), a cached one after it
+        ("tgate_deepcache_compile", [], 5),
     ],
 )
 def test_tgate_on_a_compiled_unet_is_one_graph_per_phase_and_gives_its_images(
@@ -402,25 +405,6 @@ def test_tgate_on_a_compiled_unet_is_one_graph_per_phase_and_gives_its_images(
                 assert np.array_equal(generate(accelerated.call), expected)
     assert len(traced_only) == phases
     assert module_state(pipe) == state
-
-
-def test_compile_with_deepcache_and_tgate_fails_with_its_reason(pipes, traced_only):
-    cfg = compose_run_config(
-        [
-            "pipeline=tiny",
-            *fast_overrides("tgate_deepcache"),
-            "accel.methods=[deepcache,tgate,compile]",
-            "accel.mode=default",
-            "accel.fullgraph=false",
-            "accel.compile_targets=[unet]",
-        ]
-    )
-    pipe = pipes["tiny"]
-    state = module_state(pipe)
-    with pytest.raises(RuntimeError, match="DeepCache and T-GATE together is not supported"):
-        with applied(pipe, check(cfg).methods):
-            pass
-    assert module_state(pipe) == state and not traced_only
 
 
 def test_recompiling_past_the_limit_fails_and_names_what_recompiled(traced_only):

@@ -88,7 +88,14 @@ def test_strong_sweep_puts_every_stacked_method_against_its_own_stack():
     stacks = {(j["accel"], j.get("baseline.compile", "none"), j.get("baseline.recipe", "none")) for j in jobs}
     assert ("fast", "none", "none") in stacks and ("deepcache_fast", "none", "fast") in stacks
     assert ("deepcache_fast", "none", "none") in stacks and ("deepcache_compile", "reduce-overhead", "none") in stacks
-    for method in ("deepcache", "tome", "tgate", "tgate_tome", "deepcache_tome"):  # every composition on CUDA graphs
+    for method in (
+        "deepcache",
+        "tome",
+        "tgate",
+        "tgate_tome",
+        "tgate_deepcache",
+        "deepcache_tome",
+    ):  # on CUDA graphs too
         assert {(method, "none", "none"), (f"{method}_compile", "reduce-overhead", "none")} <= stacks
     assert all(j.get("accel.fullgraph") == "True" for j in jobs if j["accel"].endswith("_compile"))
     for job in (j for j in jobs if "fast" in j["accel"]):  # they compose (CUDA-graph modes are checked on a GPU)

@@ -47,6 +47,10 @@ def _fixed_answers(helper: Any, phase: str) -> Callable[..., bool]:
     return is_skip_step
 
 
+def _nothing() -> None:
+    pass
+
+
 class CompiledCachedSteps:
     """Installed as ``unet.forward`` over DeepCache's own wrapper (whose ``.item()`` per call would
     sync, and break a CUDA graph); ``reset`` starts a pipeline call at a full step."""
@@ -71,7 +75,13 @@ class CompiledCachedSteps:
         self.cuda_graphs = cuda_graphs
         self.host_steps = host_steps  # the other methods' per-call host work (``Accelerator.graph_safe``)
         self.calls = 0
+        self.origin = 0  # the call DeepCache's interval counts from
         pipe.unet.forward = self.forward
+        # A sampling loop that restarts DeepCache mid-call (tgate's, at its gate, as its batch halves)
+        # disables and enables the helper: eagerly that re-wraps every block (new wrappers, a retrace
+        # here) and counts the interval anew from the next call, a full step. Here only the count restarts.
+        helper.disable = _nothing
+        helper.enable = self.restart
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         # DeepCache counts a step by its timestep's index in the schedule; the schedulers accel_bench
@@ -82,7 +92,7 @@ class CompiledCachedSteps:
                 f"DeepCache on a compiled UNet: UNet call {self.calls + 1} of a {steps}-step schedule; "
                 "it needs a scheduler that calls the UNet once per step"
             )
-        phase = FULL if self.calls % self.helper.params["cache_interval"] == 0 else CACHED
+        phase = FULL if (self.calls - self.origin) % self.helper.params["cache_interval"] == 0 else CACHED
         self.calls += 1
         self.helper.is_skip_step = self.answers[phase]
         if phase == FULL and self.cuda_graphs:
@@ -93,9 +103,15 @@ class CompiledCachedSteps:
             step(args, kwargs)
         return self.steps[phase](self.unet_forward, *args, **kwargs)
 
+    def restart(self) -> None:
+        """DeepCache's ``disable()`` + ``enable()`` mid-call: the next UNet call is a full step and the
+        interval counts from it."""
+        self.origin = self.calls
+
     def reset(self) -> None:
-        self.calls = 0
+        self.calls = self.origin = 0
 
     def remove(self) -> None:
         self.pipe.unet.forward = self.deepcache_forward
-        self.helper.__dict__.pop("is_skip_step", None)
+        for name in ("is_skip_step", "enable", "disable"):
+            self.helper.__dict__.pop(name, None)

@@ -126,11 +126,6 @@ class Compile(Accelerator):
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         deepcache = active.get("deepcache")
         stacked = deepcache is not None and "unet" in self.params.compile_targets
-        if stacked and "tgate" in active:
-            raise RuntimeError(
-                "torch.compile with DeepCache and T-GATE together is not supported: T-GATE's sampling "
-                "loop re-wraps DeepCache's helper at the gate step, under the compiled steps"
-            )
         self.limit = RecompileLimit().__enter__()
         # dynamic=False: one graph per shape, as a deployment compiled for its batch size has
         options = dict(
