@@ -42,6 +42,8 @@ def test_a_fitted_count_measured_faster_than_the_file_is_not_chosen():
     assert chosen_steps(measured, [5, 6, 7], 2.2) == 6
     assert chosen_steps(measured, [5, 6, 7], 1.5) == 7  # none as slow as the file: the probe
     assert chosen_steps({**measured, 6: Reference(6, failure="crashed")}, [5, 6, 7], 2.2) == 7
+    # 5 steps measured slower than 6 (noise: a run-queue on 2 cores): not trusted below a count too fast
+    assert chosen_steps({**measured, 5: Reference(5, 2.0), 6: Reference(6, 2.3)}, [5, 6, 7], 2.2) == 7
 
 
 def _exchange(prompts, seeds, images):

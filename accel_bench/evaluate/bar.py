@@ -8,7 +8,7 @@ matches the file's. Found by measurement, not by a model alone: a probe at ``cei
 (with ``speedup`` the low end of the file's interval: never faster than the file), a latency linear
 in the step count through the baseline and the probe gives the count at the file's median speed,
 and that count and the one above are measured; the fewest steps not measured faster than the low end
-of the file's speedup is the reference. (The fit alone, on a CPU, once chose a count its own noise made too cheap.)
+of the file's speedup, nor any count above it, is the reference. (The fit alone, on a CPU, once chose a count its own noise made too cheap.)
 Fidelity is pooled over the images both saw: PSNR of the mean squared error, so a batch partly
 copied cannot hide its bad images behind a median.
 """
@@ -60,14 +60,19 @@ def fitted_steps(steps: int, speedup: float, probe: int, probe_speedup: float) -
 
 
 def chosen_steps(measured: dict[int, "Reference"], candidates: Sequence[int], speedup: float) -> int:
-    """The fewest steps among ``candidates`` whose measured speedup is no higher than the file's
-    (a fitted count that measured faster than the file is not its equal); the last candidate (the
-    probe) when none is."""
-    for count in sorted(candidates):
+    """The fewest steps among ``candidates`` measured no faster than the file, nor any candidate with
+    more steps (a fitted count that measured faster than the file is not its equal; latency grows with
+    the step count, so a count measured slower than a larger one was measured in noise, and is not
+    trusted below it); the last candidate (the probe) when none is."""
+    chosen = max(candidates)
+    for count in sorted(candidates, reverse=True):
         reference = measured[count]
-        if reference.failure is None and reference.speedup <= speedup:
-            return count
-    return max(candidates)
+        if reference.failure is not None:
+            continue
+        if reference.speedup > speedup:
+            break
+        chosen = count
+    return chosen
 
 
 def pooled_psnr(
