@@ -8,7 +8,8 @@ matches the file's. Found by measurement, not by a model alone: a probe at ``cei
 (with ``speedup`` the low end of the file's interval: never faster than the file), a latency linear
 in the step count through the baseline and the probe gives the count at the file's median speed,
 and that count and the one above are measured; the fewest steps not measured faster than the low end
-of the file's speedup, nor any count above it, is the reference. (The fit alone, on a CPU, once chose a count its own noise made too cheap.)
+of the file's speedup, nor any count above it, is the reference (a fit alone takes its probe's noise
+for the count's speed).
 Fidelity is pooled over the images both saw: PSNR of the mean squared error, so a batch partly
 copied cannot hide its bad images behind a median.
 """
