@@ -71,6 +71,9 @@ AccelConfig.__module__ = __name__  # pickled by reference into submitit's job pr
 class BaselineConfig:
     compile: str = "none"  # none (eager) | a torch.compile mode: the UNet compiled whole, as production serves it
     recipe: str = "none"  # none | an accel config that changes how, not what, is computed (fast: production's)
+    whole_step: bool = (
+        False  # where it compiles the UNet, compile the whole denoising step (UNet, guidance, scheduler step)
+    )
 
 
 def recipes() -> dict[str, DictConfig]:

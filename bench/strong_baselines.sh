@@ -10,11 +10,13 @@
 # method's eager images (PSNR). Results go to $OUT/<pipeline>_b<batch> (the device tool's folder;
 # a local folder elsewhere). Assumes the wheels are installed and PYTHONPATH set (bench/README.md).
 set -uo pipefail
+# a CUDA-graph mode whose graph inductor would run without capturing it fails the row instead (its reason in the row)
+export TORCHINDUCTOR_CUDAGRAPH_OR_ERROR=${TORCHINDUCTOR_CUDAGRAPH_OR_ERROR:-1}
 pipeline=${1:?usage: $0 PIPELINE BATCH [GRID ...]}
 batch=${2:?usage: $0 PIPELINE BATCH [GRID ...]}
 shift 2
 all=(compile deepcache deepcache_compile tome tome_compile tgate tgate_compile tgate_tome tgate_tome_compile tgate_deepcache
-     tgate_deepcache_compile deepcache_tome deepcache_tome_compile fast deepcache_fast)
+     tgate_deepcache_compile deepcache_tome deepcache_tome_compile compile_step deepcache_step fast deepcache_fast)
 keep=("${@:-${all[@]}}")
 drop=()
 for grid in "${all[@]}"; do

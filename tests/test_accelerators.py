@@ -203,6 +203,11 @@ def test_tgate_with_deepcache_uses_the_one_deepcache_helper(pipes):
         (["baseline.recipe=nothing"], "baseline.recipe"),
         (["baseline.recipe=fast"], "baseline.recipe"),  # max-autotune captures CUDA graphs: not on a CPU
         (["baseline.recipe=sdpa", "baseline.compile=default"], "baseline.compile"),  # the recipe compiles nothing
+        (["accel=compile", "accel.compile_targets=[unet,step]"], "accel.compile_targets"),  # the step holds the UNet
+        (["accel=compile", "accel.compile_targets=[step,step]"], "accel.compile_targets"),
+        (["baseline.whole_step=true"], "baseline.whole_step"),  # nothing compiled to hold the step
+        (["baseline.recipe=sdpa", "baseline.whole_step=true"], "baseline.whole_step"),
+        (["baseline.recipe=quantize", "baseline.whole_step=true"], "baseline.whole_step"),
     ],
 )
 def test_bad_parameters_are_refused_naming_the_key(overrides, key):
@@ -226,6 +231,12 @@ def test_bad_parameters_are_refused_naming_the_key(overrides, key):
         ["accel=sdpa", "accel.sdpa_backend=math"],
         ["accel=fast", "accel.mode=max-autotune-no-cudagraphs", "baseline.recipe=fast", "baseline.compile=default"],
         ["baseline.recipe=compile"],
+        [
+            "accel=deepcache_compile",
+            "accel.compile_targets=[vae_decoder,step]",
+            "baseline.compile=default",
+            "baseline.whole_step=true",
+        ],
     ],
 )
 def test_boundary_values_are_accepted(overrides):
@@ -433,3 +444,41 @@ def test_recompiling_past_the_limit_fails_and_names_what_recompiled(traced_only)
                 compiled(torch.ones(2))
         assert len(traced_only) == 8
     assert torch._dynamo.config.fail_on_recompile_limit_hit is False
+
+
+def psnr(a, b):
+    return 10 * np.log10(1.0 / max(np.mean((a.astype(np.float64) - b) ** 2), 1e-20))
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "accel", "scheduler", "graphs"),
+    [
+        ("tiny", "tome_compile", "ddim", 1),
+        ("tiny_xl", "compile", "unipc", 1),
+        ("tiny", "deepcache_compile", "unipc", 3),  # DeepCache's full and cached steps, the full again
+        # T-GATE stops guiding at its gate (the batch halves) and restarts DeepCache there: five phases
+        ("tiny", "tgate_deepcache_compile", "dpmsolver", 5),
+    ],
+)
+def test_the_whole_step_is_one_graph_per_phase_and_gives_the_schedulers_images(
+    pipes, pipeline, accel, scheduler, graphs, traced_only
+):
+    """UNet, guidance and the scheduler's step traced as one graph, once per phase of the methods under
+    it, not again at the next call nor when applied anew; the scheduler's step as the linear map probed
+    from it gives the eager methods' images up to float rounding."""
+    pipe, methods = prepared(
+        pipes, pipeline, accel, f"scheduler={scheduler}", "accel.fullgraph=true", "accel.compile_targets=[step]"
+    )
+    state = module_state(pipe)
+    with applied(pipe, methods[:-1]) as eager:
+        eager.reset(3)
+        expected = generate(eager.call)
+    for _ in range(2):
+        with applied(pipe, methods) as accelerated:
+            assert "step" in pipe.scheduler.__dict__
+            for _ in range(2):
+                accelerated.reset(3)
+                images = generate(accelerated.call)
+                assert psnr(images, expected) > 100  # float32 rounding: 135 dB; guidance 1% off: 70 dB
+    assert len(traced_only) == graphs
+    assert module_state(pipe) == state and not {"set_timesteps", "step"} & set(pipe.scheduler.__dict__)

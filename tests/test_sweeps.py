@@ -98,9 +98,16 @@ def test_strong_sweep_puts_every_stacked_method_against_its_own_stack():
     ):  # on CUDA graphs too
         assert {(method, "none", "none"), (f"{method}_compile", "reduce-overhead", "none")} <= stacks
     assert all(j.get("accel.fullgraph") == "True" for j in jobs if j["accel"].endswith("_compile"))
-    for job in (j for j in jobs if "fast" in j["accel"]):  # they compose (CUDA-graph modes are checked on a GPU)
+    steps = [j for j in jobs if j.get("accel.compile_targets") == "[step]"]
+    assert {(j["accel"], j.get("baseline.whole_step", "False")) for j in steps} == {
+        ("compile", "False"),
+        ("deepcache_compile", "True"),
+    }
+    # they compose (CUDA-graph modes are checked on a GPU)
+    for job in steps + [j for j in jobs if "fast" in j["accel"]]:
         cfg = compose_run_config([f"{k}={v}" for k, v in job.items()])
         assert cfg.baseline.recipe in ("none", "fast") and cfg.accel.name == job["accel"]
+        assert list(cfg.accel.compile_targets) == (["step"] if job in steps else cfg.accel.compile_targets)
 
 
 def test_published_sweep_matches_the_papers_settings():

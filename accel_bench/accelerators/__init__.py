@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from .base import Accelerator, Code, Target
 from .compile import CUDA_GRAPH_MODES, Compile, CompileParams
 from .snapshot import PipelineSnapshot
+from .whole_step import STEP
 
 
 def _discover() -> dict[str, type[Accelerator]]:
@@ -90,8 +91,9 @@ def baseline_methods(
 ) -> list[Accelerator]:
     """The baseline's methods: none (eager), torch.compile on the whole UNet (``baseline.compile``), or
     a recipe's methods (``recipe``: the accel config ``baseline.recipe`` names), with ``baseline.compile``
-    setting its compile mode when given."""
-    mode = baseline["compile"]
+    setting its compile mode when given; ``baseline.whole_step`` compiles the whole denoising step where
+    the UNet would be."""
+    mode, whole_step = baseline["compile"], bool(baseline.get("whole_step", False))
     if recipe is not None:
         if mode != "none" and "compile" not in recipe["methods"]:
             raise ConfigError(
@@ -100,13 +102,27 @@ def baseline_methods(
                 f"none with baseline.recipe={baseline['recipe']} (the recipe compiles nothing)",
             )
         values = {**recipe, "mode": recipe["mode"] if mode == "none" else mode}
+        if whole_step:
+            if "compile" not in recipe["methods"] or "unet" not in recipe["compile_targets"]:
+                raise ConfigError(
+                    "baseline.whole_step",
+                    True,
+                    f"false with baseline.recipe={baseline['recipe']} (the recipe does not compile the UNet)",
+                )
+            values["compile_targets"] = [STEP if name == "unet" else name for name in recipe["compile_targets"]]
         try:
             return build(values, target)
         except ConfigError as error:  # named by the key that chose the recipe
             raise ConfigError("baseline.recipe", baseline["recipe"], f"a recipe that runs here ({error})") from None
     if mode == "none":
+        if whole_step:
+            raise ConfigError(
+                "baseline.whole_step",
+                True,
+                "false with baseline.compile=none (torch.compile captures the step: set a mode)",
+            )
         return []
-    params = CompileParams(mode=mode, fullgraph=True, compile_targets=["unet"])
+    params = CompileParams(mode=mode, fullgraph=True, compile_targets=[STEP if whole_step else "unet"])
     try:
         Compile.check(params, target)
     except ConfigError as error:  # the same rules, named by the key that set the mode
@@ -115,11 +131,14 @@ def baseline_methods(
 
 
 def baseline_name(baseline: Mapping[str, Any]) -> str:
-    """How a row names its baseline: ``eager``, ``compile:<mode>``, ``<recipe>`` or ``<recipe>:compile:<mode>``."""
+    """How a row names its baseline: ``eager``, ``compile:<mode>``, ``<recipe>`` or ``<recipe>:compile:<mode>``,
+    with ``:step`` after it where the whole denoising step is compiled."""
     compiled = None if baseline["compile"] == "none" else f"compile:{baseline['compile']}"
     if baseline["recipe"] == "none":
-        return compiled or "eager"
-    return f"{baseline['recipe']}:{compiled}" if compiled else baseline["recipe"]
+        name = compiled or "eager"
+    else:
+        name = f"{baseline['recipe']}:{compiled}" if compiled else baseline["recipe"]
+    return f"{name}:{STEP}" if baseline.get("whole_step", False) else name
 
 
 def no_code(methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:

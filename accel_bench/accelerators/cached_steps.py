@@ -7,15 +7,18 @@ every step until dynamo gives up (no faster than eager DeepCache). Here the deci
 taken once per UNet call, outside the graph: the full step and the cached step are two compiled
 functions, each traced with DeepCache's own ``is_skip_step`` answers for its phase held fixed. In
 the CUDA-graph modes each is captured once; the features the full step caches stay in the graph
-pool at fixed addresses, which the cached step's graph reads.
+pool at fixed addresses, which the cached step's graph reads. With the whole step compiled
+(``whole_step``), each phase's graph is the whole denoising step around the phase's UNet.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
+
+from .whole_step import WholeStep, denoise_step_cached, denoise_step_full
 
 FULL, CACHED = "full", "cached"
 
@@ -63,15 +66,17 @@ class CompiledCachedSteps:
         cuda_graphs: bool,
         wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
         host_steps: Sequence[Callable[[tuple, dict], None]] = (),
+        whole_step: Optional[WholeStep] = None,
     ):
         self.pipe, self.helper = pipe, helper
         self.deepcache_forward = pipe.unet.__dict__["forward"]  # DeepCache's wrapper, put back by remove
         self.unet_forward = helper.function_dict["unet_forward"]  # the UNet's own forward
         self.answers = {phase: _fixed_answers(helper, phase) for phase in (FULL, CACHED)}
-        self.steps = {
-            FULL: wrap(torch.compile(_full_step, **options)),
-            CACHED: wrap(torch.compile(_cached_step, **options)),
-        }
+        full, cached = (
+            (denoise_step_full, denoise_step_cached) if whole_step is not None else (_full_step, _cached_step)
+        )
+        self.steps = {FULL: wrap(torch.compile(full, **options)), CACHED: wrap(torch.compile(cached, **options))}
+        self.whole_step = whole_step
         self.cuda_graphs = cuda_graphs
         self.host_steps = host_steps  # the other methods' per-call host work (``Accelerator.graph_safe``)
         self.calls = 0
@@ -101,6 +106,8 @@ class CompiledCachedSteps:
             torch.compiler.cudagraph_mark_step_begin()
         for step in self.host_steps:
             step(args, kwargs)
+        if self.whole_step is not None:
+            return self.whole_step(self.steps[phase], self.unet_forward, args, kwargs)
         return self.steps[phase](self.unet_forward, *args, **kwargs)
 
     def restart(self) -> None:

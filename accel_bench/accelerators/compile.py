@@ -5,6 +5,8 @@
 inside the warm-up; the row's ``compile_s`` says what it cost. ``nn.Module.compile`` keeps the
 compiled call in the module's own ``__dict__``, so leaving restores the eager module exactly.
 With DeepCache on, the UNet's full and cached steps are compiled as two graphs (``cached_steps``).
+The target ``step`` compiles the whole denoising step instead of the UNet: UNet, guidance and the
+scheduler's step in one graph (``whole_step``).
 A method that makes dynamo recompile past its limit fails the run instead of falling back to eager
 in silence (dynamo's default): a compiled row is compiled, or it says why not.
 """
@@ -22,11 +24,14 @@ import torch
 from ..errors import ConfigError
 from .base import Accelerator, Code, Target
 from .cached_steps import CompiledCachedSteps
+from .whole_step import STEP, WholeStep, denoise_step
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # what can be compiled, by name: where the module sits in a pipeline
 COMPILE_TARGETS: dict[str, str] = {"unet": "unet", "vae_decoder": "vae.decoder"}
+# the targets ``accel.compile_targets`` accepts: the modules, or the whole step (its UNet included) for the UNet
+TARGETS = (*COMPILE_TARGETS, STEP)
 
 
 def _module(pipe: Any, name: str) -> Any:
@@ -118,14 +123,22 @@ class Compile(Accelerator):
                 "accel.mode", params.mode, f"{cpu_modes} on a CPU ({params.mode} captures CUDA graphs: it needs a GPU)"
             )
         names = list(params.compile_targets)
-        if not names or any(n not in COMPILE_TARGETS for n in names) or len(set(names)) != len(names):
+        if (
+            not names
+            or any(n not in TARGETS for n in names)
+            or len(set(names)) != len(names)
+            or {"unet", STEP} <= set(names)
+        ):
             raise ConfigError(
-                "accel.compile_targets", names, f"distinct modules of the pipeline among {', '.join(COMPILE_TARGETS)}"
+                "accel.compile_targets",
+                names,
+                f"distinct targets among {', '.join(TARGETS)} ({STEP}: the whole denoising step, its UNet included)",
             )
 
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
+        targets = self.params.compile_targets
         deepcache = active.get("deepcache")
-        stacked = deepcache is not None and "unet" in self.params.compile_targets
+        unet = next((name for name in targets if name in ("unet", STEP)), None)
         self.limit = RecompileLimit().__enter__()
         # dynamic=False: one graph per shape, as a deployment compiled for its batch size has
         options = dict(
@@ -133,33 +146,54 @@ class Compile(Accelerator):
             fullgraph=self.params.fullgraph,
             dynamic=False,
         )
+        cuda_graphs = self.params.mode in CUDA_GRAPH_MODES
         host_steps: list[Callable[[tuple, dict], None]] = []
-        if "unet" in self.params.compile_targets:
+        if unet is not None:
             host_steps = [step for step in (m.graph_safe(pipe) for m in active.values()) if step is not None]
+        self.whole_step = WholeStep(pipe) if unet == STEP else None
         self.cached_steps: Optional[CompiledCachedSteps] = None
-        if stacked:
+        if deepcache is not None and unet is not None:
             self.cached_steps = CompiledCachedSteps(
                 pipe,
                 deepcache.helper,
                 options,
-                cuda_graphs=self.params.mode in CUDA_GRAPH_MODES,
+                cuda_graphs=cuda_graphs,
                 wrap=self.limit.explained,
                 host_steps=host_steps,
+                whole_step=self.whole_step,
             )
-        for name in self.params.compile_targets:
-            if name == "unet" and self.cached_steps is not None:
+        elif self.whole_step is not None:
+            compiled = self.limit.explained(torch.compile(denoise_step, **options))
+            pipe.unet._compiled_call_impl = _on_host(host_steps, self._stepper(compiled, pipe.unet._call_impl))
+        for name in targets:
+            if name in ("unet", STEP) and (self.cached_steps is not None or name == STEP):
                 continue
             module = _module(pipe, name)
             module.compile(**options)
             compiled = self.limit.explained(module._compiled_call_impl)
             module._compiled_call_impl = _on_host(host_steps, compiled) if name == "unet" else compiled
 
+    def _stepper(self, compiled: Callable[..., Any], forward: Callable[..., Any]) -> Callable[..., Any]:
+        """The UNet's call as the whole step; in the CUDA-graph modes each step a new generation of the
+        graph tree (the step's state lives in static buffers, not in the graphs' outputs)."""
+        whole, cuda_graphs = self.whole_step, self.params.mode in CUDA_GRAPH_MODES
+        assert whole is not None
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            return whole(compiled, forward, args, kwargs)
+
+        return call
+
     def remove(self, pipe: Any) -> None:
         self.limit.__exit__(None, None, None)
         if self.cached_steps is not None:
             self.cached_steps.remove()
+        if self.whole_step is not None:
+            self.whole_step.remove()
         for name in self.params.compile_targets:
-            _module(pipe, name).__dict__.pop("_compiled_call_impl", None)
+            _module(pipe, "unet" if name == STEP else name).__dict__.pop("_compiled_call_impl", None)
 
     def warmup_needed(self) -> tuple[int, str]:
         # compilation runs on the first call, CUDA graphs are captured on the next ones: never inside a timed batch
@@ -181,6 +215,8 @@ class Compile(Accelerator):
 
     @classmethod
     def no_code(cls, methods: Sequence[str], params: Mapping[str, Any]) -> Optional[str]:
+        if STEP in params.get("compile_targets", []):
+            return "the whole denoising step runs as accel_bench's own graph (accelerators/whole_step.py), which generated code does not carry"
         if "deepcache" in methods and "unet" in params.get("compile_targets", []):
             return "DeepCache on a compiled UNet runs as two graphs (accelerators/cached_steps.py), which generated code does not carry"
         return None
