@@ -356,8 +356,7 @@ def test_tome_on_a_compiled_unet_draws_on_the_host_and_gives_tomesds_images(pipe
     """tomesd's generator and size hook cannot be traced: the graph-safe ToMe takes the same draws on
     the host, so the compiled UNet is traced once per application (DeepCache's steps: three) and gives
     eager tomesd's images exactly, for every seed (another seed's destinations give other images: the
-    draws reach the graph). Under DeepCache's cached steps every block still draws, so the blocks that
-    run take other draws than eager tomesd's: images within 40 dB."""
+    draws reach the graph); under DeepCache's cached steps only the blocks that run draw, as eagerly."""
     from accel_bench.metrics.fidelity import psnr_db
 
     pipe, methods = prepared(pipes, pipeline, accel, "accel.fullgraph=true", "accel.max_downsample=2")
@@ -373,12 +372,7 @@ def test_tome_on_a_compiled_unet_draws_on_the_host_and_gives_tomesds_images(pipe
         with applied(pipe, methods) as accelerated:
             for seed in (3, 4, 3):
                 accelerated.reset(seed)
-                images = generate(accelerated.call)
-                if accel == "tome_compile":
-                    assert np.array_equal(images, expected[seed])
-                else:
-                    assert psnr_db(expected[seed], images).min() >= 40
-                    assert psnr_db(expected[seed], images).min() > psnr_db(expected[7 - seed], images).max()
+                assert np.array_equal(generate(accelerated.call), expected[seed])
         traced.append(len(traced_only) - sum(traced))
     # three calls of four steps: one graph, or DeepCache's full and cached steps (the full one again once
     # its cache exists); none again when the methods are applied anew, as every measured pass does
@@ -455,7 +449,7 @@ def psnr(a, b):
     [
         ("tiny", "tome_compile", "ddim", 1),
         ("tiny_xl", "compile", "unipc", 1),
-        ("tiny", "deepcache_compile", "unipc", 3),  # DeepCache's full and cached steps, the full again
+        ("tiny", "deepcache_tome_compile", "unipc", 3),  # DeepCache's full and cached steps, the full again
         # T-GATE stops guiding at its gate (the batch halves) and restarts DeepCache there: five phases
         ("tiny", "tgate_deepcache_compile", "dpmsolver", 5),
     ],

@@ -60,6 +60,7 @@ class ToMe(Accelerator):
         import tomesd
 
         self.graphs: Optional[GraphSafeToMe] = None
+        self.deepcache = active.get("deepcache")  # its skipped blocks take no draws (tome_graphs)
         tomesd.apply_patch(
             pipe,
             ratio=self.params.ratio,
@@ -70,7 +71,7 @@ class ToMe(Accelerator):
         )
 
     def graph_safe(self, pipe: Any) -> Optional[Callable[[tuple, dict], None]]:
-        self.graphs = GraphSafeToMe(pipe.unet)
+        self.graphs = GraphSafeToMe(pipe.unet, self.deepcache.helper if self.deepcache is not None else None)
         return self.graphs.host_step
 
     def remove(self, pipe: Any) -> None:

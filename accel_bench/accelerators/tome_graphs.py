@@ -141,27 +141,48 @@ def _tome_blocks(module: Optional[torch.nn.Module]) -> list[torch.nn.Module]:
     return [m for m in module.modules() if type(m).__name__ == "ToMeBlock"]
 
 
-def _calling_order(unet: Any, h: int, w: int) -> list[tuple[torch.nn.Module, int, int]]:
+# where DeepCache may skip a block: (blocktype, block_i, layer_i) as its helper's ``is_skip_step`` takes them
+Place = tuple[str, int, int]
+
+
+def _attention_blocks(block: Any, places: Callable[[int], list[Place]]) -> list[tuple[torch.nn.Module, list[Place]]]:
+    return [
+        (tome_block, places(layer_i))
+        for layer_i, attention in enumerate(getattr(block, "attentions", None) or [])
+        for tome_block in _tome_blocks(attention)
+    ]
+
+
+def _calling_order(unet: Any, h: int, w: int) -> list[tuple[torch.nn.Module, int, int, list[Place]]]:
     """Every ToMe block with the latent size it runs at, in the order a UNet call reaches them:
     the down blocks (each halving the size after its blocks, as a stride-2 convolution does:
-    rounding up), the middle block, then the up blocks at their skip connections' sizes."""
+    rounding up), the middle block, then the up blocks at their skip connections' sizes; and the
+    places where DeepCache's helper decides whether it runs (its block, then its attention layer,
+    numbered as DeepCache wraps them: up blocks and their layers counted from the output)."""
     order, sizes, size = [], [], (h, w)
-    for down in unet.down_blocks:
-        order += [(block, *size) for block in _tome_blocks(down)]
+    for block_i, down in enumerate(unet.down_blocks):
+        blocks = _attention_blocks(down, lambda layer_i: [("down", block_i, 0), ("down", block_i, layer_i)])
+        order += [(block, *size, places) for block, places in blocks]
         sizes.append(size)
         if getattr(down, "downsamplers", None):
             size = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
-    order += [(block, *size) for block in _tome_blocks(unet.mid_block)]
-    for up, size in zip(unet.up_blocks, reversed(sizes)):
-        order += [(block, *size) for block in _tome_blocks(up)]
+    order += [(block, *size, [("mid", 0, 0)]) for block in _tome_blocks(unet.mid_block)]
+    count = len(unet.up_blocks)
+    for up_i, (up, size) in enumerate(zip(unet.up_blocks, reversed(sizes))):
+        block_i, layers = count - up_i - 1, len(getattr(up, "resnets", None) or [])
+        blocks = _attention_blocks(up, lambda layer_i: [("up", block_i, 0), ("up", block_i, layers - layer_i - 1)])
+        order += [(block, *size, places) for block, places in blocks]
     return order
 
 
 class GraphSafeToMe:
-    """Installed over tomesd's patch on a UNet about to be compiled; ``remove`` puts tomesd's back."""
+    """Installed over tomesd's patch on a UNet about to be compiled; ``remove`` puts tomesd's back.
+    ``deepcache``: DeepCache's helper, where DeepCache runs under the same graphs: a block it skips in
+    this call draws nothing, as eager tomesd's does not (its ``is_skip_step`` answers for the phase
+    about to run, ``cached_steps``)."""
 
-    def __init__(self, unet: Any):
-        self.unet, self.info = unet, unet._tome_info
+    def __init__(self, unet: Any, deepcache: Any = None):
+        self.unet, self.info, self.deepcache = unet, unet._tome_info, deepcache
         self.args = self.info["args"]
         for handle in self.info["hooks"]:  # the size hook: host_step does its work
             handle.remove()
@@ -171,7 +192,7 @@ class GraphSafeToMe:
             block.__class__ = cls  # tomesd's remove_patch puts the parent class back, as for its own
             block.forward = MethodType(forward, block)
             block._tome_info = BlockDraw(self.args)  # what tomesd's forward hands to compute_merge
-        self.orders: dict[tuple[int, int], list[tuple[torch.nn.Module, int, int]]] = {}
+        self.orders: dict[tuple[int, int], list[tuple[torch.nn.Module, int, int, list[Place]]]] = {}
 
     def host_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """What tomesd's hook and ``compute_merge`` decide per UNet call: from the latent's size, each
@@ -182,7 +203,11 @@ class GraphSafeToMe:
         if key not in self.orders:
             self.orders[key] = _calling_order(self.unet, original_h, original_w)
         sx, sy = self.args["sx"], self.args["sy"]
-        for block, h_at, w_at in self.orders[key]:
+        for block, h_at, w_at, places in self.orders[key]:
+            if self.deepcache is not None and any(
+                self.deepcache.is_skip_step(i, layer, kind) for kind, i, layer in places
+            ):
+                continue  # DeepCache returns this block's cached features: it does not run, nor draw
             draw = block._tome_info
             draw.tokens = h_at * w_at
             downsample = int(math.ceil(math.sqrt(original_h * original_w // draw.tokens)))
