@@ -390,6 +390,7 @@ def test_tome_on_a_compiled_unet_draws_on_the_host_and_gives_tomesds_images(pipe
         # DeepCache restarted at the gate (its batch halves): full steps before, at and after it (the first
         # again once its cache exists), a cached one after it
         ("tgate_deepcache_compile", [], 5),
+        ("tgate_deepcache_tome_compile", [], 5),  # and ToMe drawing on the host for the blocks each phase runs
     ],
 )
 def test_tgate_on_a_compiled_unet_is_one_graph_per_phase_and_gives_its_images(
@@ -451,7 +452,7 @@ def psnr(a, b):
         ("tiny_xl", "compile", "unipc", 1),
         ("tiny", "deepcache_tome_compile", "unipc", 3),  # DeepCache's full and cached steps, the full again
         # T-GATE stops guiding at its gate (the batch halves) and restarts DeepCache there: five phases
-        ("tiny", "tgate_deepcache_compile", "dpmsolver", 5),
+        ("tiny", "tgate_deepcache_tome_compile", "dpmsolver", 5),
     ],
 )
 def test_the_whole_step_is_one_graph_per_phase_and_gives_the_schedulers_images(
