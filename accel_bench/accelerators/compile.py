@@ -166,8 +166,8 @@ class Compile(Accelerator):
             compiled = self.limit.explained(torch.compile(denoise_step, **options))
             pipe.unet._compiled_call_impl = _on_host(host_steps, self._stepper(compiled, pipe.unet._call_impl))
         for name in targets:
-            if name in ("unet", STEP) and (self.cached_steps is not None or name == STEP):
-                continue
+            if name == STEP or (name == "unet" and self.cached_steps is not None):
+                continue  # compiled above
             module = _module(pipe, name)
             module.compile(**options)
             compiled = self.limit.explained(module._compiled_call_impl)
