@@ -58,3 +58,29 @@ def test_gpu_busy_profile_refuses_a_bad_override_in_one_line(tmp_path):
     assert "cache_interval" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_step_host_ops_counts_what_each_captured_region_leaves_to_the_host(tmp_path):
+    """With the whole step captured, the host issues the loop's few operations per step whatever the
+    scheduler (the UNet alone captured leaves it the scheduler's step and guidance too), and the
+    images are the scheduler's."""
+    out = tmp_path / "ops.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "step_host_ops.py"), "pipeline=tiny", "steps=5", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["scheduler"], row["captured"]) for row in rows] == [
+        (scheduler, captured)
+        for scheduler in ("DDIM", "DPM-Solver++", "UniPC")
+        for captured in ("the UNet", "the whole step")
+    ]
+    for unet, step in zip(rows[::2], rows[1::2]):
+        assert unet["steps_measured"] == step["steps_measured"] == 4  # between 5 calls
+        assert step["operations_per_step"]["max"] == step["operations_per_step"]["min"]
+        assert step["operations_per_step"]["max"] < unet["operations_per_step"]["min"]
+        assert step["psnr_db_whole_step_vs_unet"] > 100
