@@ -10,8 +10,6 @@
 # method's eager images (PSNR). Results go to $OUT/<pipeline>_b<batch> (the device tool's folder;
 # a local folder elsewhere). Assumes the wheels are installed and PYTHONPATH set (bench/README.md).
 set -uo pipefail
-# a CUDA-graph mode whose graph inductor would run without capturing it fails the row instead (its reason in the row)
-export TORCHINDUCTOR_CUDAGRAPH_OR_ERROR=${TORCHINDUCTOR_CUDAGRAPH_OR_ERROR:-1}
 pipeline=${1:?usage: $0 PIPELINE BATCH [GRID ...]}
 batch=${2:?usage: $0 PIPELINE BATCH [GRID ...]}
 shift 2

@@ -477,3 +477,24 @@ def test_the_whole_step_is_one_graph_per_phase_and_gives_the_schedulers_images(
                 assert psnr(images, expected) > 100  # float32 rounding: 135 dB; guidance 1% off: 70 dB
     assert len(traced_only) == graphs
     assert module_state(pipe) == state and not {"set_timesteps", "step"} & set(pipe.scheduler.__dict__)
+
+
+def test_a_cuda_graph_mode_fails_where_inductor_would_run_a_graph_uncaptured(pipes):
+    """Inductor skips CUDA graphs for a graph it cannot capture (a CPU tensor among its inputs, a
+    mutation it cannot replay), warns once and runs it uncaptured: the row would pass for a CUDA-graph
+    one. While a CUDA-graph mode is applied, inductor's own skip raises instead; other modes and
+    leaving put inductor's default back."""
+    import torch._inductor.config as inductor
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
+    from accel_bench.accelerators.compile import Compile, CompileParams
+
+    gpu = Target(pipeline="tiny", family="sd", down_blocks=3, steps=4, device="cuda", capability=(9, 0))
+    for mode, captured in (("reduce-overhead", True), ("max-autotune", True), ("default", False)):
+        with applied(pipes["tiny"], [Compile(CompileParams(mode, True, ["unet"]), gpu)]):
+            assert inductor.triton.cudagraph_or_error is captured
+            if captured:
+                with pytest.raises(RuntimeError, match="skipping cudagraphs due to cpu device"):
+                    log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device (arg0_1)")
+        assert inductor.triton.cudagraph_or_error is False
+    log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device (arg0_1)")  # a warning again

@@ -8,7 +8,8 @@ With DeepCache on, the UNet's full and cached steps are compiled as two graphs (
 The target ``step`` compiles the whole denoising step instead of the UNet: UNet, guidance and the
 scheduler's step in one graph (``whole_step``).
 A method that makes dynamo recompile past its limit fails the run instead of falling back to eager
-in silence (dynamo's default): a compiled row is compiled, or it says why not.
+in silence (dynamo's default), and in the CUDA-graph modes so does a graph inductor would run
+uncaptured: a compiled row is compiled and captured, or it says why not.
 """
 
 from __future__ import annotations
@@ -97,6 +98,24 @@ class RecompileLimit(logging.Handler):
         return call
 
 
+class CapturedOrFailed:
+    """In the CUDA-graph modes: a graph inductor would run without capturing it (a CPU tensor among its
+    inputs, a mutation it cannot replay, re-recording past its limit) fails the call with inductor's
+    reason, where inductor would run it uncaptured and the row would pass for a CUDA-graph one."""
+
+    def __enter__(self) -> "CapturedOrFailed":
+        import torch._inductor.config
+
+        self.was = torch._inductor.config.triton.cudagraph_or_error
+        torch._inductor.config.triton.cudagraph_or_error = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch._inductor.config
+
+        torch._inductor.config.triton.cudagraph_or_error = self.was
+
+
 @dataclass(frozen=True)
 class CompileParams:
     mode: str
@@ -147,6 +166,7 @@ class Compile(Accelerator):
             dynamic=False,
         )
         cuda_graphs = self.params.mode in CUDA_GRAPH_MODES
+        self.captured = CapturedOrFailed().__enter__() if cuda_graphs else None
         host_steps: list[Callable[[tuple, dict], None]] = []
         if unet is not None:
             host_steps = [step for step in (m.graph_safe(pipe) for m in active.values()) if step is not None]
@@ -188,6 +208,8 @@ class Compile(Accelerator):
 
     def remove(self, pipe: Any) -> None:
         self.limit.__exit__(None, None, None)
+        if self.captured is not None:
+            self.captured.__exit__(None, None, None)
         if self.cached_steps is not None:
             self.cached_steps.remove()
         if self.whole_step is not None:
