@@ -84,6 +84,22 @@ def counting_cost_s(operations: int = 20_000, rounds: int = 5) -> float:
     return statistics.median(costs[1:])
 
 
+def cpu_context(cfg, resolution: int, cost_s: float) -> dict:
+    """What a CPU count ran on and with, as the scenario's reports record it."""
+    return {
+        "pipeline": cfg.pipeline.name,
+        "resolution": resolution,
+        "device": "cpu",
+        "dtype": "fp32",
+        "batch_size": cfg.batch_size,
+        "cpu": device_name(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+        "counting_cost_us_per_operation": cost_s * 1e6,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+    }
+
+
 def published_jobs() -> list[list[str]]:
     """The accelerator grids of ``+sweep=published``, expanded as its sweeper does: one override list per job."""
     sweep = OmegaConf.load(config.CONF_DIR / "sweep" / "published.yaml")
@@ -140,19 +156,7 @@ def main() -> None:
                 "python_time_ratio": baseline.python_s / work.python_s,
             }
         )
-    report = {
-        "pipeline": cfg.pipeline.name,
-        "resolution": resolution,
-        "device": "cpu",
-        "dtype": "fp32",
-        "batch_size": cfg.batch_size,
-        "cpu": device_name(torch.device("cpu")),
-        "threads": torch.get_num_threads(),
-        "counting_cost_us_per_operation": cost_s * 1e6,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "jobs": records,
-    }
+    report = {**cpu_context(cfg, resolution, cost_s), "jobs": records}
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(report, indent=2) + "\n")
     for record in records:

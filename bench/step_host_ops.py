@@ -29,16 +29,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import diffusers
 import numpy as np
 import torch
-from pipeline_op_count import counting_cost_s
-from torch.utils._python_dispatch import TorchDispatchMode
+from pipeline_op_count import OperationCount, counting_cost_s, cpu_context
 
 from accel_bench import accelerators, config
 from accel_bench.accelerators.snapshot import PipelineSnapshot
 from accel_bench.accelerators.whole_step import WholeStep, denoise_step
-from accel_bench.environment import device_name
 from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import prompt_generators
@@ -49,22 +46,18 @@ SCHEDULERS = ("ddim", "dpmsolver", "unipc")
 REGIONS = ("unet", "step")
 
 
-class Outside(TorchDispatchMode):
+class Outside(OperationCount):
     """Counts operations outside the captured region; ``marks`` one entry per region entered."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.count, self.inside_s, self.region_s, self.paused = 0, 0.0, 0.0, False
+        self.region_s, self.paused = 0.0, False
         self.marks: list[tuple[int, float, float, float]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.paused:
             return func(*args, **(kwargs or {}))
-        self.count += 1
-        started = time.perf_counter()
-        result = func(*args, **(kwargs or {}))
-        self.inside_s += time.perf_counter() - started
-        return result
+        return super().__torch_dispatch__(func, types, args, kwargs)
 
     def region(self, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -148,18 +141,9 @@ def main() -> None:
     report = {
         "command": "python bench/step_host_ops.py " + " ".join(options.overrides),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "pipeline": cfg.pipeline.name,
-        "resolution": resolution,
+        **cpu_context(cfg, resolution, cost_s),
         "steps": cfg.steps,
         "guidance_scale": cfg.guidance_scale,
-        "device": "cpu",
-        "dtype": "fp32",
-        "batch_size": cfg.batch_size,
-        "cpu": device_name(torch.device("cpu")),
-        "threads": torch.get_num_threads(),
-        "counting_cost_us_per_operation": cost_s * 1e6,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
         "rows": records,
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)

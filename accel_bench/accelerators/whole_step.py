@@ -65,7 +65,9 @@ class LinearSchedule:
     ``atoms = [x_0, eps_0, ..., eps_{n-1}]`` (the later terms' coefficients zero)."""
 
     rows: torch.Tensor  # (n, n + 1), float32
-    slots: torch.Tensor  # (n, 1), int64: step i writes its model output at atoms[i + 1]
+    # (n, 1), int64: step i writes its model output at atoms[i + 1]; on the device, as the rows are, so
+    # that no step copies an index from the host
+    slots: torch.Tensor
 
     @property
     def steps(self) -> int:
