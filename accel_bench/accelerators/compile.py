@@ -151,7 +151,8 @@ class Compile(Accelerator):
             raise ConfigError(
                 "accel.compile_targets",
                 names,
-                f"distinct targets among {', '.join(TARGETS)} ({STEP}: the whole denoising step, its UNet included)",
+                f"distinct targets among {', '.join(TARGETS)}, with unet or {STEP}, not both "
+                f"({STEP}: the whole denoising step, its UNet included)",
             )
 
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
