@@ -20,15 +20,20 @@ import numpy as np
 from PIL import Image
 
 from accel_bench.accelerators import METHODS
+from accel_bench.accelerators.whole_step import STEP
 from accel_bench.metrics import psnr_db
 
 # beyond compile, the methods that change only how the pipeline computes: the fast recipe's
 RECIPE = {name for name, cls in METHODS.items() if cls.same_arithmetic and name != "compile"}
 
 
-def _stack(methods: list[str]) -> str:
-    """What a side runs on: eager, CUDA graphs (torch.compile), or the fast recipe."""
-    return "fast recipe" if RECIPE & set(methods) else "CUDA graphs" if "compile" in methods else "eager"
+def _stack(methods: list[str], params: dict[str, Any]) -> str:
+    """What a side runs on: eager, CUDA graphs (torch.compile; the whole step or the UNet), or the fast recipe."""
+    if RECIPE & set(methods):
+        return "fast recipe"
+    if "compile" in methods:
+        return "CUDA graphs, whole step" if STEP in params.get("compile_targets", []) else "CUDA graphs"
+    return "eager"
 
 
 def _images(run_dir: Path) -> Optional[np.ndarray]:
@@ -47,7 +52,7 @@ def records(sweep_dir: Path) -> list[dict[str, Any]]:
     eager_images = {  # by method: the images of the same methods eager
         "+".join(json.loads(row["accel_methods"])): _images(Path(row["run_dir"]))
         for row in rows
-        if row["status"] == "ok" and _stack(json.loads(row["accel_methods"])) == "eager"
+        if row["status"] == "ok" and _stack(json.loads(row["accel_methods"]), {}) == "eager"
     }
     out = []
     for row in rows:
@@ -57,7 +62,7 @@ def records(sweep_dir: Path) -> list[dict[str, Any]]:
             "pipeline": row["pipeline_label"],
             "batch_size": int(row["batch_size"]),
             "method": method,
-            "stack": _stack(methods),
+            "stack": _stack(methods, json.loads(row["accel_params"] or "{}")),
             "baseline": row["baseline"],
             "status": row["status"],
             "error": row["error"] or None,
