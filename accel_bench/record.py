@@ -10,12 +10,14 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from filelock import FileLock
 
-from .measure import Measurement
 from .watch.device import busiest
+
+if TYPE_CHECKING:  # measure imports torch; a row is read and written without it (sweepers, launchers)
+    from .measure import Measurement
 
 STATUSES = ("ok", "failed", "invalid")
 RESULT_FILE = "result.json"  # in each run's own folder: the row and the resolved config that produced it

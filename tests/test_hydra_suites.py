@@ -27,3 +27,22 @@ class TestPackedLocalLauncher(LauncherTestSuite):
 @mark.parametrize("task_launcher_cfg, extra_flags", [({}, ["-m", "hydra/launcher=accel_bench_local", *LOCAL])])
 class TestPackedLocalLauncherIntegration(IntegrationTestSuite):
     pass
+
+
+def test_our_plugins_leave_every_hydra_app_without_torch():
+    """Hydra imports every plugin module at each app's start, ours included: they must not pull in torch
+    (seconds per start, for every Hydra app in the environment)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from hydra.core.plugins import Plugins\n"
+        "from hydra.plugins.launcher import Launcher\n"
+        "from hydra.plugins.sweeper import Sweeper\n"
+        "found = Plugins.instance().discover(Launcher) + Plugins.instance().discover(Sweeper)\n"
+        "print(sorted(c.__name__ for c in found if c.__module__.startswith('hydra_plugins.accel_bench')))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["['GridSweeper', 'PackedLocalLauncher', 'PackedSlurmLauncher', 'SearchSweeper']", "False"]

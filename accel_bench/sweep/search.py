@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .. import metrics
 from ..record import Row
 
 COMBINATION_KEYS = ("pipeline", "scheduler", "steps", "batch_size")
@@ -74,6 +73,8 @@ def result_of(row: Optional[Row], budget_metric: str) -> Optional[Result]:
     """A row's speedup and budget-metric loss; None for a failed row or one without the metric."""
     if row is None or row.status != "ok" or row.speedup is None:
         return None
+    from .. import metrics  # torch: not imported where Hydra scans its plugins
+
     loss = getattr(row, metrics.budget_column(budget_metric))
     return None if loss is None else Result(row.speedup, loss)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from .host import own_pids
+
+if TYPE_CHECKING:  # rows name other processes without torch (sweepers and launchers import them)
+    import torch
 
 Pids = Callable[[], Iterable[int]]
 
@@ -49,6 +50,8 @@ def _nvml() -> Any:
 
 def _handle(nvml: Any, device: torch.device) -> Any:
     """The NVML handle of the CUDA device, by UUID (CUDA_VISIBLE_DEVICES renumbers devices; NVML does not)."""
+    import torch
+
     uuid = str(torch.cuda.get_device_properties(device).uuid)
     return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
 
