@@ -22,7 +22,7 @@ for grid in "${all[@]}"; do
 done
 name=${pipeline}_b${batch}
 out=${OUT:-bench/results/strong_baselines}/$name
-sweep=/tmp/strong/$name   # saved images stay on the machine; the report reads them there
+sweep=$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")   # one per call; saved images stay on the machine
 mkdir -p "$out"
 nvidia-smi -L | tee "$out/gpus.txt"
 timeout "${LIMIT:-540}" python run.py -m +sweep=strong "${drop[@]}" pipeline="$pipeline" batch_size="$batch" \

@@ -312,6 +312,17 @@ def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_res
     assert (kept.timestamp == ok.set_index("run_dir").timestamp).all()  # ok jobs were not re-run
     assert len(read_frame(tmp_path / "all.csv")) == 8 + 6  # the global log records every executed job
 
+    # another sweep into this folder would run its jobs into the numbered folders that hold these results
+    plan = (sweep_dir / "sweep_plan.json").read_bytes()
+    other = run_cli([a.replace("cache_interval=2,3", "cache_interval=2,4") for a in args], cwd=tmp_path)
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"error: hydra.sweep.dir='{sweep_dir}' is not allowed: a folder of this sweep's own: job(s) 2, 3, 6, 7 "
+        "there hold results of other overrides (sweep_plan.json); the same overrides resume that sweep"
+    )  # jobs 0, 1, 4 and 5 (interval 2) are the same jobs: not in the way
+    assert (sweep_dir / "sweep_plan.json").read_bytes() == plan
+    assert _sweep_rows(sweep_dir).equals(again) and len(read_frame(tmp_path / "all.csv")) == 8 + 6
+
 
 def test_parallel_local_tasks_share_one_baseline(tmp_path):
     sweep_dir = tmp_path / "sweep"

@@ -24,6 +24,19 @@ def previous_ok(run_dir: Path, run_id: str) -> Optional[Row]:
     return row if row is not None and row.status == "ok" and row.run_id == run_id else None
 
 
+def replaced_jobs(layout: SweepLayout, jobs: Sequence[Sequence[str]]) -> list[int]:
+    """The jobs of the folder's recorded plan that hold a result and that ``jobs`` would run anew with
+    other overrides (into the same numbered folder, replacing that result and its summary row)."""
+    if not layout.plan.exists():
+        return []
+    before = json.loads(layout.plan.read_text())["jobs"]
+    return [
+        num
+        for num, job in enumerate(before[: len(jobs)])
+        if list(job) != list(jobs[num]) and read_result(layout.job(num)) is not None
+    ]
+
+
 def sweep_job(cfg: Any, hydra_cfg: Any) -> str:
     """One job of a sweep, as Hydra's task: skipped when the job already has an ok result of the same
     config, else run into the sweep folder; returns the job's status for the sweep's tally."""

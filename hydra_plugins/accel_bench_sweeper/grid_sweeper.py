@@ -26,7 +26,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, disturbed_rows, resume_command, sweep_cost
+from accel_bench.errors import ConfigError, exit_2_on_config_error
+from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, disturbed_rows, replaced_jobs, resume_command, sweep_cost
 from accel_bench.sweep.layout import SweepLayout
 
 
@@ -71,6 +72,15 @@ class GridSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
         jobs = self.job_overrides(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        with exit_2_on_config_error():
+            replaced = replaced_jobs(SweepLayout(sweep_dir), jobs)
+            if replaced:
+                raise ConfigError(
+                    "hydra.sweep.dir",
+                    str(sweep_dir),
+                    f"a folder of this sweep's own: job(s) {', '.join(map(str, replaced))} there hold results of "
+                    f"other overrides ({SweepLayout(sweep_dir).plan.name}); the same overrides resume that sweep",
+                )
         sweep_dir.mkdir(parents=True, exist_ok=True)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         SweepLayout(sweep_dir).plan.write_text(json.dumps({"started": started, "jobs": jobs}, indent=1) + "\n")
