@@ -26,14 +26,15 @@ def previous_ok(run_dir: Path, run_id: str) -> Optional[Row]:
 
 def replaced_jobs(layout: SweepLayout, jobs: Sequence[Sequence[str]]) -> list[int]:
     """The jobs of the folder's recorded plan that hold a result and that ``jobs`` would run anew with
-    other overrides (into the same numbered folder, replacing that result and its summary row)."""
+    other overrides (into the same numbered folder, replacing that result and its summary row). The
+    order of a job's overrides on the command line does not make it another job."""
     if not layout.plan.exists():
         return []
     before = json.loads(layout.plan.read_text())["jobs"]
     return [
         num
         for num, job in enumerate(before[: len(jobs)])
-        if list(job) != list(jobs[num]) and read_result(layout.job(num)) is not None
+        if sorted(job) != sorted(jobs[num]) and read_result(layout.job(num)) is not None
     ]
 
 
