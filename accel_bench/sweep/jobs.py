@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..errors import ConfigError
 from ..record import Row, read_result, read_rows
 from .layout import SweepLayout
 
@@ -24,18 +25,37 @@ def previous_ok(run_dir: Path, run_id: str) -> Optional[Row]:
     return row if row is not None and row.status == "ok" and row.run_id == run_id else None
 
 
-def replaced_jobs(layout: SweepLayout, jobs: Sequence[Sequence[str]]) -> list[int]:
-    """The jobs of the folder's recorded plan that hold a result and that ``jobs`` would run anew with
-    other overrides (into the same numbered folder, replacing that result and its summary row). The
-    order of a job's overrides on the command line does not make it another job."""
+def replaced_jobs(layout: SweepLayout, jobs: Sequence[Sequence[str]], search: bool = False) -> list[int]:
+    """The numbered job folders holding a result that this sweep (its ``jobs``; a search's candidates)
+    would run other overrides into, replacing that result and its summary row. A grid job keeps its
+    number, so a grid's folder compares plans job by job (the order of a job's overrides aside); a
+    search numbers its jobs as it launches them, so a grid's and a search's folders never mix, and a
+    search's own folder is its ledger's to check."""
     if not layout.plan.exists():
         return []
-    before = json.loads(layout.plan.read_text())["jobs"]
+    before = json.loads(layout.plan.read_text())
+    if before.get("search", False) != search:
+        held = [int(p.name) for p in layout.root.iterdir() if p.name.isdigit()]
+        return sorted(num for num in held if read_result(layout.job(num)) is not None)
+    if search:
+        return []
     return [
         num
-        for num, job in enumerate(before[: len(jobs)])
+        for num, job in enumerate(before["jobs"][: len(jobs)])
         if sorted(job) != sorted(jobs[num]) and read_result(layout.job(num)) is not None
     ]
+
+
+def check_sweep_dir(layout: SweepLayout, jobs: Sequence[Sequence[str]], search: bool = False) -> None:
+    """Refuses a sweep folder whose recorded results this sweep would replace (``replaced_jobs``)."""
+    replaced = replaced_jobs(layout, jobs, search)
+    if replaced:
+        raise ConfigError(
+            "hydra.sweep.dir",
+            str(layout.root),
+            f"a folder of this sweep's own: job(s) {', '.join(map(str, replaced))} there hold results of "
+            f"other overrides ({layout.plan.name}); the same overrides resume that sweep",
+        )
 
 
 def sweep_job(cfg: Any, hydra_cfg: Any) -> str:

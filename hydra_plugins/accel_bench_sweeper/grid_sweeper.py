@@ -26,8 +26,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from accel_bench.errors import ConfigError, exit_2_on_config_error
-from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, disturbed_rows, replaced_jobs, resume_command, sweep_cost
+from accel_bench.errors import exit_2_on_config_error
+from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, check_sweep_dir, disturbed_rows, resume_command, sweep_cost
 from accel_bench.sweep.layout import SweepLayout
 
 
@@ -73,14 +73,7 @@ class GridSweeper(BasicSweeper):
         jobs = self.job_overrides(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         with exit_2_on_config_error():
-            replaced = replaced_jobs(SweepLayout(sweep_dir), jobs)
-            if replaced:
-                raise ConfigError(
-                    "hydra.sweep.dir",
-                    str(sweep_dir),
-                    f"a folder of this sweep's own: job(s) {', '.join(map(str, replaced))} there hold results of "
-                    f"other overrides ({SweepLayout(sweep_dir).plan.name}); the same overrides resume that sweep",
-                )
+            check_sweep_dir(SweepLayout(sweep_dir), jobs)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         SweepLayout(sweep_dir).plan.write_text(json.dumps({"started": started, "jobs": jobs}, indent=1) + "\n")

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from accel_bench.errors import ConfigError, exit_2_on_config_error
 from accel_bench.record import read_result, read_rows
 from accel_bench.sweep import search
-from accel_bench.sweep.jobs import LOST_EXIT_CODE
+from accel_bench.sweep.jobs import LOST_EXIT_CODE, check_sweep_dir
 from accel_bench.sweep.layout import SweepLayout
 
 from .grid_sweeper import GridSweeper, expand_grids
@@ -99,15 +99,17 @@ class SearchSweeper(GridSweeper):
         self.found = search.candidates(by_grid)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         self.layout = SweepLayout(sweep_dir)
+        planned = [list(c.overrides) for c in self.found]
+        with exit_2_on_config_error():  # before anything is written there
+            check_sweep_dir(self.layout, planned, search=True)
+            self.ledger = search.Ledger(self.layout.search_ledger, self.found)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        plan = {"started": self.started, "jobs": [list(c.overrides) for c in self.found], "search": True}
+        plan = {"started": self.started, "jobs": planned, "search": True}
         self.layout.plan.write_text(json.dumps(plan, indent=1) + "\n")
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.layout.search_journal.parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(self.layout.search_journal)))
-        with exit_2_on_config_error():
-            self.ledger = search.Ledger(self.layout.search_ledger, self.found)
         self.studies = {
             combination: search.Study(
                 search.combination_name(combination),
