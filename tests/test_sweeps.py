@@ -109,6 +109,8 @@ def test_strong_sweep_puts_every_stacked_method_against_its_own_stack():
             ("compile", "reduce-overhead", "False"),
             ("deepcache_compile", "none", "False"),
             ("deepcache_compile", "reduce-overhead", "True"),
+            ("tgate_compile", "reduce-overhead", "True"),
+            ("tome_compile", "reduce-overhead", "True"),
         ]
     )
     # they compose (CUDA-graph modes are checked on a GPU)
