@@ -84,3 +84,30 @@ def test_step_host_ops_counts_what_each_captured_region_leaves_to_the_host(tmp_p
         assert step["operations_per_step"]["max"] == step["operations_per_step"]["min"]
         assert step["operations_per_step"]["max"] < unet["operations_per_step"]["min"]
         assert step["psnr_db_whole_step_vs_unet"] > 100
+
+
+def test_flop_count_cost_times_every_way_of_counting_and_the_counts_agree(tmp_path):
+    """Each side timed in every round; the kept results count what every formula counts (the script
+    fails otherwise), and a batch's formula calls are replayed through both ways of counting."""
+    out = tmp_path / "cost.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "flop_count_cost.py"), "accel=deepcache", "steps=4", "batch_size=2"]
+        + ["--rounds", "2", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert {name: len(side["all"]) for name, side in report["seconds"].items()} == {
+        "plain": 2,
+        "bare mode": 2,
+        "every formula": 2,
+        "kept results": 2,
+    }
+    assert report["gflop_per_image"] > 0 and report["batch_size"] == 2 and report["steps"] == 4
+    assert report["formula_calls_per_batch"] > 0 and set(report["formulas_s_per_batch"]) == {
+        "every formula",
+        "kept results",
+    }

@@ -107,6 +107,35 @@ def test_images_do_not_depend_on_batch_size(pipes, pipeline):
     assert not np.allclose(images[0][0], images[0][1], atol=1e-3)  # and the prompts do give different images
 
 
+def test_flop_count_keeps_a_shape_formulas_result_per_operation_shapes_and_arguments():
+    """A kept result is what the formula gives: the same operation on other shapes or with another
+    argument (a convolution's stride) is counted anew, and a formula that reads values is never kept."""
+    from torch.nn.functional import conv2d
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, w, a, b, c = (torch.randn(*s) for s in [(1, 3, 16, 16), (8, 3, 3, 3), (4, 5), (5, 6), (5, 2)])
+
+    def work():
+        for _ in range(3):
+            conv2d(x, w), conv2d(x, w, stride=2), conv2d(x[:, :, :8], w), a @ b, a @ c
+
+    reference, lean = FlopCounterMode(display=False), measure_module.FlopCount()
+    with reference:
+        work()
+    with lean:
+        work()
+    assert lean.total == reference.get_total_flops() > 0
+    assert len(lean.known) == 5  # three convolutions and two products, each evaluated once and used three times
+    calls = []
+
+    def by_value(*args, out_val=None, **kwargs):
+        calls.append(args)
+        return 7
+
+    assert [lean._flops(torch.ops.aten.mm.default, by_value, (a, b), {}, a @ b) for _ in range(2)] == [7, 7]
+    assert len(calls) == 2
+
+
 def test_flops_are_counted_per_image(tiny_pipe):
     set_scheduler(tiny_pipe, compose_run_config(["scheduler=ddim"]).scheduler)
 
