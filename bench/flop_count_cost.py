@@ -1,7 +1,8 @@
 """What counting a side's FLOPs costs: one batch plain, under a bare dispatch mode (the price of
 seeing every operation), under ``measure.FlopCount`` evaluating every formula, and under
 ``FlopCount`` as measure runs it (a shape formula's result kept per operation, shapes and
-arguments), interleaved, the order turned each round. A job whose warm-up is inherited pays the
+arguments), timed by ``measure`` with passes interleaved (a pass is one batch; a disturbed pass is
+named). A job whose warm-up is inherited pays the
 counted batch's excess over a plain one (bench/README.md, "Packed sweeps on the GPU").
 The two counts must agree to the FLOP. The formulas' own cost is also timed apart, without the
 pipeline's arithmetic and its noise: every formula call of one counted batch recorded, then
@@ -23,7 +24,7 @@ import argparse
 import json
 import statistics
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from accel_bench import accelerators, config
 from accel_bench.environment import device_name, versions
 from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
-from accel_bench.measure import FlopCount, prompt_generators
+from accel_bench.measure import FlopCount, WarmupPolicy, measure_sides, prompt_generators, prompt_seed
 
 
 class Bare(TorchDispatchMode):
@@ -83,7 +84,7 @@ def formula_seconds(calls: list[tuple[Any, ...]], rounds: int) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="run.py overrides (pipeline, accel, resolution, steps, ...)")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7, help="passes of each side (one batch each)")
     parser.add_argument("--out", type=Path, required=True)
     options = parser.parse_args()
     cfg = config.compose_run_config(options.overrides)
@@ -91,32 +92,47 @@ def main() -> None:
     prepared = prepare_pipeline(cfg, device=checked.device)
     device = prepared.device
     prompts = checked.prompts[: cfg.batch_size]
-    times: dict[str, list[float]] = {name: [] for name in SIDES}
     totals: dict[str, set[int]] = {"every formula": set(), "kept results": set()}
     with accelerators.applied(prepared.loaded.pipe, checked.methods) as applied:
         generate = pipeline_call(applied, cfg, prepared.resolution)
 
-        def call() -> None:
-            applied.reset(cfg.seed)
-            generate(prompts, prompt_generators(cfg.seed, 0, len(prompts)))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+        def opener(name: str):  # type: ignore[no-untyped-def]
+            @contextmanager
+            def opened():  # type: ignore[no-untyped-def]
+                def call(batch, generators):  # type: ignore[no-untyped-def]
+                    mode = SIDES[name]() if SIDES[name] else None
+                    with mode if mode is not None else nullcontext():
+                        images = generate(batch, generators)
+                    if name in totals:
+                        totals[name].add(mode.total)
+                    return images
 
-        call()  # one-time costs out of every side
-        names = list(SIDES)
-        for round_ in range(options.rounds):
-            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                mode = SIDES[name]() if SIDES[name] else None
-                began = time.perf_counter()
-                with mode if mode is not None else nullcontext():
-                    call()
-                times[name].append(time.perf_counter() - began)
-                if name in totals:
-                    totals[name].add(mode.total)
-        recorder = Recorded()
+                yield call, applied.reset
+
+            return opened
+
+        sides = measure_sides(
+            [opener(name) for name in SIDES],
+            prompts,
+            batch_size=len(prompts),
+            seed=cfg.seed,
+            warmup=WarmupPolicy(batches=1),
+            device=device,
+            repeats=options.rounds,
+            interleave=True,
+            count_flops=False,
+            labels=list(SIDES),
+        )
+        recorder = Recorded()  # one more batch, its formula calls kept to replay
+        applied.reset(prompt_seed(cfg.seed, 0))
         with recorder:
-            call()
+            generate(prompts, prompt_generators(cfg.seed, 0, len(prompts)))
         formulas_s = formula_seconds(recorder.calls, options.rounds)
+    times = {name: side.batch_times_s for name, side in zip(SIDES, sides)}
+    disturbed = {
+        name: {str(i): check.causes() for i, check in enumerate(side.checks) if not check.clean}
+        for name, side in zip(SIDES, sides)
+    }
     if len(totals["every formula"] | totals["kept results"] | {recorder.total}) != 1:
         raise SystemExit(f"the counts disagree: {totals}")
     median = {name: statistics.median(values) for name, values in times.items()}
@@ -136,6 +152,7 @@ def main() -> None:
         "rounds": options.rounds,
         "gflop_per_image": totals["kept results"].pop() / 1e9 / len(prompts),
         "seconds": {name: {"median": median[name], "all": times[name]} for name in SIDES},
+        "disturbed_passes": disturbed,
         "excess_over_plain_s": excess,
         "counting_excess_cut": 1 - excess["kept results"] / excess["every formula"],
         "formula_calls_per_batch": len(recorder.calls),
@@ -147,6 +164,9 @@ def main() -> None:
         extra = f"  (+{excess[name]:.3f} s over plain)" if name in excess else ""
         print(f"{name:>14}: {median[name]:.3f} s median of {options.rounds}{extra}")
     print(f"kept results cut the counting's excess by {report['counting_excess_cut']:.0%}")
+    for name, passes in disturbed.items():
+        for index, causes in passes.items():
+            print(f"disturbed: {name} pass {index}: {', '.join(causes)}")
     print(
         f"the formulas alone, {len(recorder.calls)} calls per batch: every formula {formulas_s['every formula']:.3f} s, "
         f"kept results {formulas_s['kept results']:.3f} s"
