@@ -35,8 +35,7 @@ def replaced_jobs(layout: SweepLayout, jobs: Sequence[Sequence[str]], search: bo
         return []
     before = json.loads(layout.plan.read_text())
     if before.get("search", False) != search:
-        held = [int(p.name) for p in layout.root.iterdir() if p.name.isdigit()]
-        return sorted(num for num in held if read_result(layout.job(num)) is not None)
+        return [num for num in layout.job_numbers if read_result(layout.job(num)) is not None]
     if search:
         return []
     return [

@@ -37,6 +37,11 @@ class SweepLayout:
         return self.root / str(num)
 
     @property
+    def job_numbers(self) -> list[int]:
+        """The numbers of the job folders there are, sorted."""
+        return sorted(int(p.name) for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
+
+    @property
     def search_journal(self) -> Path:
         return self.root / "search" / "study.log"
 
