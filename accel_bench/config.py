@@ -192,6 +192,7 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
     for lines in choices:
         _check_group_option(parser.parse_overrides(lines))
     first = [lines[0] for lines in choices]
+    _check_added_keys(parser.parse_overrides(first), first, config_name)
     variants = [first] + [first[:i] + [line] + first[i + 1 :] for i, lines in enumerate(choices) for line in lines[1:]]
     for overrides in variants:
         try:
@@ -210,6 +211,42 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
                     cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}"
                 )
             return  # anything else: Hydra's own message
+
+
+def _check_added_keys(overrides: Sequence[Any], lines: Sequence[str], config_name: str) -> None:
+    """ConfigError for ``+key=value`` or ``++key=value`` on a key our config does not have (Hydra adds
+    it and nothing reads it: a misspelt setting would run with its default) and for ``+key=value`` on
+    one it has (Hydra: several lines, exit 1). Config groups (``+sweep=NAME``) and ``hydra.*`` are Hydra's."""
+    from omegaconf import OmegaConf
+
+    def ours(override: Any) -> bool:
+        key = override.key_or_group
+        return (
+            (override.is_add() or override.is_force_add())
+            and not key.startswith("hydra")
+            and "/" not in key
+            and not (CONF_DIR / key).is_dir()
+        )
+
+    added = [(line, override) for line, override in zip(lines, overrides) if ours(override)]
+    if not added:
+        return
+    without = [line for line in lines if line not in {line for line, _ in added}]
+    try:
+        base = compose_config(config_name, without)
+    except Exception:  # the other overrides' own error: the variants' check reports it
+        return
+    for _, override in added:
+        key = override.key_or_group
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        if not isinstance(parent, DictConfig):
+            continue  # under a list or a value: Hydra's to judge
+        if leaf not in parent:
+            known = " | ".join(sorted(str(k) for k in parent.keys() if k != "hydra"))
+            raise ConfigError(key, override.value(), f"no such setting; the settings here are {known}")
+        if override.is_add():
+            raise ConfigError(key, override.value(), f"already a setting: set it without the '+' ({key}=...)")
 
 
 def _check_group_option(overrides: Sequence[Any]) -> None:

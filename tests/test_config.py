@@ -99,6 +99,10 @@ RULES = [
     (["steps=abc"], "steps"),  # a value its typed key cannot hold: Hydra alone would exit 1
     (["-m", "batch_size=2,2.5"], "batch_size"),
     (["no_such_setting=1"], "no_such_setting"),
+    (["+no_such_setting=1"], "no_such_setting"),  # added by Hydra, read by nothing: the default would run
+    (["++accel.cach_interval=4"], "accel.cach_interval"),
+    (["-m", "+sweep=deepcache", "+clip.modle=x"], "clip.modle"),
+    (["+steps=5"], "steps"),  # Hydra alone: several lines, exit 1
 ]
 
 

@@ -448,6 +448,8 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and "budgets on LPIPS in [0, 1)" in result.stderr
     result = _postprocess(["sweep_dir=a", "top_k=3"], tmp_path)  # no such setting: Hydra alone would exit 1
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
+    result = _postprocess(["sweep_dir=a", "+top_k=3"], tmp_path)  # added by Hydra, read by nothing
+    assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
     assert not (tmp_path / "dataset").exists()  # nothing written
 
 
