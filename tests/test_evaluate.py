@@ -142,6 +142,74 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
     assert (dataset / "sample.png").is_file() and (dataset / "models" / "tiny" / "model_index.json").is_file()
 
 
+def _written_manifest(tmp_path: Path) -> Path:
+    """A manifest as post-process writes it: two tasks of one tiny entry (no verification)."""
+    from accel_bench.postprocess import PostprocessConfig, postprocess
+
+    write_sweep(tmp_path / "sweep", [row(speedup=2.4, clip_loss=0.0, steps=6)])
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(PostprocessConfig),
+        {
+            "sweep_dir": str(tmp_path / "sweep"),
+            "out_dir": str(tmp_path / "dataset"),
+            "budgets": [0.05],
+            "include_random": True,
+            "grid": {"pipelines": ["tiny"], "schedulers": ["ddim"], "steps": [6]},
+            "verify": False,
+            "cache_dir": os.environ["ACCEL_BENCH_CACHE"],
+            "templates": {"speedup": "Make the {pipeline} pipeline ({sampler}, {steps} steps) {speedup}x faster"},
+        },
+    )
+    postprocess(cfg)
+    return tmp_path / "dataset" / "manifest.json"
+
+
+def test_a_manifest_the_evaluator_cannot_judge_is_refused_in_one_line_naming_the_task(tmp_path):
+    """Post-process's manifest reads back whole, in prompt-id order; a cut-down or hand-written one with
+    a task the evaluator cannot judge stops before anything runs, naming the task and the key."""
+    from accel_bench.errors import ConfigError
+    from accel_bench.evaluate.manifest import read_manifest
+
+    path = _written_manifest(tmp_path)
+    written = json.loads(path.read_text())
+    assert len(written) >= 2 and read_manifest(path) == sorted(written, key=lambda e: int(e["prompt_id"]))
+    path.write_text(json.dumps(written[::-1]))
+    assert [e["prompt_id"] for e in read_manifest(path)] == sorted((e["prompt_id"] for e in written), key=int)
+
+    def changed(**changes):
+        first = {k: v for k, v in {**written[0], **changes}.items() if v is not DROP}
+        return [first, *written[1:]]
+
+    DROP = object()
+    cases = [
+        ("{not json", "not JSON"),
+        (json.dumps({"tasks": written}), "a JSON list of tasks, not a dict"),
+        (json.dumps(["12"]), "task 0 is a str, not an object"),
+        (changed(steps=DROP), "task 0 has no 'steps'"),
+        (changed(steps="6"), "task 0's steps='6': an integer >= 1"),
+        (changed(target_speedup=True), "task 0's target_speedup=True: a speedup > 0"),
+        (changed(pipeline="sd16"), "task 0's pipeline='sd16': sd15 | sd21 | sdxl | tiny | tiny_xl"),
+        (changed(path_to_metrics="../../x.json"), "task 0's path_to_metrics='../../x.json': a relative path"),
+        (changed(path_to_gen_code="/tmp/x.py"), "task 0's path_to_gen_code='/tmp/x.py': a relative path"),
+        (changed(budget_metric="psnr"), "task 0's budget_metric='psnr': clip | ssim | lpips"),
+        (changed(bar={"kind": "fewer_steps", "margin_db": -1}), "task 0's bar="),
+        (changed(prompt_id=written[1]["prompt_id"]), "is another task's too"),
+    ]
+    for content, why in cases:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        with pytest.raises(ConfigError) as refused:
+            read_manifest(path)
+        assert refused.value.key == "manifest" and why in str(refused.value), (why, str(refused.value))
+    agent = tmp_path / "agent"
+    agent.mkdir()
+    result = _evaluate([f"manifest={path}", f"code_dir={agent}"], tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: manifest={str(path)!r} is not allowed: a manifest.json written by accel_bench.postprocess; "
+        f"task 1's prompt_id={written[1]['prompt_id']!r} is another task's too"
+    ]
+    assert list(agent.iterdir()) == []  # nothing written
+
+
 @pytest.mark.parametrize(
     "args, key",
     [

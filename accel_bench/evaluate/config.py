@@ -9,15 +9,14 @@ from typing import Any, Dict, List, Optional
 from omegaconf import OmegaConf
 
 from .. import metrics
-from ..config import CONF_DIR, PipelineConfig, PromptsConfig, group_options
+from ..config import CONF_DIR, PipelineConfig, PromptsConfig
 from ..errors import ConfigError
 from ..metrics import ClipConfig, LpipsConfig
 from ..pipelines import random_weights_dir
 from ..prompts import load_prompts
 from .bar import check_margin
+from .manifest import PIPELINES, read_manifest
 from .sandbox import SandboxConfig
-
-PIPELINES = tuple(group_options("pipeline"))
 
 
 @dataclass
@@ -94,8 +93,7 @@ def check(cfg: Any) -> str:
     metrics.check_budget_metric(cfg.budget_metric)
     load_prompts(cfg.prompts)
     if cfg.manifest is not None:
-        if not Path(cfg.manifest).is_file():
-            raise ConfigError("manifest", cfg.manifest, "an existing manifest.json written by accel_bench.postprocess")
+        read_manifest(Path(cfg.manifest))
         if cfg.code_dir is None or not Path(cfg.code_dir).is_dir():
             raise ConfigError("code_dir", cfg.code_dir, "the folder holding {id}_experiment.py files")
         return "manifest"

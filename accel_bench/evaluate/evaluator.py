@@ -17,6 +17,7 @@ from ..prompts import load_prompts
 from . import bar, session
 from .codefile import code_identity, declared_steps
 from .config import model_location
+from .manifest import read_manifest
 from .records import compare, needs_reference, watched
 from .sandbox import SandboxInfo
 from .session import SideResult, SideSpec
@@ -210,7 +211,7 @@ def judge_ground_truths(cfg: Any, info: SandboxInfo) -> dict[str, dict[str, Any]
     budget and bar) against its reference baseline: the records by prompt id. No candidate files run."""
     manifest_path = Path(cfg.manifest)
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
-    entries = sorted(json.loads(manifest_path.read_text()), key=lambda e: int(e["prompt_id"]))
+    entries = read_manifest(manifest_path)
     judged = judge_groups(entries, manifest_path.parent, manifest_path.parent, cfg, info, prompts, candidates=False)
     return {j.entry["prompt_id"]: j.gt for j in judged}
 
@@ -220,7 +221,7 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
     root, code_dir = manifest_path.parent, Path(cfg.code_dir)
     out_dir = Path(cfg.out_dir or cfg.code_dir)
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
-    entries = sorted(json.loads(manifest_path.read_text()), key=lambda e: int(e["prompt_id"]))
+    entries = read_manifest(manifest_path)
     rows = []
     for j in judge_groups(entries, root, code_dir, cfg, info, prompts, candidates=True):
         entry, results, settings, weights = j.entry, j.results, j.settings, j.weights
