@@ -257,11 +257,16 @@ class Row:
         """A summary's row read back by the code that wrote it; columns it does not know are ignored,
         columns it misses (an older summary) keep their defaults."""
         sides = {
-            name: Side(**{f.name: _parse(cells.get(prefix + f.name, ""), f.type) for f in dataclasses.fields(Side)})
+            name: Side(
+                **{
+                    f.name: _parse(cells.get(prefix + f.name, ""), f.type, prefix + f.name)
+                    for f in dataclasses.fields(Side)
+                }
+            )
             for name, prefix in _SIDE_PREFIXES.items()
         }
         values = {
-            f.name: _parse(cells[f.name], f.type)
+            f.name: _parse(cells[f.name], f.type, f.name)
             for f in dataclasses.fields(cls)
             if f.name in cells and f.name not in sides
         }
@@ -279,18 +284,34 @@ COLUMNS = tuple(CONTRACT) + tuple(c for c in Row(run_id="", timestamp="", status
 _FIELDS = {f.name for f in dataclasses.fields(Row)}
 
 
-def _parse(cell: str, annotation: Any) -> Any:
+class SummaryError(ValueError):
+    """A summary file that does not read back: which line, which column, what it holds."""
+
+
+def _parse(cell: str, annotation: Any, column: str) -> Any:
     """A CSV cell back to its field's type (annotations are strings here: ``from __future__``)."""
     if cell == "":
         return {} if annotation.startswith("dict") else [] if annotation.startswith("list") else None
-    if annotation.startswith(("dict", "list")):
-        return json.loads(cell)
-    if "bool" in annotation:
-        return cell == "True"
-    if "int" in annotation:
-        return int(cell)
-    if "float" in annotation:
-        return float(cell)
+    try:
+        if annotation.startswith(("dict", "list")):
+            return json.loads(cell)
+        if "bool" in annotation:
+            return {"True": True, "False": False}[cell]
+        if "int" in annotation:
+            return int(cell)
+        if "float" in annotation:
+            return float(cell)
+    except (ValueError, KeyError):
+        kind = (
+            "JSON"
+            if annotation.startswith(("dict", "list"))
+            else "True or False"
+            if "bool" in annotation
+            else "an integer"
+            if "int" in annotation
+            else "a number"
+        )
+        raise ValueError(f"{column}={cell!r} is not {kind}") from None
     return cell
 
 
@@ -350,8 +371,15 @@ def _rewrite(path: Path, rows: list[dict[str, str]], old_columns: list[str]) -> 
 
 
 def read_rows(path: Path) -> list[Row]:
-    """Every row of a summary, typed (an empty list for a file that does not exist yet)."""
-    return [Row.from_csv(cells) for cells in _read(Path(path))[1]]
+    """Every row of a summary, typed (an empty list for a file that does not exist yet); SummaryError
+    names the first cell that does not read back (a summary edited by hand or by another tool)."""
+    rows = []
+    for line, cells in enumerate(_read(Path(path))[1], start=2):
+        try:
+            rows.append(Row.from_csv(cells))
+        except (ValueError, TypeError) as error:
+            raise SummaryError(f"{path} line {line} (run_id {cells.get('run_id')!r}): {error}") from None
+    return rows
 
 
 def _text_columns() -> list[str]:

@@ -433,7 +433,8 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: sweep_dir='nowhere' is not allowed: a sweep folder written by run.py -m (with a summary.csv)"
     ]
-    write_sweep(tmp_path / "a", [row()])
+    written = row()
+    write_sweep(tmp_path / "a", [written])
     result = _postprocess(["sweep_dir=a", "templates.speedup='achieve {speed}x'"], tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: templates.speedup=")
     result = _postprocess(["sweep_dir=a", "fewer_steps_margin_db=-2"], tmp_path)
@@ -450,6 +451,13 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
     result = _postprocess(["sweep_dir=a", "+top_k=3"], tmp_path)  # added by Hydra, read by nothing
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
+    summary = tmp_path / "a" / "summary.csv"
+    summary.write_text(summary.read_text().replace(",ok,", ",done,", 1))  # a summary edited by hand
+    result = _postprocess(["sweep_dir=a"], tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: sweep_dir='a' is not allowed: a sweep whose summary reads back: "
+        f"{Path('a') / 'summary.csv'} line 2 (run_id {written.run_id!r}): status='done' is not one of ('ok', 'failed', 'invalid')"
+    ]
     assert not (tmp_path / "dataset").exists()  # nothing written
 
 

@@ -342,6 +342,38 @@ def test_a_row_reads_back_as_it_was_written(tmp_path):
     assert {"latency_s", "base_latency_s", "compile_s", "base_compile_s"} <= set(header) and "accelerated" not in header
 
 
+@pytest.mark.parametrize(
+    "column, cell, why",
+    [
+        ("speedup", "fast", "speedup='fast' is not a number"),
+        ("steps", "4.5", "steps='4.5' is not an integer"),
+        ("interleaved", "yes", "interleaved='yes' is not True or False"),
+        ("accel_params", "{ratio: 0.5", "accel_params='{ratio: 0.5' is not JSON"),
+        ("base_compile_s", "n/a", "base_compile_s='n/a' is not a number"),
+        ("status", "done", "status='done' is not one of"),
+    ],
+)
+def test_a_cell_that_does_not_read_back_names_its_line_and_column(tmp_path, column, cell, why):
+    """A summary edited by hand or by another tool: the first cell its row cannot hold, by line and run id."""
+    import csv
+
+    from accel_bench.record import SummaryError
+
+    path = tmp_path / "summary.csv"
+    for run_id in ("a", "b"):
+        append_summary(path, Row(run_id=run_id, timestamp="t", status="ok", steps=4, interleaved=True))
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[1][column] = cell
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(SummaryError) as refused:
+        read_rows(path)
+    assert str(refused.value).startswith(f"{path} line 3 (run_id 'b'): {why}"), str(refused.value)
+
+
 def test_pandas_reads_a_run_id_that_looks_like_a_number_as_text(tmp_path):
     """A run id is a hash's first 12 hex digits: ``13e885097810`` is a float to pandas (infinity)."""
     for run_id in ("13e885097810", "000000000012"):

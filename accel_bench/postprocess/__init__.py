@@ -229,9 +229,9 @@ class Report:
 
 def postprocess(cfg: Any) -> Report:
     check(cfg)
+    read, statuses = read_summaries(sweep_dirs(cfg), cfg.budget_metric)  # a summary it cannot read: nothing written
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    read, statuses = read_summaries(sweep_dirs(cfg), cfg.budget_metric)
     label = metrics.METRICS[cfg.budget_metric].budget_label
     measured = [m for m in read if cfg.include_disturbed or not m.disturbed]
     budgets = sorted(cfg.budgets)

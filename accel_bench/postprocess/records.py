@@ -11,7 +11,7 @@ from typing import Any, Iterable, Optional
 
 from .. import accelerators, metrics
 from ..errors import ConfigError
-from ..record import Row, read_rows
+from ..record import Row, SummaryError, read_rows
 from ..sweep.layout import SweepLayout
 
 
@@ -116,7 +116,11 @@ def read_summaries(sweep_dirs: Iterable[Path], budget_metric: str = "clip") -> t
                 str(sweep_dir),
                 f"a sweep whose summary has the columns {', '.join(missing)} (written by an older accel_bench? re-run the sweep)",
             )
-        for row in read_rows(path):
+        try:
+            rows = read_rows(path)
+        except SummaryError as error:
+            raise ConfigError("sweep_dir", str(sweep_dir), f"a sweep whose summary reads back: {error}") from None
+        for row in rows:
             if row.baseline not in (None, "eager"):
                 continue  # a speedup over a compiled baseline: the tasks' baseline code is the eager pipeline
             statuses.append(
