@@ -325,6 +325,20 @@ def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_res
     assert (sweep_dir / "sweep_plan.json").read_bytes() == plan
     assert _sweep_rows(sweep_dir).equals(again) and len(read_frame(tmp_path / "all.csv")) == 8 + 6
 
+    # a summary edited by hand so that a row no longer reads back: refused before any job runs
+    summary = sweep_dir / "summary.csv"
+    edited = summary.read_text().replace(",failed,", ",failled,", 1)
+    summary.write_text(edited)
+    broken = run_cli(args, cwd=tmp_path)
+    assert broken.returncode == 2 and len(broken.stderr.strip().splitlines()) == 1, broken.stderr[-3000:]
+    assert (
+        broken.stderr.startswith(
+            f"error: hydra.sweep.dir='{sweep_dir}' is not allowed: a sweep folder whose summary reads back: {summary} line "
+        )
+        and "status='failled' is not one of" in broken.stderr
+    )
+    assert summary.read_text() == edited and len(read_frame(tmp_path / "all.csv")) == 8 + 6
+
 
 def test_parallel_local_tasks_share_one_baseline(tmp_path):
     sweep_dir = tmp_path / "sweep"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ConfigError
-from ..record import Row, read_result, read_rows
+from ..record import Row, SummaryError, read_result, read_rows
 from .layout import SweepLayout
 
 # A sweep job's outcome, the value its Hydra JobReturn carries. "lost": its task died (a lost node,
@@ -46,7 +46,14 @@ def replaced_jobs(layout: SweepLayout, jobs: Sequence[Sequence[str]], search: bo
 
 
 def check_sweep_dir(layout: SweepLayout, jobs: Sequence[Sequence[str]], search: bool = False) -> None:
-    """Refuses a sweep folder whose recorded results this sweep would replace (``replaced_jobs``)."""
+    """Refuses a sweep folder whose recorded results this sweep would replace (``replaced_jobs``), or
+    whose summary does not read back (every job's progress line and the tally read it)."""
+    try:
+        read_rows(layout.summary)
+    except SummaryError as error:
+        raise ConfigError(
+            "hydra.sweep.dir", str(layout.root), f"a sweep folder whose summary reads back: {error}"
+        ) from None
     replaced = replaced_jobs(layout, jobs, search)
     if replaced:
         raise ConfigError(
