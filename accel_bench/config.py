@@ -183,6 +183,8 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
         ]
     except HydraException:
         return  # a syntax error: Hydra reports it with its own context
+    if not _multirun(arguments):
+        _check_one_run(parsed, config_name)
     choices = []  # per override: the lines it composes as, one per choice of a sweep
     for arg, override in parsed:
         if override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP):
@@ -211,6 +213,36 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
                     cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}"
                 )
             return  # anything else: Hydra's own message
+
+
+def _multirun(arguments: Sequence[str]) -> bool:
+    """Whether Hydra runs these arguments as a sweep: ``-m``, ``--multirun`` (or its prefix, as argparse
+    takes it) or ``hydra.mode=MULTIRUN``."""
+    return any(
+        arg == "-m" or (arg.startswith("--m") and "--multirun".startswith(arg)) or arg == "hydra.mode=MULTIRUN"
+        for arg in arguments
+    )
+
+
+_SWEEP_ONLY = ("sweep", "hydra/sweeper", "hydra/launcher")  # what only a sweep reads
+
+
+def _check_one_run(parsed: Sequence[tuple[str, Any]], config_name: str) -> None:
+    """ConfigError for what only a sweep reads, given to one run: several values of a key (Hydra: several
+    lines, exit 1) or a named sweep, sweeper or launcher (Hydra: ignored, one run with the defaults)."""
+    from hydra.core.override_parser.types import ValueType
+
+    sweeps = (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP, ValueType.GLOB_CHOICE_SWEEP)
+    for arg, override in parsed:
+        key, value = override.get_key_element().lstrip("+~"), arg.split("=", 1)[-1]
+        if config_name != "config":
+            if override.value_type in sweeps:
+                raise ConfigError(key, value, "one value (a list is written [a,b])")
+            continue
+        if override.value_type in sweeps:
+            raise ConfigError(key, value, f"one value for one run; a sweep over them: python run.py -m {arg}")
+        if override.key_or_group in _SWEEP_ONLY:
+            raise ConfigError(key, value, f"a sweep's choice, read only with -m: python run.py -m {arg} ...")
 
 
 def _check_added_keys(overrides: Sequence[Any], lines: Sequence[str], config_name: str) -> None:

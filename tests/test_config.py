@@ -103,6 +103,12 @@ RULES = [
     (["++accel.cach_interval=4"], "accel.cach_interval"),
     (["-m", "+sweep=deepcache", "+clip.modle=x"], "clip.modle"),
     (["+steps=5"], "steps"),  # Hydra alone: several lines, exit 1
+    # what only a sweep reads, given to one run (Hydra: several lines and exit 1, or one run of the defaults)
+    (["accel=tome,deepcache"], "accel"),
+    (["steps=range(2,4)"], "steps"),
+    (["+sweep=deepcache"], "sweep"),
+    (["hydra/launcher=slurm"], "hydra/launcher"),
+    (["hydra/sweeper=search", "+sweep=tome"], "hydra/sweeper"),
 ]
 
 
@@ -142,7 +148,7 @@ def test_several_named_sweeps_are_one_space():
 
     from accel_bench.config import CONF_DIR, check_overrides
 
-    check_overrides(["+sweep=[deepcache,tome]"], "config")  # no ConfigError
+    check_overrides(["-m", "+sweep=[deepcache,tome]"], "config")  # no ConfigError
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", ["+sweep=[deepcache,tome]"], return_hydra_config=True)

@@ -451,6 +451,10 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
     result = _postprocess(["sweep_dir=a", "+top_k=3"], tmp_path)  # added by Hydra, read by nothing
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
+    result = _postprocess(["sweep_dir=a", "budgets=0.02,0.05"], tmp_path)  # Hydra: a sweep, refused in six lines
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: budgets='0.02,0.05' is not allowed: one value (a list is written [a,b])"
+    ]
     summary = tmp_path / "a" / "summary.csv"
     summary.write_text(summary.read_text().replace(",ok,", ",done,", 1))  # a summary edited by hand
     result = _postprocess(["sweep_dir=a"], tmp_path)
