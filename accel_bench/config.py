@@ -337,20 +337,7 @@ def check(cfg: DictConfig) -> "Checked":
     if not 0 < cfg.warmup_tolerance < 1:
         raise ConfigError("warmup_tolerance", cfg.warmup_tolerance, "a relative tolerance in (0, 1), e.g. 0.02")
     _at_least(cfg, "warmup_max_batches", 2)
-    if cfg.dtype not in DTYPES:
-        raise ConfigError("dtype", cfg.dtype, " | ".join(DTYPES))
-    if not _DEVICE.match(cfg.device):
-        raise ConfigError("device", cfg.device, "auto | cpu | cuda | cuda:N")
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        count = torch.cuda.device_count()
-        index = int(cfg.device.partition(":")[2] or 0)
-        if index >= count:
-            raise ConfigError("device", cfg.device, f"cpu or auto: this machine has {count} CUDA device(s)")
-    device = resolve_device(cfg.device)
-    if cfg.dtype == "fp16" and device == "cpu":
-        raise ConfigError("dtype", cfg.dtype, "fp32 or bf16 on the CPU (fp16 needs a GPU)")
+    device = check_device(cfg)
     if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
         raise ConfigError("resolution", cfg.resolution, "null (the pipeline's native size) or a multiple of 8")
     if cfg.guidance_scale < 0:
@@ -375,12 +362,7 @@ def check(cfg: DictConfig) -> "Checked":
                 pipeline.model_id,
                 f"a hub id or local folder (pipeline={pipeline.name} has no pretrained weights; use pipeline.weights=random)",
             )
-        if is_local_path(pipeline.model_id) and not Path(pipeline.model_id).expanduser().is_dir():
-            raise ConfigError(
-                "pipeline.model_id",
-                pipeline.model_id,
-                "an existing local folder (written by save_pretrained) or a hub id like org/name",
-            )
+        check_model_id("pipeline.model_id", pipeline.model_id)
     if cfg.scheduler.class_name not in SCHEDULER_CLASSES:
         raise ConfigError("scheduler.class_name", cfg.scheduler.class_name, " | ".join(SCHEDULER_CLASSES))
 
@@ -422,6 +404,33 @@ def _capability(device: str) -> Optional[tuple[int, int]]:
     import torch
 
     return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
+
+
+def check_device(cfg: Any) -> str:
+    """``device`` and ``dtype`` (of a run or of the evaluator) on this machine; the resolved device."""
+    if cfg.dtype not in DTYPES:
+        raise ConfigError("dtype", cfg.dtype, " | ".join(DTYPES))
+    if not _DEVICE.match(cfg.device):
+        raise ConfigError("device", cfg.device, "auto | cpu | cuda | cuda:N")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count()
+        index = int(cfg.device.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError("device", cfg.device, f"cpu or auto: this machine has {count} CUDA device(s)")
+    device = resolve_device(cfg.device)
+    if cfg.dtype == "fp16" and device == "cpu":
+        raise ConfigError("dtype", cfg.dtype, "fp32 or bf16 on the CPU (fp16 needs a GPU)")
+    return device
+
+
+def check_model_id(key: str, model_id: str) -> None:
+    """A hub id (``org/name``) or a local folder that exists."""
+    if is_local_path(model_id) and not Path(model_id).expanduser().is_dir():
+        raise ConfigError(
+            key, model_id, "an existing local folder (written by save_pretrained) or a hub id like org/name"
+        )
 
 
 def resolve_device(device: str) -> str:

@@ -224,6 +224,17 @@ def test_a_manifest_the_evaluator_cannot_judge_is_refused_in_one_line_naming_the
         (["metrics=[clip,hpsv2]"], "metrics"),
         (["max_repeats=0"], "max_repeats"),
         (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "sandbox.memory_gb=-1"], "sandbox.memory_gb"),
+        (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "target_speedup=-1"], "target_speedup"),
+        (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "quality_budget=5"], "quality_budget"),
+        (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "steps=0"], "steps"),
+        (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "input_seed=-5"], "input_seed"),
+        (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "models.tiny=./no/such/folder"], "models.tiny"),
+        (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "+models.sd16=random"], "models.sd16"),
+        (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "dtype=fp8"], "dtype"),
+        (
+            ["baseline=base.py", "candidate=base.py", "pipeline=tiny", f"device=cuda:{torch.cuda.device_count()}"],
+            "device",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, key):

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import OmegaConf
 
 from .. import metrics
-from ..config import CONF_DIR, PipelineConfig, PromptsConfig
+from ..config import CONF_DIR, PipelineConfig, PromptsConfig, check_device, check_model_id
 from ..errors import ConfigError
 from ..metrics import ClipConfig, LpipsConfig
 from ..pipelines import random_weights_dir
@@ -91,6 +91,19 @@ def check(cfg: Any) -> str:
     check_margin(cfg.fewer_steps_margin_db)
     metrics.check(cfg)
     metrics.check_budget_metric(cfg.budget_metric)
+    check_device(cfg)
+    if cfg.steps is not None and cfg.steps < 1:
+        raise ConfigError("steps", cfg.steps, "null (the file's own) or an integer >= 1")
+    if cfg.target_speedup is not None and not cfg.target_speedup > 0:
+        raise ConfigError("target_speedup", cfg.target_speedup, "null (no speed asked) or a speedup > 0")
+    if cfg.quality_budget is not None and not 0 <= cfg.quality_budget < 1:
+        label = metrics.METRICS[cfg.budget_metric].budget_label
+        raise ConfigError("quality_budget", cfg.quality_budget, f"null (no budget) or a budget on {label} in [0, 1)")
+    if cfg.input_seed is not None and cfg.input_seed < 0:
+        raise ConfigError("input_seed", cfg.input_seed, "null (a secret drawn per comparison) or an integer >= 0")
+    for name, choice in cfg.models.items():  # its keys are the pipelines' (another: no such setting)
+        if choice not in ("auto", "random"):
+            check_model_id(f"models.{name}", choice)
     load_prompts(cfg.prompts)
     if cfg.manifest is not None:
         read_manifest(Path(cfg.manifest))
