@@ -451,6 +451,13 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
     result = _postprocess(["sweep_dir=a", "+top_k=3"], tmp_path)  # added by Hydra, read by nothing
     assert result.returncode == 2 and result.stderr.startswith("error: top_k=3 is not allowed: no such setting;")
+    result = _postprocess(["sweep_dir=a", "grid.schedulers=[ddim,euler]"], tmp_path)  # no row names it: all missing
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: grid.schedulers=['ddim', 'euler'] is not allowed: a non-empty list of ddim | dpmsolver | unipc"
+    ]
+    (tmp_path / "a_file").write_text("")
+    result = _postprocess(["sweep_dir=a", "out_dir=a_file"], tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: out_dir='a_file' is not allowed: a folder")
     result = _postprocess(["sweep_dir=a", "budgets=0.02,0.05"], tmp_path)  # Hydra: a sweep, refused in six lines
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: budgets='0.02,0.05' is not allowed: one value (a list is written [a,b])"

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from .. import metrics
+from ..config import group_options
 from ..errors import ConfigError
 from ..evaluate.bar import check_margin
 from ..record import RESULT_FILE
@@ -84,6 +85,9 @@ def check(cfg: Any) -> None:
     for folder in sweep_dirs(cfg):
         if not SweepLayout(folder).summary.is_file():
             raise ConfigError("sweep_dir", str(folder), "a sweep folder written by run.py -m (with a summary.csv)")
+    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
+        raise ConfigError("out_dir", cfg.out_dir, "a folder for the dataset (new, or post-process's own), not a file")
+    _check_grid(cfg.grid)
     metrics.check_budget_metric(cfg.budget_metric)
     for budget in cfg.budgets:
         if not 0 <= budget < 1:
@@ -106,6 +110,17 @@ def check(cfg: Any) -> None:
             raise ConfigError(
                 f"templates.{name}", template, f"placeholders among {{{'}, {'.join(PLACEHOLDERS)}}} ({error!r})"
             ) from None
+
+
+def _check_grid(grid: Any) -> None:
+    """The coverage grid names pipelines and schedulers as their config groups do (``sd15``, ``unipc``):
+    a name no row can carry would report every cell of it as missing."""
+    for key, group in (("pipelines", "pipeline"), ("schedulers", "scheduler")):
+        options = group_options(group)
+        if not grid[key] or any(value not in options for value in grid[key]):
+            raise ConfigError(f"grid.{key}", list(grid[key]), f"a non-empty list of {' | '.join(options)}")
+    if not grid.steps or any(steps < 1 for steps in grid.steps):
+        raise ConfigError("grid.steps", list(grid.steps), "a non-empty list of step counts >= 1")
 
 
 def _check_quality(cfg: Any) -> None:
