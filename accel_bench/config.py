@@ -172,7 +172,6 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
     from hydra.errors import ConfigCompositionException, HydraException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     parser = OverridesParser.create()
     try:
@@ -200,19 +199,29 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
         try:
             compose_config(config_name, overrides)
         except ConfigCompositionException as error:
-            cause = error.__cause__
-            values = {o.key_or_group: o.value() for o in parser.parse_overrides(overrides)}
-            if isinstance(cause, ValidationError) and type(cause.child_node).__name__ in _NODE_KINDS:
-                kind = _NODE_KINDS[type(cause.child_node).__name__]
-                raise ConfigError(
-                    cause.full_key, cause.value, kind + (" or null" if cause.child_node._is_optional() else "")
-                )
-            if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
-                known = " | ".join(sorted(str(key) for key in cause.parent_node.keys() if key != "hydra"))
-                raise ConfigError(
-                    cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}"
-                )
+            refused = composition_error(error, overrides)
+            if refused is not None:
+                raise refused from None
             return  # anything else: Hydra's own message
+
+
+def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[ConfigError]:
+    """The one-line ConfigError for Hydra's refusal to compose ``overrides``: a value its typed key
+    cannot hold, a key the config does not have; None for anything else."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = error.__cause__
+    values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(overrides))}
+    if isinstance(cause, ValidationError) and type(cause.child_node).__name__ in _NODE_KINDS:
+        kind = _NODE_KINDS[type(cause.child_node).__name__]
+        return ConfigError(cause.full_key, cause.value, kind + (" or null" if cause.child_node._is_optional() else ""))
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
+        known = " | ".join(sorted(str(key) for key in cause.parent_node.keys() if key != "hydra"))
+        return ConfigError(
+            cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}"
+        )
+    return None
 
 
 def _multirun(arguments: Sequence[str]) -> bool:

@@ -243,6 +243,9 @@ def test_search_screens_a_share_measures_the_best_in_full_and_resumes_without_re
         ("hydra.sweeper.screen_share=0", "hydra.sweeper.screen_share"),
         ("hydra.sweeper.budgets=[0.1,1.5]", "hydra.sweeper.budgets"),
         ("hydra.sweeper.round_size=0", "hydra.sweeper.round_size"),
+        # a screen value every screening job would fail on: a key a run does not have, a value it cannot run with
+        ("+hydra.sweeper.screen.num_promts=2", "hydra.sweeper.screen.num_promts"),
+        ("hydra.sweeper.screen.repeats=0", "hydra.sweeper.screen.repeats"),
     ],
 )
 def test_search_bad_input_is_one_line_exit_2(tmp_path, override, key):

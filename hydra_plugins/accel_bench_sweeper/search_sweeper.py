@@ -165,6 +165,27 @@ class SearchSweeper(GridSweeper):
                 raise ConfigError(f"hydra.sweeper.{key}", getattr(self, key), "an integer >= 1")
         if self.slack < 0:
             raise ConfigError("hydra.sweeper.slack", self.slack, "a number >= 0")
+        self._check_screen()
+
+    def _check_screen(self) -> None:
+        """Each ``screen`` value composes into a run's config, or every screening job would fail."""
+        from hydra.errors import ConfigCompositionException
+
+        from accel_bench.config import check, composition_error
+
+        overrides = [f"{key}={value}" for key, value in self.screen.items()]
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        except ConfigCompositionException as error:
+            refused = composition_error(error, overrides)
+            if refused is None:
+                raise ConfigError("hydra.sweeper.screen", dict(self.screen), f"overrides of a run's config ({error})")
+            raise ConfigError(f"hydra.sweeper.screen.{refused.key}", refused.value, refused.allowed) from None
+        try:
+            check(cfg)
+        except ConfigError as error:
+            if error.key in self.screen:  # a screen value no job can run with; other keys are each job's to judge
+                raise ConfigError(f"hydra.sweeper.screen.{error.key}", error.value, error.allowed) from None
 
     def _allowance(self, combination: tuple) -> int:
         study = self.studies[combination]
