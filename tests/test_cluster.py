@@ -150,6 +150,34 @@ def test_packed_sweep_loads_each_pipeline_once_per_task_and_writes_every_job(slu
     assert f"ok on {os.uname().nodename} cpu (" in logs  # each job's line names host and device
 
 
+@pytest.mark.parametrize(
+    "override, key, said",
+    [
+        ("hydra.launcher.partition=nope", "hydra.launcher.partition='nope'", "Invalid partition name specified"),
+        ("hydra.launcher.constraint=nogpu", "hydra.launcher.constraint='nogpu'", "Invalid feature specification"),
+    ],
+)
+def test_a_submission_sbatch_refuses_is_one_line_naming_the_key_with_nothing_queued(
+    slurm, tmp_path, override, key, said
+):
+    sweep_dir = tmp_path / "sweep"
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "-m", *SLURM, override, "accel.cache_interval=2,3", *QUICK]
+        + [f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()  # sbatch's own lines are in it, not beside it
+    assert line.startswith(f"error: {key} is not allowed: what this cluster's sbatch accepts (") and said in line
+    assert line.endswith("; nothing was submitted") and "Traceback" not in result.stdout
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    assert after == before and not (sweep_dir / "summary.csv").exists()
+
+
 def test_hard_killed_task_loses_only_its_unfinished_jobs_and_the_printed_command_runs_exactly_them(slurm, tmp_path):
     sweep_dir, summary = tmp_path / "sweep", tmp_path / "all.csv"
     args = [

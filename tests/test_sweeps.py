@@ -183,14 +183,25 @@ def test_jobs_sharing_a_pipeline_are_packed_deterministically():
     assert len(pack_jobs(jobs, 10)) == 3  # one task per pipeline
 
 
-@pytest.mark.parametrize("value,allowed", [("0", "an integer >= 1"), ("abc", "an integer")])
-def test_bad_jobs_per_task_is_one_line_and_exit_2_with_nothing_submitted(tmp_path, value, allowed):
+@pytest.mark.parametrize(
+    "key,value,allowed",
+    [
+        ("jobs_per_task", "0", "an integer >= 1"),
+        ("jobs_per_task", "abc", "an integer"),
+        # what sbatch would refuse in a traceback, refused before anything is submitted
+        ("timeout_min", "-1", "an integer >= 1"),
+        ("gpus_per_node", "-1", "null or an integer >= 0"),
+        ("mem_gb", "-5", "null or a number > 0"),
+        ("array_parallelism", "0", "an integer >= 1"),
+    ],
+)
+def test_bad_launcher_value_is_one_line_and_exit_2_with_nothing_submitted(tmp_path, key, value, allowed):
     sweep_dir = tmp_path / "sweep"
     result = run_cli(
         [
             "-m",
             "hydra/launcher=slurm",
-            f"hydra.launcher.jobs_per_task={value}",
+            f"hydra.launcher.{key}={value}",
             "accel.cache_interval=2,3",
             f"hydra.sweep.dir={sweep_dir}",
         ],
@@ -199,9 +210,9 @@ def test_bad_jobs_per_task_is_one_line_and_exit_2_with_nothing_submitted(tmp_pat
     )
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(
-        f"error: hydra.launcher.jobs_per_task='{value}' is not allowed: {allowed}"
-    ) or line.startswith(f"error: hydra.launcher.jobs_per_task={value} is not allowed: {allowed}")
+    assert line.startswith(f"error: hydra.launcher.{key}='{value}' is not allowed: {allowed}") or line.startswith(
+        f"error: hydra.launcher.{key}={value} is not allowed: {allowed}"
+    )
     assert not sweep_dir.exists() and not (tmp_path / "multirun").exists()
 
 

@@ -95,6 +95,31 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _stderr_held() -> Iterator[None]:
+    """The process's stderr (fd 2: sbatch inherits it) held back, and written out unless an exception
+    ends the block (a refused submission: its message carries what sbatch said)."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        sys.stderr.buffer.write(held.read())
+        sys.stderr.flush()
+
+
 class PackedLauncher(BaseSubmititLauncher):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -227,15 +252,48 @@ class PackedSlurmLauncher(PackedLauncher):
 
     _EXECUTOR = "slurm"
 
+    # submitit's resource fields that sbatch would refuse in a traceback: (lowest, null allowed)
+    _RESOURCES = {
+        "timeout_min": (1, False),
+        "nodes": (1, False),
+        "tasks_per_node": (1, False),
+        "cpus_per_task": (1, True),
+        "gpus_per_node": (0, True),
+        "mem_gb": (1e-3, True),
+        "array_parallelism": (1, False),
+        "max_num_timeout": (0, False),
+    }
+
     def check(self) -> None:
         super().check()
         if self.own["lost_after_s"] < 0:
             raise ConfigError("hydra.launcher.lost_after_s", self.own["lost_after_s"], "seconds >= 0")
+        for key, (lowest, nullable) in self._RESOURCES.items():
+            value = self.params.get(key)
+            if value is None and nullable:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lowest:
+                allowed = f"{'null or ' if nullable else ''}{'a number > 0' if key == 'mem_gb' else f'an integer >= {lowest}'}"
+                raise ConfigError(f"hydra.launcher.{key}", value, allowed)
 
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
-        jobs = self.executor().map_array(
-            task, [run.pack for run in runs], [str(run.progress_path) for run in runs], [state] * len(runs)
-        )
+        from submitit.core.utils import FailedJobError
+
+        try:
+            with _stderr_held():
+                jobs = self.executor().map_array(
+                    task, [run.pack for run in runs], [str(run.progress_path) for run in runs], [state] * len(runs)
+                )
+        except FailedJobError as error:  # sbatch refused the array: nothing was submitted
+            message = " ".join(str(error).split())
+            said = {"partition": "partition", "account": "account", "qos": "qos", "feature": "constraint"}
+            key = next((key for word, key in said.items() if word in message.lower()), None)
+            with exit_2_on_config_error():
+                raise ConfigError(
+                    f"hydra.launcher.{key}" if key else "hydra.launcher",
+                    self.params.get(key) if key else self._EXECUTOR,
+                    f"what this cluster's sbatch accepts ({message}); nothing was submitted",
+                ) from None
         for run, job in zip(runs, jobs):
             run.job = job
         pending = list(runs)
