@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -79,14 +80,16 @@ def process_age_s() -> float:
 
 
 # Dense (no sparsity) peaks in TFLOP/s from NVIDIA's datasheets: tensor cores for fp16 and bf16, the
-# plain rate for fp32. Matched against the name torch reports, most specific first.
+# plain rate for fp32. Matched as whole words against the name torch reports, most specific first.
 PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H200 NVL", {"fp16": 835.5, "bf16": 835.5, "fp32": 60.0}),
     ("H200", {"fp16": 989.4, "bf16": 989.4, "fp32": 66.9}),
     ("H100 PCIe", {"fp16": 756.0, "bf16": 756.0, "fp32": 51.2}),
     ("H100 NVL", {"fp16": 835.5, "bf16": 835.5, "fp32": 60.0}),
     ("H100", {"fp16": 989.4, "bf16": 989.4, "fp32": 66.9}),
     ("A100", {"fp16": 312.0, "bf16": 312.0, "fp32": 19.5}),
     ("L40S", {"fp16": 362.1, "bf16": 362.1, "fp32": 91.6}),
+    ("L40", {"fp16": 181.0, "bf16": 181.0, "fp32": 90.5}),
     ("L4", {"fp16": 121.0, "bf16": 121.0, "fp32": 30.3}),
     ("V100", {"fp16": 125.0, "fp32": 15.7}),
     ("T4", {"fp16": 65.0, "fp32": 8.1}),
@@ -96,6 +99,6 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 def peak_tflops(device_name: str, dtype: str) -> float | None:
     """The device's dense peak at ``dtype`` (``PEAK_TFLOPS``); None for a CPU or a GPU not listed."""
     for name, peaks in PEAK_TFLOPS:
-        if name in device_name:
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", device_name):  # L4 is not L40
             return peaks.get(dtype)
     return None

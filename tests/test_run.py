@@ -396,6 +396,9 @@ def test_achieved_tflops_and_the_share_of_the_devices_peak():
         peak_tflops("Intel(R) Xeon(R) Processor", "fp32") is None
         and peak_tflops("NVIDIA GeForce GT 710", "fp16") is None
     )
+    # whole names: an L40 is not an L4, a GH200 not an H200, an H200 NVL not an H200 SXM
+    assert peak_tflops("NVIDIA L40", "fp16") == 181.0 and peak_tflops("NVIDIA GH200 480GB", "fp16") is None
+    assert peak_tflops("NVIDIA H200 NVL", "fp16") == 835.5 and peak_tflops("NVIDIA H100 80GB HBM3", "fp16") == 989.4
     side = Side(latency_s=0.25, flops_per_image=500.0).rated(989.4)  # 500 GFLOP in 0.25 s: 2 TFLOP/s
     assert side.tflops == pytest.approx(2.0) and side.peak_share == pytest.approx(2.0 / 989.4)
     assert Side(latency_s=0.25).rated(989.4).tflops is None  # FLOPs not counted: no rate
