@@ -10,8 +10,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import CONF_DIR, check_overrides, register_configs
+from .config import CONF_DIR, register_configs
 from .errors import exit_2_on_config_error
+from .overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -146,7 +146,8 @@ def test_several_named_sweeps_are_one_space():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from accel_bench.config import CONF_DIR, check_overrides
+    from accel_bench.config import CONF_DIR
+    from accel_bench.overrides import check_overrides
 
     check_overrides(["-m", "+sweep=[deepcache,tome]"], "config")  # no ConfigError
     GlobalHydra.instance().clear()

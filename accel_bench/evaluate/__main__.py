@@ -5,9 +5,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..config import CONF_DIR, check_overrides
+from ..config import CONF_DIR
 from ..console import fmt
 from ..errors import exit_2_on_config_error
+from ..overrides import check_overrides
 from .config import check, register_configs
 from .evaluator import evaluate_manifest, evaluate_pair
 from .sandbox import probe

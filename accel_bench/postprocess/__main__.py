@@ -5,8 +5,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..config import CONF_DIR, check_overrides
+from ..config import CONF_DIR
 from ..errors import exit_2_on_config_error
+from ..overrides import check_overrides
 from . import postprocess, register_configs
 
 register_configs()

@@ -171,7 +171,8 @@ class SearchSweeper(GridSweeper):
         """Each ``screen`` value composes into a run's config, or every screening job would fail."""
         from hydra.errors import ConfigCompositionException
 
-        from accel_bench.config import check, composition_error
+        from accel_bench.config import check
+        from accel_bench.overrides import composition_error
 
         overrides = [f"{key}={value}" for key, value in self.screen.items()]
         try:

@@ -1,0 +1,163 @@
+"""The command line's overrides, checked before Hydra starts: what Hydra would refuse in several lines
+with exit code 1, or accept and ignore, becomes one ``ConfigError`` line (exit 2) naming the key.
+
+Shared by run.py, post-process and the evaluator (each checks its own config's overrides) and by the
+search sweeper (its screening overrides).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig
+
+from .config import CONF_DIR, compose_config, group_options
+from .errors import ConfigError
+
+_NODE_KINDS = {
+    "IntegerNode": "an integer",
+    "FloatNode": "a number",
+    "BooleanNode": "true or false",
+    "StringNode": "a string",
+    "ListConfig": "a list, e.g. [a,b]",
+}
+
+
+def check_overrides(arguments: Sequence[str], config_name: str) -> None:
+    """Raise ConfigError for a command-line override that Hydra would refuse in several lines with
+    exit code 1: a config group's option with no file (``scheduler=euler``), a value its typed key
+    cannot hold (``steps=abc``), a key the config does not have. It runs before Hydra, on the raw
+    arguments, and composes every choice of a sweep (``batch_size=2,2.5``), so nothing has run yet.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import ConfigCompositionException, HydraException
+
+    parser = OverridesParser.create()
+    try:
+        parsed = [
+            (arg, parser.parse_override(arg))
+            for arg in arguments
+            if not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+        ]
+    except HydraException:
+        return  # a syntax error: Hydra reports it with its own context
+    if not _multirun(arguments):
+        _check_one_run(parsed, config_name)
+    choices = []  # per override: the lines it composes as, one per choice of a sweep
+    for arg, override in parsed:
+        if override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP):
+            choices.append([f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()])
+        elif override.value_type != ValueType.GLOB_CHOICE_SWEEP:  # a glob: Hydra resolves it against the group
+            choices.append([arg])
+    for lines in choices:
+        _check_group_option(parser.parse_overrides(lines))
+    first = [lines[0] for lines in choices]
+    _check_added_keys(parser.parse_overrides(first), first, config_name)
+    variants = [first] + [first[:i] + [line] + first[i + 1 :] for i, lines in enumerate(choices) for line in lines[1:]]
+    for overrides in variants:
+        try:
+            compose_config(config_name, overrides)
+        except ConfigCompositionException as error:
+            refused = composition_error(error, overrides)
+            if refused is not None:
+                raise refused from None
+            return  # anything else: Hydra's own message
+
+
+def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[ConfigError]:
+    """The one-line ConfigError for Hydra's refusal to compose ``overrides``: a value its typed key
+    cannot hold, a key the config does not have; None for anything else."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    cause = error.__cause__
+    values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(overrides))}
+    if isinstance(cause, ValidationError) and type(cause.child_node).__name__ in _NODE_KINDS:
+        kind = _NODE_KINDS[type(cause.child_node).__name__]
+        return ConfigError(cause.full_key, cause.value, kind + (" or null" if cause.child_node._is_optional() else ""))
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
+        known = " | ".join(sorted(str(key) for key in cause.parent_node.keys() if key != "hydra"))
+        return ConfigError(
+            cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}"
+        )
+    return None
+
+
+def _multirun(arguments: Sequence[str]) -> bool:
+    """Whether Hydra runs these arguments as a sweep: ``-m``, ``--multirun`` (or its prefix, as argparse
+    takes it) or ``hydra.mode=MULTIRUN``."""
+    return any(
+        arg == "-m" or (arg.startswith("--m") and "--multirun".startswith(arg)) or arg == "hydra.mode=MULTIRUN"
+        for arg in arguments
+    )
+
+
+_SWEEP_ONLY = ("sweep", "hydra/sweeper", "hydra/launcher")  # what only a sweep reads
+
+
+def _check_one_run(parsed: Sequence[tuple[str, Any]], config_name: str) -> None:
+    """ConfigError for what only a sweep reads, given to one run: several values of a key (Hydra: several
+    lines, exit 1) or a named sweep, sweeper or launcher (Hydra: ignored, one run with the defaults)."""
+    from hydra.core.override_parser.types import ValueType
+
+    sweeps = (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP, ValueType.GLOB_CHOICE_SWEEP)
+    for arg, override in parsed:
+        key, value = override.get_key_element().lstrip("+~"), arg.split("=", 1)[-1]
+        if config_name != "config":
+            if override.value_type in sweeps:
+                raise ConfigError(key, value, "one value (a list is written [a,b])")
+            continue
+        if override.value_type in sweeps:
+            raise ConfigError(key, value, f"one value for one run; a sweep over them: python run.py -m {arg}")
+        if override.key_or_group in _SWEEP_ONLY:
+            raise ConfigError(key, value, f"a sweep's choice, read only with -m: python run.py -m {arg} ...")
+
+
+def _check_added_keys(overrides: Sequence[Any], lines: Sequence[str], config_name: str) -> None:
+    """ConfigError for ``+key=value`` or ``++key=value`` on a key our config does not have (Hydra adds
+    it and nothing reads it: a misspelt setting would run with its default) and for ``+key=value`` on
+    one it has (Hydra: several lines, exit 1). Config groups (``+sweep=NAME``) and ``hydra.*`` are Hydra's."""
+    from omegaconf import OmegaConf
+
+    def ours(override: Any) -> bool:
+        key = override.key_or_group
+        return (
+            (override.is_add() or override.is_force_add())
+            and not (key == "hydra" or key.startswith(("hydra.", "hydra/")))
+            and "/" not in key
+            and not (CONF_DIR / key).is_dir()
+        )
+
+    added = [(line, override) for line, override in zip(lines, overrides) if ours(override)]
+    if not added:
+        return
+    without = [line for line in lines if line not in {line for line, _ in added}]
+    try:
+        base = compose_config(config_name, without)
+    except Exception:  # the other overrides' own error: the variants' check reports it
+        return
+    for _, override in added:
+        key = override.key_or_group
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        if not isinstance(parent, DictConfig):
+            continue  # under a list or a value: Hydra's to judge
+        if leaf not in parent:
+            known = " | ".join(sorted(str(k) for k in parent.keys() if k != "hydra"))
+            raise ConfigError(key, override.value(), f"no such setting; the settings here are {known}")
+        if override.is_add():
+            raise ConfigError(key, override.value(), f"already a setting: set it without the '+' ({key}=...)")
+
+
+def _check_group_option(overrides: Sequence[Any]) -> None:
+    """ConfigError for an option of one of our config groups that has no file (Hydra: several lines, exit 1)."""
+    for override in overrides:
+        folder = CONF_DIR / override.key_or_group
+        if override.is_delete() or "/" in override.key_or_group or not folder.is_dir():
+            continue
+        value = override.value()
+        options = group_options(override.key_or_group)
+        for chosen in value if isinstance(value, list) else [value]:  # +sweep=[a,b]: several options of a group
+            if chosen is not None and chosen not in options:  # null deselects a group: Hydra's to judge
+                raise ConfigError(override.key_or_group, chosen, " | ".join(options))
