@@ -95,6 +95,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @contextmanager
 def _stderr_held() -> Iterator[None]:
     """The process's stderr (fd 2: sbatch inherits it) held back, and written out unless an exception
@@ -109,13 +113,10 @@ def _stderr_held() -> Iterator[None]:
         os.dup2(held.fileno(), 2)
         try:
             yield
-        except BaseException:
-            os.dup2(saved, 2)
-            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-        held.seek(0)
+        held.seek(0)  # reached only when the block ended without an exception
         sys.stderr.buffer.write(held.read())
         sys.stderr.flush()
 
@@ -132,7 +133,7 @@ class PackedLauncher(BaseSubmititLauncher):
 
     def check(self) -> None:
         per_task = self.own["jobs_per_task"]
-        if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
+        if not _integer(per_task) or per_task < 1:
             raise ConfigError(
                 "hydra.launcher.jobs_per_task", per_task, "an integer >= 1 (jobs one task runs in one process)"
             )
@@ -252,14 +253,13 @@ class PackedSlurmLauncher(PackedLauncher):
 
     _EXECUTOR = "slurm"
 
-    # submitit's resource fields that sbatch would refuse in a traceback: (lowest, null allowed)
-    _RESOURCES = {
+    # submitit's integer resource fields that sbatch would refuse in a traceback: (lowest, null allowed)
+    _COUNTS = {
         "timeout_min": (1, False),
         "nodes": (1, False),
         "tasks_per_node": (1, False),
         "cpus_per_task": (1, True),
         "gpus_per_node": (0, True),
-        "mem_gb": (1e-3, True),
         "array_parallelism": (1, False),
         "max_num_timeout": (0, False),
     }
@@ -268,13 +268,13 @@ class PackedSlurmLauncher(PackedLauncher):
         super().check()
         if self.own["lost_after_s"] < 0:
             raise ConfigError("hydra.launcher.lost_after_s", self.own["lost_after_s"], "seconds >= 0")
-        for key, (lowest, nullable) in self._RESOURCES.items():
+        for key, (lowest, nullable) in self._COUNTS.items():
             value = self.params.get(key)
-            if value is None and nullable:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lowest:
-                allowed = f"{'null or ' if nullable else ''}{'a number > 0' if key == 'mem_gb' else f'an integer >= {lowest}'}"
-                raise ConfigError(f"hydra.launcher.{key}", value, allowed)
+            if (value is not None or not nullable) and (not _integer(value) or value < lowest):
+                raise ConfigError(f"hydra.launcher.{key}", value, f"{'null or ' * nullable}an integer >= {lowest}")
+        mem_gb = self.params.get("mem_gb")
+        if mem_gb is not None and (isinstance(mem_gb, bool) or not isinstance(mem_gb, (int, float)) or mem_gb <= 0):
+            raise ConfigError("hydra.launcher.mem_gb", mem_gb, "null or a number > 0")
 
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
         from submitit.core.utils import FailedJobError
@@ -346,16 +346,12 @@ class PackedLocalLauncher(PackedLauncher):
                     "auto",
                     "a list of GPU indices: this machine shows no CUDA GPU (hydra/launcher=local runs CPU tasks)",
                 )
-        if (
-            not isinstance(gpus, list)
-            or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus)
-            or len(set(gpus)) != len(gpus)
-        ):
+        if not isinstance(gpus, list) or not all(_integer(g) and g >= 0 for g in gpus) or len(set(gpus)) != len(gpus):
             raise ConfigError(
                 "hydra.launcher.gpus", gpus, "auto or a list of distinct GPU indices, e.g. [0,1] ([] for CPU tasks)"
             )
         parallel = self.own["parallel"]
-        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        if not _integer(parallel) or parallel < 1:
             raise ConfigError("hydra.launcher.parallel", parallel, "an integer >= 1 (CPU tasks at a time)")
         self.own["gpus"] = gpus
 
