@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -35,9 +35,14 @@ FEWER_STEPS = "fewer_steps"
 MARGIN_ALLOWED = "null (the fidelity floor alone) or a margin in dB in [0, 30)"
 
 
+def valid_margin(margin: Any) -> bool:
+    """A fewer-steps margin: null, or dB in [0, 30) (the configs' and a manifest task's ``bar``)."""
+    return margin is None or (isinstance(margin, (int, float)) and not isinstance(margin, bool) and 0 <= margin < 30)
+
+
 def check_margin(margin: Optional[float]) -> None:
     """``fewer_steps_margin_db``, in the evaluator's config and post-process's alike."""
-    if margin is not None and (isinstance(margin, bool) or not 0 <= margin < 30):
+    if not valid_margin(margin):
         raise ConfigError("fewer_steps_margin_db", margin, MARGIN_ALLOWED)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from ..config import group_options
 from ..errors import ConfigError
 from ..metrics import BUDGET_METRICS
+from .bar import MARGIN_ALLOWED, valid_margin
 
 PIPELINES = tuple(group_options("pipeline"))
 
@@ -60,11 +61,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 _OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "budget_metric": (lambda v: v in BUDGET_METRICS, " | ".join(BUDGET_METRICS)),
     "bar": (
-        lambda v: (
-            isinstance(v, dict)
-            and (v.get("margin_db") is None or (_number(v["margin_db"]) and 0 <= v["margin_db"] < 30))
-        ),
-        "an object whose margin_db is null or a margin in dB in [0, 30)",
+        lambda v: isinstance(v, dict) and valid_margin(v.get("margin_db")),
+        f"an object whose margin_db is {MARGIN_ALLOWED}",
     ),
 }
 WRITTEN_BY = "a manifest.json written by accel_bench.postprocess"
