@@ -280,6 +280,11 @@ def _steady(times: Sequence[float], policy: WarmupPolicy) -> bool:
 _SHAPE_FORMULA = shape_wrapper(lambda: 0).__code__
 
 
+def reads_shapes_only(formula: object) -> bool:
+    """Whether a FLOP formula reads its arguments' shapes only: its result may be kept per shapes."""
+    return getattr(formula, "__code__", None) is _SHAPE_FORMULA
+
+
 def _shapes(value: object) -> object:
     """What a shape formula reads of an argument: a tensor's shape, any other value as it is."""
     if isinstance(value, torch.Tensor):
@@ -315,7 +320,7 @@ class FlopCount(TorchDispatchMode):
         return out
 
     def _flops(self, func, formula, args, kwargs, out) -> int:  # type: ignore[no-untyped-def]
-        if getattr(formula, "__code__", None) is not _SHAPE_FORMULA:
+        if not reads_shapes_only(formula):
             return formula(*args, **kwargs, out_val=out)
         key = (func, _shapes(args), _shapes(kwargs), _shapes(out))
         try:
