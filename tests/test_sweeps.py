@@ -457,3 +457,35 @@ def test_rows_name_the_physical_gpu_a_task_was_given(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert physical_device(torch.device("cuda", 1)) == "cuda:1"
     assert physical_device(torch.device("cpu")) == "cpu"
+
+
+@pytest.mark.parametrize("requeued", [True, False])
+def test_a_requeued_task_exits_whatever_error_its_interrupted_job_raises(tmp_path, monkeypatch, requeued):
+    """submitit ends a preempted task by raising SystemExit from its signal handler, wherever the job
+    was; OmegaConf's cleanup of a half-built list raised AttributeError in its place (a CI run: the
+    task recorded as failed, its jobs reported lost while the requeued task ran them). Once requeued,
+    the task exits and records nothing; without a requeue the error is the job's own."""
+    from hydra.core.singleton import Singleton
+
+    from accel_bench.sweep.packing import Pack
+    from accel_bench.sweep.tasks import PackedTask, TaskProgress
+
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "7")
+
+    def load_sweep_config(config, overrides):
+        if requeued:
+            task.checkpoint()  # what submitit's handler calls before it raises SystemExit
+        raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+
+    context = SimpleNamespace(config_loader=SimpleNamespace(load_sweep_config=load_sweep_config))
+    task = PackedTask(None, None, print)
+    task.hydra_context = context
+    pack = Pack(0, (Job(0, ("steps=2",)), Job(1, ("steps=3",))))
+    progress_path = tmp_path / "progress.json"
+    with pytest.raises(SystemExit if requeued else AttributeError) as raised:
+        task(pack, str(progress_path), Singleton.get_state())
+    if requeued:
+        assert raised.value.code == -1 and isinstance(raised.value.__cause__, AttributeError)
+    progress = TaskProgress.read(progress_path, pack)
+    assert (progress.starts, progress.done, progress.job_id) == (1, {}, "7")

@@ -13,9 +13,10 @@ import json
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import cloudpickle
 
@@ -83,6 +84,7 @@ class PackedTask:
         self.hydra_context = hydra_context
         self.config = config
         self.task_function = task_function
+        self.requeued = False  # set by ``checkpoint``, inside submitit's preemption signal handler
         # pickled once, here: submitit pickles the task again inside its preemption signal handler, which
         # can run while a job mutates Hydra's configs, and pickling those then corrupts them mid-change
         self._pickled = cloudpickle.dumps((hydra_context, config, task_function))
@@ -122,17 +124,18 @@ class PackedTask:
                     overrides=list(job.overrides), status=JobStatus.COMPLETED, _return_value=progress.done[job.num]
                 )
                 continue
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
-            with open_dict(sweep_config.hydra.job):
-                sweep_config.hydra.job.id = submitit.JobEnvironment().job_id
-                sweep_config.hydra.job.num = job.num
-            returned = run_job(
-                hydra_context=self.hydra_context,
-                task_function=self.task_function,
-                config=sweep_config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
+            with self._requeue_wins():
+                sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
+                with open_dict(sweep_config.hydra.job):
+                    sweep_config.hydra.job.id = submitit.JobEnvironment().job_id
+                    sweep_config.hydra.job.num = job.num
+                returned = run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=sweep_config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
             if returned.status == JobStatus.COMPLETED:
                 status = str(returned.return_value)
             else:  # the job raised past the sweep job, which turns every run error into a row
@@ -152,4 +155,21 @@ class PackedTask:
         from its progress file."""
         import submitit
 
+        self.requeued = True
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+    @contextmanager
+    def _requeue_wins(self) -> Iterator[None]:
+        """Once requeued, the process ends with SystemExit and records nothing more. submitit raises
+        SystemExit from its signal handler wherever the job was; cleanup there (OmegaConf's flag reset on
+        a half-built list, a job's own handler) can raise another error in its place, which submitit
+        recorded as the task's failure (its jobs then reported lost while the requeued task ran them),
+        or the job came back failed and was recorded done as crashed."""
+        try:
+            yield
+        except BaseException as error:
+            if self.requeued and not isinstance(error, SystemExit):
+                raise SystemExit(-1) from error
+            raise
+        if self.requeued:
+            raise SystemExit(-1)
