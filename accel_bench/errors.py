@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from numbers import Real
 from typing import Any, Iterator
 
 
@@ -26,3 +27,13 @@ def exit_2_on_config_error() -> Iterator[None]:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def is_integer(value: Any) -> bool:
+    """An integer as a user means it: YAML's true is not 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number as a user means it: YAML's true is not 1."""
+    return isinstance(value, Real) and not isinstance(value, bool)

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, is_number
 from . import session
 from .codefile import settable_steps
 from .protocol import Exchange
@@ -37,7 +37,7 @@ MARGIN_ALLOWED = "null (the fidelity floor alone) or a margin in dB in [0, 30)"
 
 def valid_margin(margin: Any) -> bool:
     """A fewer-steps margin: null, or dB in [0, 30) (the configs' and a manifest task's ``bar``)."""
-    return margin is None or (isinstance(margin, (int, float)) and not isinstance(margin, bool) and 0 <= margin < 30)
+    return margin is None or (is_number(margin) and 0 <= margin < 30)
 
 
 def check_margin(margin: Optional[float]) -> None:

@@ -8,12 +8,11 @@ what it may hold, not a traceback half-way through a session that already measur
 from __future__ import annotations
 
 import json
-from numbers import Real
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from ..config import group_options
-from ..errors import ConfigError
+from ..errors import ConfigError, is_integer, is_number
 from ..metrics import BUDGET_METRICS
 from .bar import MARGIN_ALLOWED, valid_margin
 
@@ -26,14 +25,6 @@ _PATHS = (
     "path_to_gen_code",
     "path_to_metrics",
 )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _relative(value: Any) -> bool:
@@ -51,11 +42,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "task_key": (lambda v: isinstance(v, str) and v != "", "a string"),
     "difficulty": (lambda v: isinstance(v, str) and v != "", "a string"),
     "pipeline": (lambda v: v in PIPELINES, " | ".join(PIPELINES)),
-    "steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "resolution": (lambda v: _integer(v) and v >= 8 and v % 8 == 0, "an integer >= 8, a multiple of 8"),
-    "batch_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "target_speedup": (lambda v: _number(v) and v > 0, "a speedup > 0"),
-    "quality_budget": (lambda v: _number(v) and v >= 0, "a budget >= 0 on the task's budget_metric"),
+    "steps": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
+    "resolution": (lambda v: is_integer(v) and v >= 8 and v % 8 == 0, "an integer >= 8, a multiple of 8"),
+    "batch_size": (lambda v: is_integer(v) and v >= 1, "an integer >= 1"),
+    "target_speedup": (lambda v: is_number(v) and v > 0, "a speedup > 0"),
+    "quality_budget": (lambda v: is_number(v) and v >= 0, "a budget >= 0 on the task's budget_metric"),
     **{key: (_relative, "a relative path inside the folder it names, no '..'") for key in _PATHS},
 }
 _OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {

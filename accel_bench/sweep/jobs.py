@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, is_integer
 from ..record import Row, SummaryError, read_result, read_rows
 from .layout import SweepLayout
 
@@ -90,7 +90,7 @@ def sweep_job(cfg: Any, hydra_cfg: Any) -> str:
 def gpus_asked(launcher: Any) -> int:
     """GPUs per task that the job's launcher config asked for (none for the in-process launcher)."""
     gpus = launcher.get("gpus_per_node") if launcher is not None else None
-    return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) else 0
+    return gpus if is_integer(gpus) else 0
 
 
 def where(host: Optional[str], device: Optional[str], device_name: Optional[str]) -> str:

@@ -28,7 +28,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
-from accel_bench.errors import ConfigError, exit_2_on_config_error
+from accel_bench.errors import ConfigError, exit_2_on_config_error, is_integer
 from accel_bench.sweep import slurm_queue
 from accel_bench.sweep.jobs import previous_ok
 from accel_bench.sweep.layout import SweepLayout
@@ -95,10 +95,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @contextmanager
 def _stderr_held() -> Iterator[None]:
     """The process's stderr (fd 2: sbatch inherits it) held back, and written out unless an exception
@@ -133,7 +129,7 @@ class PackedLauncher(BaseSubmititLauncher):
 
     def check(self) -> None:
         per_task = self.own["jobs_per_task"]
-        if not _integer(per_task) or per_task < 1:
+        if not is_integer(per_task) or per_task < 1:
             raise ConfigError(
                 "hydra.launcher.jobs_per_task", per_task, "an integer >= 1 (jobs one task runs in one process)"
             )
@@ -270,7 +266,7 @@ class PackedSlurmLauncher(PackedLauncher):
             raise ConfigError("hydra.launcher.lost_after_s", self.own["lost_after_s"], "seconds >= 0")
         for key, (lowest, nullable) in self._COUNTS.items():
             value = self.params.get(key)
-            if (value is not None or not nullable) and (not _integer(value) or value < lowest):
+            if (value is not None or not nullable) and (not is_integer(value) or value < lowest):
                 raise ConfigError(f"hydra.launcher.{key}", value, f"{'null or ' * nullable}an integer >= {lowest}")
         mem_gb = self.params.get("mem_gb")
         if mem_gb is not None and (isinstance(mem_gb, bool) or not isinstance(mem_gb, (int, float)) or mem_gb <= 0):
@@ -346,12 +342,12 @@ class PackedLocalLauncher(PackedLauncher):
                     "auto",
                     "a list of GPU indices: this machine shows no CUDA GPU (hydra/launcher=local runs CPU tasks)",
                 )
-        if not isinstance(gpus, list) or not all(_integer(g) and g >= 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        if not isinstance(gpus, list) or not all(is_integer(g) and g >= 0 for g in gpus) or len(set(gpus)) != len(gpus):
             raise ConfigError(
                 "hydra.launcher.gpus", gpus, "auto or a list of distinct GPU indices, e.g. [0,1] ([] for CPU tasks)"
             )
         parallel = self.own["parallel"]
-        if not _integer(parallel) or parallel < 1:
+        if not is_integer(parallel) or parallel < 1:
             raise ConfigError("hydra.launcher.parallel", parallel, "an integer >= 1 (CPU tasks at a time)")
         self.own["gpus"] = gpus
 
