@@ -28,7 +28,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
-from accel_bench.errors import ConfigError, exit_2_on_config_error, is_integer
+from accel_bench.errors import ConfigError, exit_2_on_config_error, is_integer, is_number
 from accel_bench.sweep import slurm_queue
 from accel_bench.sweep.jobs import previous_ok
 from accel_bench.sweep.layout import SweepLayout
@@ -269,7 +269,7 @@ class PackedSlurmLauncher(PackedLauncher):
             if (value is not None or not nullable) and (not is_integer(value) or value < lowest):
                 raise ConfigError(f"hydra.launcher.{key}", value, f"{'null or ' * nullable}an integer >= {lowest}")
         mem_gb = self.params.get("mem_gb")
-        if mem_gb is not None and (isinstance(mem_gb, bool) or not isinstance(mem_gb, (int, float)) or mem_gb <= 0):
+        if mem_gb is not None and (not is_number(mem_gb) or mem_gb <= 0):
             raise ConfigError("hydra.launcher.mem_gb", mem_gb, "null or a number > 0")
 
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
