@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -91,10 +92,22 @@ def build_random_pipeline(architecture: str, device: str = "cpu"):
     return pipeline_class(**components)
 
 
+def random_weights_name(architecture: str, device: str = "cpu") -> str:
+    """The random-weight folder's name: everything that decides the weights. A seeded draw depends on
+    the device it runs on (CPU and CUDA generators differ) and on the libraries' initialisers, so a
+    folder built by another torch, diffusers or transformers, or on another device, is never reused."""
+    from importlib import metadata
+
+    builder = " ".join(f"{package}=={metadata.version(package)}" for package in ("torch", "diffusers", "transformers"))
+    digest = hashlib.sha256(builder.encode()).hexdigest()[:10]
+    init = torch.device(device).type
+    return f"{architecture}-random-seed{RANDOM_WEIGHTS_SEED}-{RANDOM_WEIGHTS_FORMAT}-{init}-{digest}"
+
+
 def random_weights_dir(architecture: str, cache_dir: str, device: str = "cpu") -> Path:
     """The folder holding the architecture's random-weight pipeline, written once per machine."""
     root = Path(cache_dir).expanduser() / "pipelines"
-    final = root / f"{architecture}-random-seed{RANDOM_WEIGHTS_SEED}-{RANDOM_WEIGHTS_FORMAT}"
+    final = root / random_weights_name(architecture, device)
     if final.is_dir():
         return final
     root.mkdir(parents=True, exist_ok=True)

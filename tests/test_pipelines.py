@@ -14,6 +14,7 @@ from accel_bench.pipelines import (
     clip_tokenizer,
     is_local_path,
     random_weights_dir,
+    random_weights_name,
     set_scheduler,
 )
 from accel_bench.record import read_frame
@@ -75,6 +76,23 @@ def test_random_weights_are_written_once(tmp_path):
     assert [p.name for p in (tmp_path / "pipelines").iterdir()] == [first.name]  # no staging left behind
     index = json.loads((first / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
+
+
+def test_random_weights_of_another_builder_or_device_are_not_reused(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    built = random_weights_dir("tiny", str(tmp_path))
+    assert random_weights_name("tiny", "cuda:1") != built.name  # CUDA's generator draws other weights
+    assert random_weights_name("tiny", "cuda:0") == random_weights_name("tiny", "cuda:1")
+    installed = metadata.version
+
+    def other_torch(package):
+        return "0.0.1" if package == "torch" else installed(package)
+
+    monkeypatch.setattr(metadata, "version", other_torch)
+    assert random_weights_name("tiny") != built.name
+    monkeypatch.undo()
+    assert random_weights_name("tiny") == built.name
 
 
 @pytest.mark.parametrize(
