@@ -258,6 +258,8 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, gpus_a
         try:
             row = _run_checked(cfg, run_dir, checked, identity, layout, gpus_asked)
         except Exception as error:  # one failed job must not end a sweep: it becomes a row
+            if _exiting(error):
+                raise  # told to stop, not failed: a requeued task runs the job again and records it then
             log.exception("run failed")
             message = " ".join(f"{type(error).__name__}: {error}".split())
             row = Row(status="failed", error=message, **identity)
@@ -270,6 +272,19 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Optional[Path] = None, gpus_a
         upsert_summary(layout.summary, row)
     _last_job_end = time.perf_counter()
     return row
+
+
+def _exiting(error: BaseException) -> bool:
+    """Whether ``error`` was raised while the process unwound a request to stop: submitit's SystemExit on
+    preemption or Ctrl-C lands wherever the run was, and cleanup there (a ``finally``, OmegaConf's flag
+    reset) can raise another error in its place. Such a run did not fail, and a row would say it had."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (SystemExit, KeyboardInterrupt)):
+            return True
+        seen.add(id(error))
+        error = error.__context__
+    return False
 
 
 def _run_checked(

@@ -221,6 +221,26 @@ def test_a_failing_run_is_recorded_not_lost(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "job" / "result.json").read_text())["row"]["status"] == "failed"
 
 
+@pytest.mark.parametrize("stop", [SystemExit(-1), KeyboardInterrupt()])
+def test_a_run_told_to_stop_records_nothing_whatever_its_cleanup_raises(tmp_path, monkeypatch, stop):
+    """submitit's SystemExit on preemption lands wherever the run was, and a cleanup there can raise
+    another error in its place: the run stops without a failed row (its requeued task records it)."""
+
+    def preempted_load(*args, **kwargs):
+        try:
+            raise stop
+        finally:
+            raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+
+    monkeypatch.setattr(experiment, "cached_pipeline", preempted_load)
+    summary = tmp_path / "summary.csv"
+    cfg = compose_run_config([*FAST, f"summary_path={summary}"])
+    with pytest.raises(AttributeError) as raised:
+        experiment.run(cfg, tmp_path / "job")
+    assert raised.value.__context__ is stop
+    assert not summary.exists() and not (tmp_path / "job" / "result.json").exists()
+
+
 def test_summary_appends_under_one_header_and_refuses_foreign_files(tmp_path):
     path = tmp_path / "summary.csv"
     for status in ("ok", "failed"):
