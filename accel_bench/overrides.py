@@ -34,14 +34,18 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
     from hydra.errors import ConfigCompositionException, HydraException
 
     parser = OverridesParser.create()
-    try:
-        parsed = [
-            (arg, parser.parse_override(arg))
-            for arg in arguments
-            if not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
-        ]
-    except HydraException:
-        return  # a syntax error: Hydra reports it with its own context
+    parsed = []
+    for arg in _positional(arguments):
+        try:
+            parsed.append((arg, parser.parse_override(arg)))
+        except HydraException as error:
+            reason = " ".join(str(error).split())
+            allowed = f"key=value, ~key or +key=value in Hydra's override grammar ({reason})"
+            raise ConfigError("override", arg, allowed) from None
+    for arg, override in parsed:
+        key = override.key_or_group
+        if override.is_delete() and not (key == "hydra" or key.startswith(("hydra.", "hydra/"))):
+            raise ConfigError("override", arg, "a setting to change (key=value), not to delete: every one is read")
     if not _multirun(arguments):
         _check_one_run(parsed, config_name)
     choices = []  # per override: the lines it composes as, one per choice of a sweep
@@ -82,6 +86,22 @@ def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[Co
             cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}"
         )
     return None
+
+
+def _positional(arguments: Sequence[str]) -> list[str]:
+    """The arguments Hydra's command line takes as overrides: not its flags, nor a flag's value
+    (``--config-name x``, ``--info config``)."""
+    import argparse
+
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        known, unknown = parser.parse_known_args(list(arguments))
+    except argparse.ArgumentError:
+        return []  # a flag without its value: Hydra's own usage line says so
+    return list(known.overrides) + [arg for arg in unknown if not arg.startswith("-")]
 
 
 def _multirun(arguments: Sequence[str]) -> bool:

@@ -109,6 +109,11 @@ RULES = [
     (["+sweep=deepcache"], "sweep"),
     (["hydra/launcher=slurm"], "hydra/launcher"),
     (["hydra/sweeper=search", "+sweep=tome"], "hydra/sweeper"),
+    # what Hydra's grammar refuses (Hydra alone: several lines, exit 1), and deleting a setting every run reads
+    (["run", "steps=2"], "override"),
+    (["steps=[1,"], "override"),
+    (["~steps"], "override"),
+    (["-m", "accel=tome", "~no_such_setting"], "override"),
 ]
 
 
@@ -139,6 +144,27 @@ def test_composing_outside_run_py_refuses_the_same_overrides(overrides, key):
     with pytest.raises(ConfigError) as refused:
         compose_run_config(overrides)
     assert refused.value.key == key
+
+
+@pytest.mark.parametrize(
+    "arguments, config_name",
+    [
+        (["--cfg", "job", "steps=2"], "config"),
+        (["-cn", "config", "--info", "config", "-m", "steps=2,3"], "config"),
+        (["--config-dir", "extra", "+sweep=deepcache", "-m"], "config"),
+        (["~hydra.sweeper.grids.tgate_compile", "-m", "+sweep=strong"], "config"),
+        (["--cfg", "job", "sweep_dir=x"], "postprocess"),
+        (["-p", "hydra", "--cfg", "hydra", "num_prompts=2"], "evaluate"),
+    ],
+)
+def test_hydras_flags_and_their_values_are_not_taken_for_overrides(arguments, config_name):
+    from accel_bench.overrides import check_overrides
+
+    check_overrides(arguments, config_name)  # no ConfigError
+    with pytest.raises(ConfigError) as refused:
+        check_overrides([*arguments, "stray"], config_name)
+    assert (refused.value.key, refused.value.value) == ("override", "stray")
+    assert "missing EQUAL" in refused.value.allowed
 
 
 def test_several_named_sweeps_are_one_space():
