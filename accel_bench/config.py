@@ -8,6 +8,7 @@ inside the job, where a bad value becomes an ``invalid`` row.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
@@ -156,6 +157,7 @@ def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
         raise
 
 
+MAX_SEED = 2**32 - 1
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -204,10 +206,14 @@ def check(cfg: DictConfig) -> "Checked":
         raise ConfigError("resolution", cfg.resolution, "null (the pipeline's native size) or a multiple of 8")
     if cfg.guidance_scale < 0:
         raise ConfigError("guidance_scale", cfg.guidance_scale, "a number >= 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError("seed", cfg.seed, f"an integer 0..{MAX_SEED} (numpy's and torch's seed range)")
+    check_writable("summary_path", cfg.summary_path, "a file")
     try:
         check_summary(Path(cfg.summary_path))
     except ValueError as error:
         raise ConfigError("summary_path", cfg.summary_path, f"a new file or an accel_bench summary ({error})") from None
+    check_writable("cache_dir", cfg.cache_dir, "a folder")
     chosen_metrics = metrics.check(cfg)
     if cfg.search_stage not in (None, "screen", "full"):
         raise ConfigError("search_stage", cfg.search_stage, "null, screen or full (the search sweeper sets it)")
@@ -227,6 +233,12 @@ def check(cfg: DictConfig) -> "Checked":
         check_model_id("pipeline.model_id", pipeline.model_id)
     if cfg.scheduler.class_name not in SCHEDULER_CLASSES:
         raise ConfigError("scheduler.class_name", cfg.scheduler.class_name, " | ".join(SCHEDULER_CLASSES))
+    timesteps = train_timesteps(pipeline)
+    if cfg.steps > timesteps:
+        allowed = (
+            f"an integer 1..{timesteps} (pipeline={pipeline.name}'s scheduler was trained on {timesteps} timesteps)"
+        )
+        raise ConfigError("steps", cfg.steps, allowed)
 
     prompts = load_prompts(cfg.prompts)
     available = len(prompts)
@@ -285,6 +297,29 @@ def check_device(cfg: Any) -> str:
     if cfg.dtype == "fp16" and device == "cpu":
         raise ConfigError("dtype", cfg.dtype, "fp32 or bf16 on the CPU (fp16 needs a GPU)")
     return device
+
+
+def train_timesteps(pipeline: Any) -> int:
+    """The timesteps the pipeline's scheduler was trained on: no run can take more steps. A local
+    folder's own scheduler config says; a hub id's is its architecture's (1000 for every SD)."""
+    folder = Path(str(pipeline.model_id or "")).expanduser()
+    local = folder / "scheduler" / "scheduler_config.json"
+    if pipeline.weights == "pretrained" and is_local_path(str(pipeline.model_id)) and local.is_file():
+        return int(json.loads(local.read_text()).get("num_train_timesteps", 1000))
+    return int(architecture_config(pipeline.architecture, "scheduler")["num_train_timesteps"])
+
+
+def check_writable(key: str, value: str, kind: str) -> None:
+    """``value`` can be written as ``kind`` (a file or a folder): what exists of its path is a folder
+    this process may write into (checked without creating anything: a refused run writes nothing)."""
+    path = Path(value).expanduser().absolute()
+    if kind == "a file" and path.is_dir():
+        raise ConfigError(key, value, "a file path (this is a folder)")
+    existing = path if kind == "a folder" else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(key, value, f"{kind} this user can write ({existing} is not a writable folder)")
 
 
 def check_model_id(key: str, model_id: str) -> None:

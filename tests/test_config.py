@@ -133,6 +133,35 @@ def test_bad_value_one_line_exit_2_nothing_written(tmp_path, args, key):
 @pytest.mark.parametrize(
     "overrides, key",
     [
+        (["seed=-1"], "seed"),  # numpy's seeding refused it mid-run: a failed row
+        (["seed=4294967296"], "seed"),
+        (["steps=1001"], "steps"),  # the scheduler refused it mid-run: a failed row
+        (["summary_path=TMP"], "summary_path"),  # a folder
+        (["summary_path=TMP/file.txt/summary.csv"], "summary_path"),  # under a file
+        (["cache_dir=TMP/file.txt/cache"], "cache_dir"),
+        (["clip.model=no-such-clip"], "clip.model"),  # open_clip refused it mid-run: a failed row
+        (["clip.model=ViT-B-32", "clip.pretrained=no-such-tag"], "clip.pretrained"),
+        (["clip.pretrained=laion2b_s34b_b88k"], "clip.pretrained"),  # auto picks its own: it would be ignored
+        (["lpips.backbone=imagenet"], "lpips.backbone"),
+    ],
+)
+def test_what_would_fail_mid_run_is_refused_before_it(tmp_path, overrides, key):
+    (tmp_path / "file.txt").write_text("x")
+    cfg = compose_run_config([o.replace("TMP", str(tmp_path)) for o in overrides])
+    with pytest.raises(ConfigError) as refused:
+        check(cfg)
+    assert refused.value.key == key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_a_clip_left_out_of_the_metrics_is_not_loaded_to_check_its_name(tmp_path):
+    check(compose_run_config(["metrics=[psnr]", "clip.model=no-such-clip", f"summary_path={tmp_path / 's.csv'}"]))
+    check(compose_run_config(["clip.model=ViT-B-32", "clip.pretrained=openai", f"summary_path={tmp_path / 's.csv'}"]))
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
         (["steps=abc"], "steps"),
         (["accel=tome", "accel.ratio=x"], "accel.ratio"),
         (["top_k=3"], "top_k"),

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from .base import Metric, Scored
 from .clip import PRETRAINED_CLIP, TINY_CLIP, Clip, ClipChoice, ClipConfig, ClipScorer, choose_clip, clip_scorer
 from .fidelity import Psnr, Ssim, psnr_db, ssim
-from .perceptual import BACKBONES, NETS, Lpips, LpipsConfig
+from .perceptual import Lpips, LpipsConfig
 
 METRICS: dict[str, type[Metric]] = {cls.name: cls for cls in (Clip, Psnr, Ssim, Lpips)}
 DEFAULT = ["clip", "psnr", "ssim", "lpips"]
@@ -49,14 +49,9 @@ def check(cfg: Any, key: str = "metrics") -> list[str]:
     names = list(cfg[key])
     if not names or len(set(names)) != len(names) or set(names) - set(METRICS):
         raise ConfigError(key, names, f"a list of distinct names among {', '.join(METRICS)}")
-    if cfg.clip.batch_size < 1:
-        raise ConfigError("clip.batch_size", cfg.clip.batch_size, "an integer >= 1")
-    if cfg.lpips.net not in NETS:
-        raise ConfigError("lpips.net", cfg.lpips.net, " | ".join(NETS))
-    if cfg.lpips.backbone not in BACKBONES:
-        raise ConfigError("lpips.backbone", cfg.lpips.backbone, " | ".join(BACKBONES))
-    if cfg.lpips.batch_size < 1:
-        raise ConfigError("lpips.batch_size", cfg.lpips.batch_size, "an integer >= 1")
+    for name, metric in METRICS.items():
+        if name in cfg:
+            metric.check(cfg[name], name in names)
     return sorted(names, key=list(METRICS).index)
 
 

@@ -30,6 +30,11 @@ class Metric(ABC):
     budget_column: ClassVar[Optional[str]] = None
     budget_label: ClassVar[str] = ""  # how a budget on it reads: "CLIP loss", "LPIPS"
 
+    @classmethod
+    def check(cls, section: Any, chosen: bool) -> None:
+        """Raise ConfigError for a value of the metric's config section (``cfg.clip``, ...) that cannot
+        run; ``chosen``: the run scores with this metric (what only scoring reads is checked then)."""
+
     @property
     @abstractmethod
     def weights(self) -> str:

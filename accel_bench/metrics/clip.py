@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import ConfigError
 from ..images import to_uint8
 from .base import Metric, Scored
 
@@ -96,6 +97,35 @@ class Clip(Metric):
     columns = ("clip_score", "base_clip_score", "clip_loss", "clip_model", "clip_weights")
     budget_column = "clip_loss"
     budget_label = "CLIP loss"
+
+    @classmethod
+    def check(cls, section: Any, chosen: bool) -> None:
+        if section.batch_size < 1:
+            raise ConfigError("clip.batch_size", section.batch_size, "an integer >= 1")
+        if section.model in ("auto", "tiny"):
+            if section.pretrained is not None:
+                allowed = (
+                    f"null with clip.model={section.model} (it picks its own weights; name a model to choose them)"
+                )
+                raise ConfigError("clip.pretrained", section.pretrained, allowed)
+            return
+        if not chosen or section.model.startswith("hf-hub:"):
+            return  # a hub model's weights and config come with it, read when it loads
+        import open_clip
+
+        models = open_clip.list_models()
+        if section.model not in models:
+            raise ConfigError(
+                "clip.model",
+                section.model,
+                f"auto | tiny | hf-hub:<repo> | an open_clip model ({', '.join(models[:4])}, ...: open_clip.list_models())",
+            )
+        tags = open_clip.list_pretrained_tags_by_model(section.model)
+        if section.pretrained is not None and section.pretrained not in tags and not Path(section.pretrained).is_file():
+            allowed = (
+                f"null (random), a checkpoint file or a tag of {section.model}: {' | '.join(tags) or 'none published'}"
+            )
+            raise ConfigError("clip.pretrained", section.pretrained, allowed)
 
     def __init__(self, cfg: Any, pipeline_weights: str, device: torch.device):
         self.choice = choose_clip(cfg.model, cfg.pretrained, pipeline_weights)

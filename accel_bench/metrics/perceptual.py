@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .base import Metric, Scored
 
 NETS = ("alex", "vgg", "squeeze")
@@ -71,6 +72,15 @@ class Lpips(Metric):
     columns = ("lpips",)
     budget_column = "lpips"
     budget_label = "LPIPS"
+
+    @classmethod
+    def check(cls, section: Any, chosen: bool) -> None:
+        if section.net not in NETS:
+            raise ConfigError("lpips.net", section.net, " | ".join(NETS))
+        if section.backbone not in BACKBONES:
+            raise ConfigError("lpips.backbone", section.backbone, " | ".join(BACKBONES))
+        if section.batch_size < 1:
+            raise ConfigError("lpips.batch_size", section.batch_size, "an integer >= 1")
 
     def __init__(self, cfg: Any, pipeline_weights: str, device: torch.device):
         self.net = cfg.net
