@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from .config import CONF_DIR, compose_config, group_options
 from .errors import ConfigError
 
+_ELEMENT_KINDS = {int: "integers", float: "numbers", str: "strings", bool: "true or false"}
 _NODE_KINDS = {
     "IntegerNode": "an integer",
     "FloatNode": "a number",
@@ -80,6 +81,10 @@ def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[Co
     if isinstance(cause, ValidationError) and type(cause.child_node).__name__ in _NODE_KINDS:
         kind = _NODE_KINDS[type(cause.child_node).__name__]
         return ConfigError(cause.full_key, cause.value, kind + (" or null" if cause.child_node._is_optional() else ""))
+    if isinstance(cause, ValidationError) and isinstance(cause.parent_node, ListConfig):  # an element of a typed list
+        key = cause.full_key.rpartition("[")[0]
+        element = _ELEMENT_KINDS.get(getattr(cause.parent_node._metadata, "element_type", None), "values of its type")
+        return ConfigError(key, values.get(key, cause.value), f"a list of {element}")
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
         known = " | ".join(sorted(str(key) for key in cause.parent_node.keys() if key != "hydra"))
         return ConfigError(

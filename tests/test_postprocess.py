@@ -462,6 +462,10 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: budgets='0.02,0.05' is not allowed: one value (a list is written [a,b])"
     ]
+    result = _postprocess(["sweep_dir=a", "budgets=[0.02,abc]"], tmp_path)  # a typed list's element
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: budgets=[0.02, 'abc'] is not allowed: a list of numbers"
+    ]
     summary = tmp_path / "a" / "summary.csv"
     summary.write_text(summary.read_text().replace(",ok,", ",done,", 1))  # a summary edited by hand
     result = _postprocess(["sweep_dir=a"], tmp_path)
