@@ -81,6 +81,9 @@ def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[Co
     if isinstance(cause, ValidationError) and type(cause.child_node).__name__ in _NODE_KINDS:
         kind = _NODE_KINDS[type(cause.child_node).__name__]
         return ConfigError(cause.full_key, cause.value, kind + (" or null" if cause.child_node._is_optional() else ""))
+    if isinstance(cause, ValidationError) and isinstance(cause.child_node, DictConfig):  # a whole section
+        known = " | ".join(sorted(str(key) for key in cause.child_node.keys()))
+        return ConfigError(cause.full_key, cause.value, f"a section: set its keys ({cause.full_key}.KEY=...: {known})")
     if isinstance(cause, ValidationError) and isinstance(cause.parent_node, ListConfig):  # an element of a typed list
         key = cause.full_key.rpartition("[")[0]
         element = _ELEMENT_KINDS.get(getattr(cause.parent_node._metadata, "element_type", None), "values of its type")

@@ -113,6 +113,7 @@ RULES = [
     (["run", "steps=2"], "override"),
     (["steps=[1,"], "override"),
     (["~steps"], "override"),
+    (["clip=maybe"], "clip"),  # a whole section given a value
     (["-m", "accel=tome", "~no_such_setting"], "override"),
 ]
 

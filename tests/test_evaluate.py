@@ -223,6 +223,8 @@ def test_a_manifest_the_evaluator_cannot_judge_is_refused_in_one_line_naming_the
         (["budget_metric=psnr"], "budget_metric"),
         (["metrics=[clip,hpsv2]"], "metrics"),
         (["max_repeats=0"], "max_repeats"),
+        (["sandbox=maybe"], "sandbox"),  # a whole section given a value
+        (["code_dir"], "override"),  # not an override
         (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "sandbox.memory_gb=-1"], "sandbox.memory_gb"),
         (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "target_speedup=-1"], "target_speedup"),
         (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "quality_budget=5"], "quality_budget"),
