@@ -181,11 +181,26 @@ def _check_added_keys(overrides: Sequence[Any], lines: Sequence[str], config_nam
 def _check_group_option(overrides: Sequence[Any]) -> None:
     """ConfigError for an option of one of our config groups that has no file (Hydra: several lines, exit 1)."""
     for override in overrides:
-        folder = CONF_DIR / override.key_or_group
-        if override.is_delete() or "/" in override.key_or_group or not folder.is_dir():
+        group = override.key_or_group
+        if override.is_delete():
             continue
+        if group.startswith("hydra/"):  # Hydra's own groups, with the plug-ins' options and ours
+            options = _hydra_group_options(group)
+        elif "/" not in group and (CONF_DIR / group).is_dir():
+            options = group_options(group)
+        else:
+            continue
+        if not options:
+            continue  # not a group Hydra knows: its own message says so
         value = override.value()
-        options = group_options(override.key_or_group)
         for chosen in value if isinstance(value, list) else [value]:  # +sweep=[a,b]: several options of a group
             if chosen is not None and chosen not in options:  # null deselects a group: Hydra's to judge
                 raise ConfigError(override.key_or_group, chosen, " | ".join(options))
+
+
+def _hydra_group_options(group: str) -> list[str]:
+    """A Hydra group's options (``hydra/launcher`` -> ``basic``, ``slurm``, ...) as Hydra finds them."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR))).get_group_options(group)

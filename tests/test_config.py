@@ -114,6 +114,8 @@ RULES = [
     (["steps=[1,"], "override"),
     (["~steps"], "override"),
     (["clip=maybe"], "clip"),  # a whole section given a value
+    (["-m", "hydra/launcher=slurn"], "hydra/launcher"),  # Hydra's own groups: the plug-ins' options and ours
+    (["-m", "hydra/sweeper=search", "+sweep=deepcache", "hydra.sweeper.seed=-1"], "hydra.sweeper.seed"),
     (["-m", "accel=tome", "~no_such_setting"], "override"),
 ]
 

@@ -154,6 +154,7 @@ class SearchSweeper(GridSweeper):
 
     def _check(self) -> None:
         from accel_bench import metrics
+        from accel_bench.config import MAX_SEED
 
         metrics.check_budget_metric(self.budget_metric, "hydra.sweeper.budget_metric")
         if not self.budgets or not all(0 <= b < 1 for b in self.budgets):
@@ -165,6 +166,8 @@ class SearchSweeper(GridSweeper):
                 raise ConfigError(f"hydra.sweeper.{key}", getattr(self, key), "an integer >= 1")
         if self.slack < 0:
             raise ConfigError("hydra.sweeper.slack", self.slack, "a number >= 0")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("hydra.sweeper.seed", self.seed, f"an integer 0..{MAX_SEED} (the samplers' seed range)")
         self._check_screen()
 
     def _check_screen(self) -> None:
