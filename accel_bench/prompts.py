@@ -53,6 +53,10 @@ _READERS = {".txt": _read_txt, ".csv": _read_csv, ".jsonl": _read_jsonl}
 def load_prompts(prompts: Mapping[str, Any]) -> list[str]:
     """All prompts of the configured set, in file order; a run takes the first ``num_prompts``."""
     if prompts["source"] == "builtin":
+        if prompts.get("path"):  # the builtin set would run in its place
+            raise ConfigError(
+                "prompts.path", prompts["path"], "null with prompts=builtin (a file: prompts=file prompts.path=...)"
+            )
         return _read_txt(BUILTIN_PATH)
     if prompts["source"] != "file":
         raise ConfigError("prompts.source", prompts["source"], "builtin | file")

@@ -86,6 +86,7 @@ RULES = [
     (["device=tpu"], "device"),
     (["resolution=100"], "resolution"),
     (["prompts=file"], "prompts.path"),
+    (["prompts.path=EMPTY"], "prompts.path"),  # without prompts=file the builtin set would run instead
     (["prompts=file", "prompts.path=missing_prompts.txt"], "prompts.path"),
     (["prompts=file", "prompts.path=EMPTY"], "prompts.path"),
     (["pipeline=sd15", "pipeline.model_id=./no/such/folder"], "pipeline.model_id"),
