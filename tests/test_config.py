@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from accel_bench import experiment
+from accel_bench import experiment, metrics
 from accel_bench.config import check, compose_run_config
 from accel_bench.errors import ConfigError
 
@@ -147,6 +147,9 @@ def test_bad_value_one_line_exit_2_nothing_written(tmp_path, args, key):
         (["clip.model=ViT-B-32", "clip.pretrained=no-such-tag"], "clip.pretrained"),
         (["clip.pretrained=laion2b_s34b_b88k"], "clip.pretrained"),  # auto picks its own: it would be ignored
         (["lpips.backbone=imagenet"], "lpips.backbone"),
+        (["resolution=8"], "resolution"),  # SSIM's window: a failed row
+        (["resolution=24"], "resolution"),  # LPIPS's AlexNet pools it away: a failed row
+        (["resolution=8", "metrics=[clip,lpips]", "lpips.net=vgg"], "resolution"),
     ],
 )
 def test_what_would_fail_mid_run_is_refused_before_it(tmp_path, overrides, key):
@@ -161,6 +164,22 @@ def test_what_would_fail_mid_run_is_refused_before_it(tmp_path, overrides, key):
 def test_a_clip_left_out_of_the_metrics_is_not_loaded_to_check_its_name(tmp_path):
     check(compose_run_config(["metrics=[psnr]", "clip.model=no-such-clip", f"summary_path={tmp_path / 's.csv'}"]))
     check(compose_run_config(["clip.model=ViT-B-32", "clip.pretrained=openai", f"summary_path={tmp_path / 's.csv'}"]))
+
+
+def test_each_metric_says_the_smallest_image_it_scores():
+    """What each metric's check refuses is what it cannot score, and one pixel more it can."""
+    import numpy as np
+
+    for metric, overrides in (("ssim", []), ("lpips", ["lpips.net=alex"]), ("lpips", ["lpips.net=vgg"])):
+        cfg = compose_run_config(overrides)
+        least = metrics.METRICS[metric].min_side(cfg.get(metric))
+        (scorer,) = metrics.build([metric], cfg, "random", torch.device("cpu"))
+        small, fits = (
+            np.random.default_rng(0).random((1, side, side, 3), dtype=np.float32) for side in (least - 1, least)
+        )
+        scorer.score(fits, fits, ["a"], scorer.reference(fits, ["a"]))
+        with pytest.raises(RuntimeError):
+            scorer.score(small, small, ["a"], scorer.reference(small, ["a"]))
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,12 @@ def check(cfg: Any, key: str = "metrics") -> list[str]:
     for name, metric in METRICS.items():
         if name in cfg:
             metric.check(cfg[name], name in names)
+    resolution = cfg.get("resolution")
+    if resolution is not None:
+        least, name = max((METRICS[name].min_side(cfg.get(name)), name) for name in names)
+        if resolution < least:
+            allowed = f"null or a multiple of 8 >= {-(-least // 8) * 8} (the {name} metric needs images of {least} px or more)"
+            raise ConfigError("resolution", resolution, allowed)
     return sorted(names, key=list(METRICS).index)
 
 

@@ -35,6 +35,11 @@ class Metric(ABC):
         """Raise ConfigError for a value of the metric's config section (``cfg.clip``, ...) that cannot
         run; ``chosen``: the run scores with this metric (what only scoring reads is checked then)."""
 
+    @classmethod
+    def min_side(cls, section: Any) -> int:
+        """The smallest image side (px) it can score: a network's pooling or a window needs some."""
+        return 1
+
     @property
     @abstractmethod
     def weights(self) -> str:

@@ -18,7 +18,10 @@ def psnr_db(reference: np.ndarray, images: np.ndarray) -> np.ndarray:
         return 10 * np.log10(1.0 / mse)
 
 
-def _gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+SSIM_WINDOW = 11  # px: Wang et al.'s Gaussian window
+
+
+def _gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
@@ -81,6 +84,10 @@ class Ssim(Metric):
     columns = ("ssim", "ssim_loss")
     budget_column = "ssim_loss"
     budget_label = "1 - SSIM"
+
+    @classmethod
+    def min_side(cls, section: Any) -> int:
+        return SSIM_WINDOW  # a valid (unpadded) window
 
     def __init__(self, cfg: Any, pipeline_weights: str, device: torch.device):
         self.device = device

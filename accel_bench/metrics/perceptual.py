@@ -15,6 +15,8 @@ from ..errors import ConfigError
 from .base import Metric, Scored
 
 NETS = ("alex", "vgg", "squeeze")
+# the smallest image side each backbone's layers LPIPS reads still have a pixel for (probed: one less fails)
+MIN_SIDES = {"alex": 31, "vgg": 16, "squeeze": 17}
 BACKBONES = ("auto", "pretrained", "random")
 
 
@@ -81,6 +83,10 @@ class Lpips(Metric):
             raise ConfigError("lpips.backbone", section.backbone, " | ".join(BACKBONES))
         if section.batch_size < 1:
             raise ConfigError("lpips.batch_size", section.batch_size, "an integer >= 1")
+
+    @classmethod
+    def min_side(cls, section: Any) -> int:
+        return MIN_SIDES[section.net]
 
     def __init__(self, cfg: Any, pipeline_weights: str, device: torch.device):
         self.net = cfg.net
