@@ -462,6 +462,18 @@ def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: budgets='0.02,0.05' is not allowed: one value (a list is written [a,b])"
     ]
+    result = _postprocess(["sweep_dir=a", "budgets=[]"], tmp_path)  # nothing could be selected
+    assert result.returncode == 2 and result.stderr.startswith("error: budgets=[] is not allowed: budgets on CLIP loss")
+    for sweeps in ("[]", "[a,./a]"):  # nothing to read; one sweep's rows twice
+        result = _postprocess([f"sweep_dir={sweeps}"], tmp_path)
+        assert result.returncode == 2 and result.stderr.startswith("error: sweep_dir=[")
+        assert "a list of distinct ones" in result.stderr
+    mine = tmp_path / "mine" / "models"  # someone's folder: post-process would replace its models/
+    mine.mkdir(parents=True)
+    (mine / "weights.bin").write_text("kept")
+    result = _postprocess(["sweep_dir=a", "out_dir=mine"], tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: out_dir='mine' is not allowed: a new or empty")
+    assert [p.name for p in (tmp_path / "mine").rglob("*")] == ["models", "weights.bin"]
     result = _postprocess(["sweep_dir=a", "budgets=[0.02,abc]"], tmp_path)  # a typed list's element
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: budgets=[0.02, 'abc'] is not allowed: a list of numbers"

@@ -76,21 +76,27 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="postprocess_schema", node=PostprocessConfig)
 
 
+DATASET_MARK = ".accel_bench_dataset"  # an out_dir post-process wrote
+
+
 def sweep_dirs(cfg: Any) -> list[Path]:
     value = cfg.sweep_dir
     return [Path(value)] if isinstance(value, str) else [Path(v) for v in value]
 
 
 def check(cfg: Any) -> None:
-    for folder in sweep_dirs(cfg):
+    folders = sweep_dirs(cfg)
+    if not folders or len({folder.resolve() for folder in folders}) != len(folders):
+        shown = cfg.sweep_dir if isinstance(cfg.sweep_dir, str) else list(cfg.sweep_dir)
+        raise ConfigError("sweep_dir", shown, "a sweep folder, or a list of distinct ones, e.g. [a,b]")
+    for folder in folders:
         if not SweepLayout(folder).summary.is_file():
             raise ConfigError("sweep_dir", str(folder), "a sweep folder written by run.py -m (with a summary.csv)")
-    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
-        raise ConfigError("out_dir", cfg.out_dir, "a folder for the dataset (new, or post-process's own), not a file")
+    _check_out_dir(cfg.out_dir)
     _check_grid(cfg.grid)
     metrics.check_budget_metric(cfg.budget_metric)
-    for budget in cfg.budgets:
-        if not 0 <= budget < 1:
+    for budget in cfg.budgets if cfg.budgets else [None]:  # no budget: no entry could be selected
+        if budget is None or not 0 <= budget < 1:
             label = metrics.METRICS[cfg.budget_metric].budget_label
             raise ConfigError("budgets", list(cfg.budgets), f"budgets on {label} in [0, 1), e.g. [0.02,0.05]")
     check_margin(cfg.fewer_steps_margin_db)
@@ -110,6 +116,25 @@ def check(cfg: Any) -> None:
             raise ConfigError(
                 f"templates.{name}", template, f"placeholders among {{{'}, {'.join(PLACEHOLDERS)}}} ({error!r})"
             ) from None
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """A new or empty folder, or one post-process wrote: it replaces its own files and folders there
+    (``gt_code/``, ``models/``, ...), which in another folder could be someone's."""
+    out = Path(out_dir)
+    if not str(out_dir).strip():
+        raise ConfigError("out_dir", out_dir, "a folder for the dataset (a path, not empty)")
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out_dir", out_dir, "a folder for the dataset (new, or post-process's own), not a file")
+    if (
+        out.is_dir()
+        and any(out.iterdir())
+        and not any((out / name).is_file() for name in (DATASET_MARK, "search_params.json"))
+    ):
+        allowed = (
+            "a new or empty folder, or one post-process wrote (this one holds other files, which it could replace)"
+        )
+        raise ConfigError("out_dir", out_dir, allowed)
 
 
 def _check_grid(grid: Any) -> None:
@@ -247,6 +272,7 @@ def postprocess(cfg: Any) -> Report:
     read, statuses = read_summaries(sweep_dirs(cfg), cfg.budget_metric)  # a summary it cannot read: nothing written
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / DATASET_MARK).touch()  # first: a stage cut short leaves a folder post-process may go on in
     label = metrics.METRICS[cfg.budget_metric].budget_label
     measured = [m for m in read if cfg.include_disturbed or not m.disturbed]
     budgets = sorted(cfg.budgets)
