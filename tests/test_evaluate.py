@@ -234,6 +234,10 @@ def test_a_manifest_the_evaluator_cannot_judge_is_refused_in_one_line_naming_the
         (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "+models.sd16=random"], "models.sd16"),
         (["baseline=base.py", "candidate=base.py", "pipeline=tiny", "dtype=fp8"], "dtype"),
         (
+            ["baseline=base.py", "candidate=base.py", "pipeline=tiny", "out_dir=base.py/scores"],
+            "out_dir",
+        ),  # under a file
+        (
             ["baseline=base.py", "candidate=base.py", "pipeline=tiny", f"device=cuda:{torch.cuda.device_count()}"],
             "device",
         ),
@@ -244,6 +248,22 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, key):
     result = _evaluate(args, tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[0].startswith(f"error: {key}=")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_candidate_that_does_not_parse_is_scored_as_crashed_not_the_evaluators_crash(tmp_path):
+    """The trusted side reads a file's step count without running it; a file that does not parse
+    fails its own load in the sandbox and is scored so."""
+    from accel_bench.evaluate.codefile import declared_steps
+
+    (tmp_path / "base.py").write_text(LIGHT_FILE.format(sleep=0.0))
+    (tmp_path / "broken.py").write_text("NUM_INFERENCE_STEPS = (\n")
+    (tmp_path / "binary.py").write_bytes(b"\xff\xfe\x00")
+    assert declared_steps(tmp_path / "broken.py") is None and declared_steps(tmp_path / "binary.py") is None
+    result = _evaluate(["baseline=base.py", "candidate=broken.py", "pipeline=tiny", "num_prompts=2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no measurement of the candidate" in result.stdout
+    scored = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert scored["status"] == "failed" and "SyntaxError" in scored["error"]
 
 
 def test_without_a_sandbox_it_refuses_unless_allowed_and_says_so(tmp_path):

@@ -38,12 +38,15 @@ def main(cfg: DictConfig) -> None:
     if mode == "pair":
         m = evaluate_pair(cfg, info)
         print(f"candidate: {m['status']}{_verdict(m)}{' (' + m['error'] + ')' if m['error'] else ''}")
-        print(
-            f"  latency {fmt(m['latency_s'], '.4f')} s/image vs baseline {fmt(m['base_latency_s'], '.4f')}: "
-            f"speedup {fmt(m['speedup'], '.2f')}x ({fmt(m['speedup_low'], '.2f')}-{fmt(m['speedup_high'], '.2f')} over "
-            f"{m['repeats']} passes), CLIP loss {fmt(m['clip_loss'], '+.2%')}, PSNR {fmt(m['psnr_db'], '.1f')} dB "
-            f"(lowest {fmt(m['psnr_min_db'], '.1f')}), LPIPS {fmt(m['lpips'], '.4f')}, round trip {fmt(m['round_trip_share'], '.2%')} of a batch"
-        )
+        if m["latency_s"] is None:
+            print(f"  no measurement of the candidate; baseline {fmt(m['base_latency_s'], '.4f')} s/image")
+        else:
+            print(
+                f"  latency {fmt(m['latency_s'], '.4f')} s/image vs baseline {fmt(m['base_latency_s'], '.4f')}: "
+                f"speedup {fmt(m['speedup'], '.2f')}x ({fmt(m['speedup_low'], '.2f')}-{fmt(m['speedup_high'], '.2f')} over "
+                f"{m['repeats']} passes), CLIP loss {fmt(m['clip_loss'], '+.2%')}, PSNR {fmt(m['psnr_db'], '.1f')} dB "
+                f"(lowest {fmt(m['psnr_min_db'], '.1f')}), LPIPS {fmt(m['lpips'], '.4f')}, round trip {fmt(m['round_trip_share'], '.2%')} of a batch"
+            )
         if m["disturbed"]:
             print(f"  DISTURBED ({m['clean_passes']} pass pairs clean on both sides): {m['disturbed']}")
         for label, record in (("candidate", m), ("baseline", m["baseline"])):

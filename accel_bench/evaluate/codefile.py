@@ -22,8 +22,12 @@ def code_identity(path: Path) -> str:
 
 
 def declared_steps(path: Path) -> Optional[int]:
-    """``NUM_INFERENCE_STEPS = N`` at module level, else a literal ``num_inference_steps=N`` anywhere."""
-    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    """``NUM_INFERENCE_STEPS = N`` at module level, else a literal ``num_inference_steps=N`` anywhere;
+    None for a file that does not parse (its own run then fails, and is scored so)."""
+    try:
+        tree = ast.parse(Path(path).read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError):  # ValueError: null bytes, a bad encoding
+        return None
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, int):
             if any(isinstance(t, ast.Name) and t.id == "NUM_INFERENCE_STEPS" for t in node.targets):

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import OmegaConf
 
 from .. import metrics
-from ..config import CONF_DIR, PipelineConfig, PromptsConfig, check_device, check_model_id
+from ..config import CONF_DIR, PipelineConfig, PromptsConfig, check_device, check_model_id, check_writable
 from ..errors import ConfigError
 from ..metrics import ClipConfig, LpipsConfig
 from ..pipelines import random_weights_dir
@@ -89,6 +89,8 @@ def check(cfg: Any) -> str:
     if not 0 < cfg.min_psnr_db < 99:
         raise ConfigError("min_psnr_db", cfg.min_psnr_db, "a PSNR in dB between 0 and 99")
     check_margin(cfg.fewer_steps_margin_db)
+    if cfg.out_dir is not None:
+        check_writable("out_dir", cfg.out_dir, "a folder")
     metrics.check(cfg)
     metrics.check_budget_metric(cfg.budget_metric)
     check_device(cfg)
