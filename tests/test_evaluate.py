@@ -253,12 +253,14 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, key):
 def test_a_candidate_that_does_not_parse_is_scored_as_crashed_not_the_evaluators_crash(tmp_path):
     """The trusted side reads a file's step count without running it; a file that does not parse
     fails its own load in the sandbox and is scored so."""
-    from accel_bench.evaluate.codefile import declared_steps
+    from accel_bench.evaluate.codefile import code_identity, declared_steps, settable_steps
 
     (tmp_path / "base.py").write_text(LIGHT_FILE.format(sleep=0.0))
     (tmp_path / "broken.py").write_text("NUM_INFERENCE_STEPS = (\n")
     (tmp_path / "binary.py").write_bytes(b"\xff\xfe\x00")
-    assert declared_steps(tmp_path / "broken.py") is None and declared_steps(tmp_path / "binary.py") is None
+    for unparsed in ("broken.py", "binary.py"):  # an agent's own baseline is read the same way, in manifest mode
+        assert declared_steps(tmp_path / unparsed) is None and not settable_steps(tmp_path / unparsed)
+    assert code_identity(tmp_path / "broken.py") != code_identity(tmp_path / "binary.py")
     result = _evaluate(["baseline=base.py", "candidate=broken.py", "pipeline=tiny", "num_prompts=2"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no measurement of the candidate" in result.stdout

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 from typing import Optional
 
 
+def _parsed(path: Path) -> Optional[ast.Module]:
+    """The file's syntax tree; None for a file that does not parse (an agent's may not: its own run in
+    the sandbox then fails and is scored so, while the trusted side goes on)."""
+    try:
+        return ast.parse(Path(path).read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError):  # ValueError: null bytes, a bad encoding
+        return None
+
+
 def code_identity(path: Path) -> str:
     """What a file does, without its module docstring (post-process writes the task text there)."""
-    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    tree = _parsed(path)
+    if tree is None:
+        return "unparsed:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
     body = tree.body
     if (
         body
@@ -22,11 +34,9 @@ def code_identity(path: Path) -> str:
 
 
 def declared_steps(path: Path) -> Optional[int]:
-    """``NUM_INFERENCE_STEPS = N`` at module level, else a literal ``num_inference_steps=N`` anywhere;
-    None for a file that does not parse (its own run then fails, and is scored so)."""
-    try:
-        tree = ast.parse(Path(path).read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError):  # ValueError: null bytes, a bad encoding
+    """``NUM_INFERENCE_STEPS = N`` at module level, else a literal ``num_inference_steps=N`` anywhere."""
+    tree = _parsed(path)
+    if tree is None:
         return None
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, int):
@@ -43,7 +53,9 @@ def settable_steps(path: Path) -> bool:
     """Whether the evaluator can run the file at another step count: it has no ``inference()`` (the
     pipeline is called with the count given) or its ``inference()`` can read a module-level
     ``NUM_INFERENCE_STEPS``."""
-    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    tree = _parsed(path)
+    if tree is None:
+        return False
     names = {
         t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
     }
