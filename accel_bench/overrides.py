@@ -36,7 +36,8 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
 
     parser = OverridesParser.create()
     parsed = []
-    for arg in _positional(arguments):
+    positional, config_dir = _command_line(arguments)
+    for arg in positional:
         try:
             parsed.append((arg, parser.parse_override(arg)))
         except HydraException as error:
@@ -55,8 +56,10 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
             choices.append([f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()])
         elif override.value_type != ValueType.GLOB_CHOICE_SWEEP:  # a glob: Hydra resolves it against the group
             choices.append([arg])
+    # Hydra's own groups gain options from --config-dir and hydra.searchpath: those are Hydra's to judge
+    hydra_groups = config_dir is None and not any(o.key_or_group == "hydra.searchpath" for _, o in parsed)
     for lines in choices:
-        _check_group_option(parser.parse_overrides(lines))
+        _check_group_option(parser.parse_overrides(lines), hydra_groups)
     first = [lines[0] for lines in choices]
     _check_added_keys(parser.parse_overrides(first), first, config_name)
     variants = [first] + [first[:i] + [line] + first[i + 1 :] for i, lines in enumerate(choices) for line in lines[1:]]
@@ -96,9 +99,9 @@ def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[Co
     return None
 
 
-def _positional(arguments: Sequence[str]) -> list[str]:
-    """The arguments Hydra's command line takes as overrides: not its flags, nor a flag's value
-    (``--config-name x``, ``--info config``)."""
+def _command_line(arguments: Sequence[str]) -> tuple[list[str], Optional[str]]:
+    """(the arguments Hydra's command line takes as overrides, its ``--config-dir``): not its flags,
+    nor a flag's value (``--config-name x``, ``--info config``)."""
     import argparse
 
     from hydra._internal.utils import get_args_parser
@@ -108,8 +111,8 @@ def _positional(arguments: Sequence[str]) -> list[str]:
     try:
         known, unknown = parser.parse_known_args(list(arguments))
     except argparse.ArgumentError:
-        return []  # a flag without its value: Hydra's own usage line says so
-    return list(known.overrides) + [arg for arg in unknown if not arg.startswith("-")]
+        return [], None  # a flag without its value: Hydra's own usage line says so
+    return list(known.overrides) + [arg for arg in unknown if not arg.startswith("-")], known.config_dir
 
 
 def _multirun(arguments: Sequence[str]) -> bool:
@@ -178,14 +181,15 @@ def _check_added_keys(overrides: Sequence[Any], lines: Sequence[str], config_nam
             raise ConfigError(key, override.value(), f"already a setting: set it without the '+' ({key}=...)")
 
 
-def _check_group_option(overrides: Sequence[Any]) -> None:
-    """ConfigError for an option of one of our config groups that has no file (Hydra: several lines, exit 1)."""
+def _check_group_option(overrides: Sequence[Any], hydra_groups: bool) -> None:
+    """ConfigError for an option of one of our config groups, or of Hydra's (``hydra_groups``), that has
+    no config (Hydra: several lines, exit 1)."""
     for override in overrides:
         group = override.key_or_group
         if override.is_delete():
             continue
         if group.startswith("hydra/"):  # Hydra's own groups, with the plug-ins' options and ours
-            options = _hydra_group_options(group)
+            options = _hydra_group_options(group) if hydra_groups else []
         elif "/" not in group and (CONF_DIR / group).is_dir():
             options = group_options(group)
         else:
@@ -199,8 +203,10 @@ def _check_group_option(overrides: Sequence[Any]) -> None:
 
 
 def _hydra_group_options(group: str) -> list[str]:
-    """A Hydra group's options (``hydra/launcher`` -> ``basic``, ``slurm``, ...) as Hydra finds them."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
+    """A Hydra group's options (``hydra/launcher`` -> ``basic``, ``slurm``, ...) as Hydra finds them,
+    search-path plug-ins included."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    return ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR))).get_group_options(group)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):  # as compose_config: the state is restored
+        return GlobalHydra.instance().config_loader().get_group_options(group)

@@ -219,6 +219,17 @@ def test_hydras_flags_and_their_values_are_not_taken_for_overrides(arguments, co
     assert "missing EQUAL" in refused.value.allowed
 
 
+def test_hydras_groups_take_the_options_a_config_dir_adds(tmp_path):
+    from accel_bench.overrides import check_overrides
+
+    (tmp_path / "hydra" / "launcher").mkdir(parents=True)
+    (tmp_path / "hydra" / "launcher" / "our_cluster.yaml").write_text("# a lab's own launcher settings\n")
+    with pytest.raises(ConfigError) as refused:
+        check_overrides(["-m", "hydra/launcher=our_cluster"], "config")
+    assert refused.value.key == "hydra/launcher" and "slurm" in refused.value.allowed
+    check_overrides(["--config-dir", str(tmp_path), "-m", "hydra/launcher=our_cluster"], "config")  # Hydra's to judge
+
+
 def test_several_named_sweeps_are_one_space():
     """``+sweep=[deepcache,tome]``: both files' grids, as the grid and search sweepers read them."""
     from hydra import compose, initialize_config_dir
