@@ -45,8 +45,7 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
             allowed = f"key=value, ~key or +key=value in Hydra's override grammar ({reason})"
             raise ConfigError("override", arg, allowed) from None
     for arg, override in parsed:
-        key = override.key_or_group
-        if override.is_delete() and not (key == "hydra" or key.startswith(("hydra.", "hydra/"))):
+        if override.is_delete() and not _hydras(override.key_or_group):
             raise ConfigError("override", arg, "a setting to change (key=value), not to delete: every one is read")
     if not _multirun(arguments):
         _check_one_run(parsed, config_name)
@@ -115,6 +114,11 @@ def _command_line(arguments: Sequence[str]) -> tuple[list[str], Optional[str]]:
     return list(known.overrides) + [arg for arg in unknown if not arg.startswith("-")], known.config_dir
 
 
+def _hydras(key: str) -> bool:
+    """Whether an override's key is Hydra's own (``hydra.*``, ``hydra/<group>``): Hydra judges those."""
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
+
 def _multirun(arguments: Sequence[str]) -> bool:
     """Whether Hydra runs these arguments as a sweep: ``-m``, ``--multirun`` (or its prefix, as argparse
     takes it) or ``hydra.mode=MULTIRUN``."""
@@ -155,7 +159,7 @@ def _check_added_keys(overrides: Sequence[Any], lines: Sequence[str], config_nam
         key = override.key_or_group
         return (
             (override.is_add() or override.is_force_add())
-            and not (key == "hydra" or key.startswith(("hydra.", "hydra/")))
+            and not _hydras(key)
             and "/" not in key
             and not (CONF_DIR / key).is_dir()
         )
