@@ -31,29 +31,61 @@ def format_summary(row: Row, summary_path: str) -> str:
     scored_by = ", ".join(
         f"{name} {weights}" for name, weights in sorted(row.metric_weights.items()) if weights != "none"
     )
+    width = max(22, len(row.accel) + 2)  # the method's column fits its name: a compiled stack's is long
+
+    def line(label: str, base: str, accelerated: str, note: str = "") -> str:
+        return f"{label:24}{base:>12}{accelerated:>{width}}{note}"
+
     lines = [
         f"{row.pipeline_label} [{row.weights} weights] | {row.scheduler_class} {row.steps} steps | "
         f"{row.num_images} images, batch {row.batch_size}, {row.resolution}px | {row.device} ({row.device_name}) {row.dtype}",
-        f"{'':24}{'baseline':>12}{row.accel:>22}",
-        f"{'latency (s / image)':24}{fmt(b.latency_s, '.4f'):>12}{fmt(a.latency_s, '.4f'):>22}   speedup {row.speedup:.2f}x"
-        f" [{row.speedup_min:.2f}-{row.speedup_max:.2f}]",
-        f"{'spread over repeats':24}{fmt(b.latency_spread, '.1%'):>12}{fmt(a.latency_spread, '.1%'):>22}"
-        f"   {row.repeats} repeat(s){', interleaved (baseline re-measured)' if row.interleaved else ''}"
-        f"{', baseline reused' if row.baseline_cached else ''}; warm-up {b.warmup_batches}/{a.warmup_batches} batches",
-        f"{'batch median (s)':24}{fmt(b.batch_time_median_s, '.4f'):>12}{fmt(a.batch_time_median_s, '.4f'):>22}",
-        f"{'GFLOP / image':24}{fmt(b.flops_per_image, '.2f'):>12}{fmt(a.flops_per_image, '.2f'):>22}   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
-        f"{'TFLOP/s (of peak)':24}{rate(b):>12}{rate(a):>22}"
-        f"{'   FLOPs of the eager equivalent' if a.flops_eager or b.flops_eager else ''}",
-        f"{'peak memory (GB)':24}{fmt(b.peak_mem_gb, '.2f'):>12}{fmt(a.peak_mem_gb, '.2f'):>22}",
+        line("", "baseline", row.accel),
+        line(
+            "latency (s / image)",
+            fmt(b.latency_s, ".4f"),
+            fmt(a.latency_s, ".4f"),
+            f"   speedup {row.speedup:.2f}x [{row.speedup_min:.2f}-{row.speedup_max:.2f}]",
+        ),
+        line(
+            "spread over repeats",
+            fmt(b.latency_spread, ".1%"),
+            fmt(a.latency_spread, ".1%"),
+            f"   {row.repeats} repeat(s){', interleaved (baseline re-measured)' if row.interleaved else ''}"
+            f"{', baseline reused' if row.baseline_cached else ''}; warm-up {b.warmup_batches}/{a.warmup_batches} batches",
+        ),
+        line("batch median (s)", fmt(b.batch_time_median_s, ".4f"), fmt(a.batch_time_median_s, ".4f")),
+        line(
+            "GFLOP / image",
+            fmt(b.flops_per_image, ".2f"),
+            fmt(a.flops_per_image, ".2f"),
+            f"   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
+        ),
+        line(
+            "TFLOP/s (of peak)",
+            rate(b),
+            rate(a),
+            "   FLOPs of the eager equivalent" if a.flops_eager or b.flops_eager else "",
+        ),
+        line("peak memory (GB)", fmt(b.peak_mem_gb, ".2f"), fmt(a.peak_mem_gb, ".2f")),
         *(
             [
-                f"{'compile (s)':24}{fmt(b.compile_s, '.1f'):>12}{fmt(a.compile_s, '.1f'):>22}   in the warm-up, outside the latency"
+                line(
+                    "compile (s)",
+                    fmt(b.compile_s, ".1f"),
+                    fmt(a.compile_s, ".1f"),
+                    "   in the warm-up, outside the latency",
+                )
             ]
             if a.compile_s is not None or b.compile_s is not None
             else []
         ),
-        f"{'CLIP score':24}{fmt(b.clip_score, '.2f'):>12}{fmt(a.clip_score, '.2f'):>22}   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
-        f"{'fidelity to baseline':24}{'':>12}{fidelity:>22}{random_note if row.lpips is not None else ''}",
+        line(
+            "CLIP score",
+            fmt(b.clip_score, ".2f"),
+            fmt(a.clip_score, ".2f"),
+            f"   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
+        ),
+        line("fidelity to baseline", "", fidelity, random_note if row.lpips is not None else ""),
         f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | scored by {scored_by or '-'}",
         *watch_lines(row),
         f"row appended to {summary_path}; details in {row.run_dir}/{RESULT_FILE}",

@@ -423,3 +423,17 @@ def test_achieved_tflops_and_the_share_of_the_devices_peak():
     assert side.tflops == pytest.approx(2.0) and side.peak_share == pytest.approx(2.0 / 989.4)
     assert Side(latency_s=0.25).rated(989.4).tflops is None  # FLOPs not counted: no rate
     assert Side(latency_s=0.25, flops_per_image=500.0).rated(None).peak_share is None
+
+
+@pytest.mark.parametrize("accel", ["tome", "tgate_deepcache_tome_compile"])
+def test_the_console_table_keeps_its_columns_apart_whatever_the_methods_name(accel):
+    from accel_bench.console import format_summary
+
+    row = Row(run_id="x", timestamp="t", status="ok", accel=accel, speedup=4.0, speedup_min=3.9, speedup_max=4.1)
+    row.base, row.accelerated = Side(latency_s=0.4, compile_s=2.0), Side(latency_s=0.1, compile_s=30.0)
+    header, latency = format_summary(row, "s.csv").splitlines()[1:3]
+    assert header.split() == ["baseline", accel]
+    assert latency.split()[-5:-2] == ["0.4000", "0.1000", "speedup"]
+    # each figure ends where its column's name ends
+    assert latency.index("0.1000") + len("0.1000") == header.index(accel) + len(accel)
+    assert latency.index("0.4000") + len("0.4000") == header.index("baseline") + len("baseline")
