@@ -64,12 +64,13 @@ def check_overrides(arguments: Sequence[str], config_name: str) -> None:
     variants = [first] + [first[:i] + [line] + first[i + 1 :] for i, lines in enumerate(choices) for line in lines[1:]]
     for overrides in variants:
         try:
-            compose_config(config_name, overrides)
+            composed = compose_config(config_name, overrides)
         except ConfigCompositionException as error:
             refused = composition_error(error, overrides)
             if refused is not None:
                 raise refused from None
             return  # anything else: Hydra's own message
+        _check_booleans(parser.parse_overrides(overrides), composed)
 
 
 def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[ConfigError]:
@@ -96,6 +97,24 @@ def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[Co
             cause.full_key, values.get(cause.full_key), f"no such setting; the settings here are {known}"
         )
     return None
+
+
+def _check_booleans(overrides: Sequence[Any], composed: DictConfig) -> None:
+    """ConfigError for a true-or-false setting given anything but true or false: OmegaConf would take
+    ``save_images=2`` or ``interleave=yes`` as true and the run would go on with a guess."""
+    from omegaconf import OmegaConf
+    from omegaconf.nodes import BooleanNode
+
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_delete() or _hydras(key) or "/" in key:
+            continue
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(composed, parent_key) if parent_key else composed
+        node = parent._get_node(leaf) if isinstance(parent, DictConfig) and leaf in parent else None
+        value = override.value()
+        if isinstance(node, BooleanNode) and not isinstance(value, bool) and value is not None:
+            raise ConfigError(key, value, "true or false" + (" or null" if node._is_optional() else ""))
 
 
 def _command_line(arguments: Sequence[str]) -> tuple[list[str], Optional[str]]:

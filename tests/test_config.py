@@ -219,6 +219,32 @@ def test_hydras_flags_and_their_values_are_not_taken_for_overrides(arguments, co
     assert "missing EQUAL" in refused.value.allowed
 
 
+@pytest.mark.parametrize(
+    "arguments, config_name, key, value",
+    [
+        (["save_images=2"], "config", "save_images", 2),
+        (["interleave=yes"], "config", "interleave", "yes"),
+        (["accel=deepcache_compile", "accel.fullgraph=1"], "config", "accel.fullgraph", 1),
+        (["-m", "count_flops=true,0"], "config", "count_flops", 0),  # every choice of a sweep
+        (["confirm=on"], "postprocess", "confirm", "on"),
+        (["allow_unsandboxed=2"], "evaluate", "allow_unsandboxed", 2),
+    ],
+)
+def test_a_true_or_false_setting_takes_only_true_or_false(arguments, config_name, key, value):
+    """OmegaConf would read 2, 1, yes or on as true: the run would go on with a guess."""
+    from accel_bench import postprocess
+    from accel_bench.evaluate import config as evaluate_config
+    from accel_bench.overrides import check_overrides
+
+    postprocess.register_configs()
+    evaluate_config.register_configs()
+    with pytest.raises(ConfigError) as refused:
+        check_overrides(arguments, config_name)
+    assert (refused.value.key, refused.value.value) == (key, value)
+    assert refused.value.allowed.startswith("true or false")
+    check_overrides([*arguments[:-1], f"{key}=false"], config_name)  # the same with false: no ConfigError
+
+
 def test_hydras_groups_take_the_options_a_config_dir_adds(tmp_path):
     from accel_bench.overrides import check_overrides
 
