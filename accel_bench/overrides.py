@@ -113,7 +113,8 @@ def _check_booleans(overrides: Sequence[Any], composed: DictConfig) -> None:
         parent = OmegaConf.select(composed, parent_key) if parent_key else composed
         node = parent._get_node(leaf) if isinstance(parent, DictConfig) and leaf in parent else None
         value = override.value()
-        if isinstance(node, BooleanNode) and not isinstance(value, bool) and value is not None:
+        spelt = isinstance(value, str) and value.lower() in ("true", "false")  # quoted: 'x="true"'
+        if isinstance(node, BooleanNode) and not isinstance(value, bool) and value is not None and not spelt:
             raise ConfigError(key, value, "true or false" + (" or null" if node._is_optional() else ""))
 
 

@@ -243,6 +243,7 @@ def test_a_true_or_false_setting_takes_only_true_or_false(arguments, config_name
     assert (refused.value.key, refused.value.value) == (key, value)
     assert refused.value.allowed.startswith("true or false")
     check_overrides([*arguments[:-1], f"{key}=false"], config_name)  # the same with false: no ConfigError
+    check_overrides([*arguments[:-1], f"{key}='True'"], config_name)  # quoted, it still says true
 
 
 def test_hydras_groups_take_the_options_a_config_dir_adds(tmp_path):
