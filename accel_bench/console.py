@@ -36,55 +36,29 @@ def format_summary(row: Row, summary_path: str) -> str:
     def line(label: str, base: str, accelerated: str, note: str = "") -> str:
         return f"{label:24}{base:>12}{accelerated:>{width}}{note}"
 
+    def figures(label: str, field: str, spec: str, note: str = "") -> str:
+        """One measured figure of both sides."""
+        return line(label, fmt(getattr(b, field), spec), fmt(getattr(a, field), spec), note)
+
+    speedup = f"   speedup {row.speedup:.2f}x [{row.speedup_min:.2f}-{row.speedup_max:.2f}]"
+    repeats = (
+        f"   {row.repeats} repeat(s){', interleaved (baseline re-measured)' if row.interleaved else ''}"
+        f"{', baseline reused' if row.baseline_cached else ''}; warm-up {b.warmup_batches}/{a.warmup_batches} batches"
+    )
+    eager_flops = "   FLOPs of the eager equivalent" if a.flops_eager or b.flops_eager else ""
+    compiled = a.compile_s is not None or b.compile_s is not None
     lines = [
         f"{row.pipeline_label} [{row.weights} weights] | {row.scheduler_class} {row.steps} steps | "
         f"{row.num_images} images, batch {row.batch_size}, {row.resolution}px | {row.device} ({row.device_name}) {row.dtype}",
         line("", "baseline", row.accel),
-        line(
-            "latency (s / image)",
-            fmt(b.latency_s, ".4f"),
-            fmt(a.latency_s, ".4f"),
-            f"   speedup {row.speedup:.2f}x [{row.speedup_min:.2f}-{row.speedup_max:.2f}]",
-        ),
-        line(
-            "spread over repeats",
-            fmt(b.latency_spread, ".1%"),
-            fmt(a.latency_spread, ".1%"),
-            f"   {row.repeats} repeat(s){', interleaved (baseline re-measured)' if row.interleaved else ''}"
-            f"{', baseline reused' if row.baseline_cached else ''}; warm-up {b.warmup_batches}/{a.warmup_batches} batches",
-        ),
-        line("batch median (s)", fmt(b.batch_time_median_s, ".4f"), fmt(a.batch_time_median_s, ".4f")),
-        line(
-            "GFLOP / image",
-            fmt(b.flops_per_image, ".2f"),
-            fmt(a.flops_per_image, ".2f"),
-            f"   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x",
-        ),
-        line(
-            "TFLOP/s (of peak)",
-            rate(b),
-            rate(a),
-            "   FLOPs of the eager equivalent" if a.flops_eager or b.flops_eager else "",
-        ),
-        line("peak memory (GB)", fmt(b.peak_mem_gb, ".2f"), fmt(a.peak_mem_gb, ".2f")),
-        *(
-            [
-                line(
-                    "compile (s)",
-                    fmt(b.compile_s, ".1f"),
-                    fmt(a.compile_s, ".1f"),
-                    "   in the warm-up, outside the latency",
-                )
-            ]
-            if a.compile_s is not None or b.compile_s is not None
-            else []
-        ),
-        line(
-            "CLIP score",
-            fmt(b.clip_score, ".2f"),
-            fmt(a.clip_score, ".2f"),
-            f"   loss {fmt(row.clip_loss, '+.2%')}{random_note}",
-        ),
+        figures("latency (s / image)", "latency_s", ".4f", speedup),
+        figures("spread over repeats", "latency_spread", ".1%", repeats),
+        figures("batch median (s)", "batch_time_median_s", ".4f"),
+        figures("GFLOP / image", "flops_per_image", ".2f", f"   FLOPs ratio {fmt(row.flops_ratio, '.2f')}x"),
+        line("TFLOP/s (of peak)", rate(b), rate(a), eager_flops),
+        figures("peak memory (GB)", "peak_mem_gb", ".2f"),
+        *([figures("compile (s)", "compile_s", ".1f", "   in the warm-up, outside the latency")] if compiled else []),
+        figures("CLIP score", "clip_score", ".2f", f"   loss {fmt(row.clip_loss, '+.2%')}{random_note}"),
         line("fidelity to baseline", "", fidelity, random_note if row.lpips is not None else ""),
         f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | scored by {scored_by or '-'}",
         *watch_lines(row),
