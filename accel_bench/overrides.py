@@ -102,20 +102,27 @@ def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[Co
 def _check_booleans(overrides: Sequence[Any], composed: DictConfig) -> None:
     """ConfigError for a true-or-false setting given anything but true or false: OmegaConf would take
     ``save_images=2`` or ``interleave=yes`` as true and the run would go on with a guess."""
-    from omegaconf import OmegaConf
     from omegaconf.nodes import BooleanNode
 
     for override in overrides:
         key = override.key_or_group
         if override.is_delete() or _hydras(key) or "/" in key:
             continue
-        parent_key, _, leaf = key.rpartition(".")
-        parent = OmegaConf.select(composed, parent_key) if parent_key else composed
-        node = parent._get_node(leaf) if isinstance(parent, DictConfig) and leaf in parent else None
+        parent, leaf = _parent(composed, key)
+        node = parent._get_node(leaf) if parent is not None and leaf in parent else None
         value = override.value()
         spelt = isinstance(value, str) and value.lower() in ("true", "false")  # quoted: 'x="true"'
         if isinstance(node, BooleanNode) and not isinstance(value, bool) and value is not None and not spelt:
             raise ConfigError(key, value, "true or false" + (" or null" if node._is_optional() else ""))
+
+
+def _parent(cfg: DictConfig, key: str) -> tuple[Optional[DictConfig], str]:
+    """The section a dotted key's last part lives in (None under a list or a value), and that part."""
+    from omegaconf import OmegaConf
+
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    return (parent if isinstance(parent, DictConfig) else None), leaf
 
 
 def _command_line(arguments: Sequence[str]) -> tuple[list[str], Optional[str]]:
@@ -173,7 +180,6 @@ def _check_added_keys(overrides: Sequence[Any], lines: Sequence[str], config_nam
     """ConfigError for ``+key=value`` or ``++key=value`` on a key our config does not have (Hydra adds
     it and nothing reads it: a misspelt setting would run with its default) and for ``+key=value`` on
     one it has (Hydra: several lines, exit 1). Config groups (``+sweep=NAME``) and ``hydra.*`` are Hydra's."""
-    from omegaconf import OmegaConf
 
     def ours(override: Any) -> bool:
         key = override.key_or_group
@@ -194,9 +200,8 @@ def _check_added_keys(overrides: Sequence[Any], lines: Sequence[str], config_nam
         return
     for _, override in added:
         key = override.key_or_group
-        parent_key, _, leaf = key.rpartition(".")
-        parent = OmegaConf.select(base, parent_key) if parent_key else base
-        if not isinstance(parent, DictConfig):
+        parent, leaf = _parent(base, key)
+        if parent is None:
             continue  # under a list or a value: Hydra's to judge
         if leaf not in parent:
             known = " | ".join(sorted(str(k) for k in parent.keys() if k != "hydra"))
