@@ -14,7 +14,8 @@ pipeline=${1:?usage: $0 PIPELINE BATCH [GRID ...]}
 batch=${2:?usage: $0 PIPELINE BATCH [GRID ...]}
 shift 2
 all=(compile deepcache deepcache_compile tome tome_compile tgate tgate_compile tgate_tome tgate_tome_compile tgate_deepcache
-     tgate_deepcache_compile deepcache_tome deepcache_tome_compile compile_step deepcache_step deepcache_step_eager tgate_step tome_step fast deepcache_fast)
+     tgate_deepcache_compile deepcache_tome deepcache_tome_compile compile_step deepcache_step deepcache_step_eager tgate_step tome_step fast deepcache_fast
+     tgate_fast tome_fast)
 keep=("${@:-${all[@]}}")
 drop=()
 for grid in "${all[@]}"; do

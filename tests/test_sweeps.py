@@ -88,6 +88,7 @@ def test_strong_sweep_puts_every_stacked_method_against_its_own_stack():
     stacks = {(j["accel"], j.get("baseline.compile", "none"), j.get("baseline.recipe", "none")) for j in jobs}
     assert ("fast", "none", "none") in stacks and ("deepcache_fast", "none", "fast") in stacks
     assert ("deepcache_fast", "none", "none") in stacks and ("deepcache_compile", "reduce-overhead", "none") in stacks
+    assert {("tgate_fast", "none", "fast"), ("tome_fast", "none", "fast")} <= stacks  # every method on the recipe
     for method in (
         "deepcache",
         "tome",
