@@ -75,7 +75,19 @@ RECIPE = {
         "accel.methods=[deepcache,fused_qkv,channels_last,sdpa,quantize]",
         "accel.sdpa_backend=flash",
     ],
+    "tgate_recipe": [  # T-GATE's attention computes its own projections: the recipe less fused QKV
+        "accel=tgate_fast",
+        "accel.methods=[tgate,channels_last,sdpa,quantize]",
+        "accel.gate_step=2",
+        "accel.sdpa_backend=math",
+    ],
+    "tome_recipe": [
+        "accel=tome_fast",
+        "accel.methods=[tome,fused_qkv,channels_last,sdpa,quantize]",
+        "accel.sdpa_backend=math",
+    ],
 }
+MISSION = ("deepcache", "tgate", "tome")  # the methods a recipe case is judged against
 NO_COMPILE = ["accel.mode=null", "accel.fullgraph=null", "accel.compile_targets=null"]
 
 
@@ -92,7 +104,7 @@ def quantized(pipe):
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
 @pytest.mark.parametrize("case", sorted(RECIPE))
 def test_recipe_methods_compute_the_same_images_and_restore_exactly(pipes, pipeline, case):
-    composed = case in ("recipe_eager", "deepcache_recipe")  # the recipe's files without compile
+    composed = case.endswith("_recipe") or case == "recipe_eager"  # the recipe's files without compile
     overrides = [*RECIPE[case], *NO_COMPILE] if composed else [f"accel={case}", *RECIPE[case]]
     cfg = compose_run_config([f"pipeline={pipeline}", *FAST, *overrides])
     pipe = pipes[pipeline]
@@ -121,8 +133,8 @@ def test_recipe_methods_compute_the_same_images_and_restore_exactly(pipes, pipel
         accelerated.reset(7)
         images = generate(accelerated.call)
     base = original
-    if "deepcache" in names:  # against DeepCache alone
-        with applied(pipe, [m for m in methods if m.name == "deepcache"]) as plain:
+    if names & set(MISSION):  # against the method alone
+        with applied(pipe, [m for m in methods if m.name in MISSION]) as plain:
             plain.reset(7)
             base = generate(plain.call)
     mse = float(np.mean((images - base) ** 2))

@@ -119,6 +119,10 @@ def test_strong_sweep_puts_every_stacked_method_against_its_own_stack():
         cfg = compose_run_config([f"{k}={v}" for k, v in job.items()])
         assert cfg.baseline.recipe in ("none", "fast") and cfg.accel.name == job["accel"]
         assert list(cfg.accel.compile_targets) == (["step"] if job in steps else cfg.accel.compile_targets)
+    for job in [j for j in jobs if "fast" in j["accel"]]:  # and pass the checks, in this CPU's compile mode
+        cpu = ["dtype=fp32", "accel.mode=max-autotune-no-cudagraphs"]
+        cpu += ["baseline.compile=max-autotune-no-cudagraphs"] if job.get("baseline.recipe") == "fast" else []
+        check(compose_run_config([f"{k}={v}" for k, v in job.items()] + cpu))
 
 
 def test_published_sweep_matches_the_papers_settings():
