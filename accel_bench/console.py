@@ -61,6 +61,11 @@ def format_summary(row: Row, summary_path: str) -> str:
         figures("CLIP score", "clip_score", ".2f", f"   loss {fmt(row.clip_loss, '+.2%')}{random_note}"),
         line("fidelity to baseline", "", fidelity, random_note if row.lpips is not None else ""),
         f"params {json.dumps(row.accel_params, sort_keys=True)} | baseline {row.baseline} | scored by {scored_by or '-'}",
+        *(
+            [f"compiled under {' '.join(f'{k}={v}' for k, v in row.compile_settings.items())}"]
+            if row.compile_settings
+            else []
+        ),
         *watch_lines(row),
         f"row appended to {summary_path}; details in {row.run_dir}/{RESULT_FILE}",
     ]

@@ -33,6 +33,22 @@ def versions() -> dict[str, str]:
     return found
 
 
+# torch.compile's own environment settings (inductor and dynamo read them when they are imported), but
+# where its cache lives: inductor sets that one itself, for its compile workers
+_COMPILE_PREFIXES = ("TORCHINDUCTOR_", "TORCHDYNAMO_", "TORCH_COMPILE_")
+_COMPILE_WHERE = ("TORCHINDUCTOR_CACHE_DIR",)
+
+
+def compile_settings() -> dict[str, str]:
+    """torch.compile's settings this process's environment changed (``TORCHINDUCTOR_MAX_AUTOTUNE_CONV_BACKENDS=ATEN``
+    leaves convolutions to cuDNN under max-autotune): a graph compiled under them is a different build."""
+    return {
+        key: value
+        for key, value in sorted(os.environ.items())
+        if key.startswith(_COMPILE_PREFIXES) and key not in _COMPILE_WHERE
+    }
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -27,6 +27,7 @@ from . import accelerators, config, metrics
 from .baselines import Baseline, baseline_key, get_or_measure
 from .environment import (
     DTYPE_NAMES,
+    compile_settings,
     device_name,
     peak_tflops,
     physical_device,
@@ -336,6 +337,8 @@ def _run_checked(
             baseline=identity["baseline"],
             # a recipe is named, not versioned: what it ran is part of the key
             **({"recipe": accelerators.params_record(base_methods)} if cfg.baseline.recipe != "none" else {}),
+            # a graph built under other inductor settings is another baseline
+            **({"compile": compile_settings()} if accelerators.compiles(base_methods) and compile_settings() else {}),
             **{
                 k: cfg[k]
                 for k in (
@@ -391,6 +394,7 @@ def _run_checked(
         isolation=accel.isolation,
         accelerated=accelerated,
         base=base_side,
+        compile_settings=compile_settings() if accelerators.compiles([*methods, *base_methods]) else {},
         **identity,
     )
     for found in scored:

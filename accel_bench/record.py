@@ -204,6 +204,8 @@ class Row:
     run_dir: Optional[str] = None
     accelerated: Side = field(default_factory=Side)
     base: Side = field(default_factory=Side)
+    # where a side compiles: torch.compile's settings from the environment (environment.compile_settings)
+    compile_settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

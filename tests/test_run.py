@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pandas as pd
 import pytest
 
 from accel_bench import baselines, experiment
 from accel_bench.config import check, compose_run_config
+from accel_bench.console import format_summary
 from accel_bench.record import (
     COLUMNS,
     Row,
@@ -310,8 +312,12 @@ def test_a_row_on_a_compiled_baseline_names_it_and_keeps_its_own_baseline(tmp_pa
 def test_deepcache_on_the_fast_recipe_against_the_fast_baseline(tmp_path, traced_only, monkeypatch):
     """The production recipe as the baseline (``baseline.recipe=fast``, its compile mode set by
     ``baseline.compile`` on this CPU) and under DeepCache: both sides run fused QKV, channels_last and
-    int8 quantization compiled, and count FLOPs without them."""
+    int8 quantization compiled, and count FLOPs without them; a row that compiles names the settings
+    torch.compile took from the environment."""
     monkeypatch.setattr(experiment, "_memory", experiment.ProcessMemory())
+    for key in [k for k in os.environ if k.startswith(("TORCHINDUCTOR_", "TORCHDYNAMO_", "TORCH_COMPILE_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE_CONV_BACKENDS", "ATEN")
     common = [*FAST, f"summary_path={tmp_path / 'summary.csv'}"]
     eager = experiment.run(compose_run_config([*common, "accel=deepcache"]), tmp_path / "eager")
     cfg = compose_run_config(
@@ -333,6 +339,11 @@ def test_deepcache_on_the_fast_recipe_against_the_fast_baseline(tmp_path, traced
     assert fast.base.flops_eager and fast.base.flops_per_image == eager.base.flops_per_image
     assert fast.accelerated.flops_eager and fast.accelerated.flops_per_image == eager.accelerated.flops_per_image
     assert fast.psnr_db > 30 and fast.speedup > 0
+    assert eager.compile_settings == {}  # nothing compiled: nothing to name
+    assert fast.compile_settings == {"TORCHINDUCTOR_MAX_AUTOTUNE_CONV_BACKENDS": "ATEN"}
+    assert "compiled under TORCHINDUCTOR_MAX_AUTOTUNE_CONV_BACKENDS=ATEN" in format_summary(fast, "summary.csv")
+    (written,) = [r for r in read_rows(tmp_path / "summary.csv") if r.run_id == fast.run_id]
+    assert written.compile_settings == fast.compile_settings
 
 
 def test_a_row_reads_back_as_it_was_written(tmp_path):
@@ -427,8 +438,6 @@ def test_achieved_tflops_and_the_share_of_the_devices_peak():
 
 @pytest.mark.parametrize("accel", ["tome", "tgate_deepcache_tome_compile"])
 def test_the_console_table_keeps_its_columns_apart_whatever_the_methods_name(accel):
-    from accel_bench.console import format_summary
-
     row = Row(run_id="x", timestamp="t", status="ok", accel=accel, speedup=4.0, speedup_min=3.9, speedup_max=4.1)
     row.base, row.accelerated = Side(latency_s=0.4, compile_s=2.0), Side(latency_s=0.1, compile_s=30.0)
     header, latency = format_summary(row, "s.csv").splitlines()[1:3]
