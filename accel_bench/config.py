@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -318,8 +319,20 @@ def check_writable(key: str, value: str, kind: str) -> None:
     existing = path if kind == "a folder" else path.parent
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir() or not _can_create_in(existing):
         raise ConfigError(key, value, f"{kind} this user can write ({existing} is not a writable folder)")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """A file can be made in ``folder``: tried with an unnamed one that is gone when closed, since root passes
+    ``os.access`` everywhere (``/proc`` included)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def check_model_id(key: str, model_id: str) -> None:

@@ -143,6 +143,7 @@ def test_bad_value_one_line_exit_2_nothing_written(tmp_path, args, key):
         (["summary_path=TMP"], "summary_path"),  # a folder
         (["summary_path=TMP/file.txt/summary.csv"], "summary_path"),  # under a file
         (["cache_dir=TMP/file.txt/cache"], "cache_dir"),
+        (["cache_dir=/proc/accel_bench_cache"], "cache_dir"),  # root passes os.access there: a failed row
         (["clip.model=no-such-clip"], "clip.model"),  # open_clip refused it mid-run: a failed row
         (["clip.model=ViT-B-32", "clip.pretrained=no-such-tag"], "clip.pretrained"),
         (["clip.pretrained=laion2b_s34b_b88k"], "clip.pretrained"),  # auto picks its own: it would be ignored
