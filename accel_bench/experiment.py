@@ -294,6 +294,7 @@ def _run_checked(
     prepared = prepare_pipeline(cfg, gpus_asked, checked.device)
     loaded, device, dtype, resolution = prepared.loaded, prepared.device, prepared.dtype, prepared.resolution
     pipe, prompts, methods, base_methods = loaded.pipe, checked.prompts, checked.methods, checked.base_methods
+    identity = {**identity, "batch_size": min(cfg.batch_size, len(prompts))}  # fewer prompts: one smaller batch
     scorers = metrics.build(checked.metrics, cfg, cfg.pipeline.weights, device)
     log.info(
         "%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s, against the %s baseline",
@@ -303,7 +304,7 @@ def _run_checked(
         cfg.scheduler.label,
         cfg.steps,
         len(prompts),
-        cfg.batch_size,
+        identity["batch_size"],
         cfg.accel.name,
         device,
         DTYPE_NAMES[dtype],

@@ -346,6 +346,13 @@ def test_deepcache_on_the_fast_recipe_against_the_fast_baseline(tmp_path, traced
     assert written.compile_settings == fast.compile_settings
 
 
+def test_fewer_prompts_than_a_batch_run_one_smaller_batch_and_the_row_says_so(tmp_path):
+    cfg = compose_run_config(["steps=2", "batch_size=4", "num_prompts=2", f"summary_path={tmp_path / 's.csv'}"])
+    row = experiment.run(cfg, tmp_path / "run")
+    assert row.status == "ok", row.error
+    assert (row.batch_size, row.num_images) == (2, 2)
+
+
 def test_a_row_reads_back_as_it_was_written(tmp_path):
     """The CSV (flat) and result.json (nested) are read back by the row's own code into the same record."""
     row = Row(
