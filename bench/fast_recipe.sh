@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The production recipe's rows, one process per row, most telling first, until a deadline:
+#
+#   MODE=reduce-overhead bench/fast_recipe.sh sd15 4
+#
+# 0 the recipe over eager; 1 DeepCache on the recipe over the fast baseline; 2 the same over eager;
+# 3 DeepCache eager (the images the recipe's DeepCache is compared with); 4 ToMe and 5 T-GATE on the
+# recipe over the fast baseline (T-GATE's without fused QKV, which its attention bypasses). MODE is
+# torch.compile's mode on both sides (the recipe's own is max-autotune, whose autotuning outlasts a
+# 10-minute device call on a fresh machine). Each process finds the graphs the ones before it compiled in
+# inductor's cache. Stops starting rows LIMIT seconds (540 unless set) after it began; PROMPTS prompts
+# per pass (8 unless set), DTYPE (fp16 unless set), interleaved, images saved. Writes $OUT/fast_<pipeline>_b<batch>/ (the rows,
+# per-row logs, bench/strong_baselines_report.py's table) and leaves the run folders in /tmp/strong.
+set -uo pipefail
+pipeline=${1:?usage: $0 PIPELINE BATCH}
+batch=${2:?usage: $0 PIPELINE BATCH}
+mode=${MODE:-max-autotune}
+name=fast_${pipeline}_b${batch}
+out=${OUT:-bench/results/strong_baselines}/$name
+sweep=$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")
+end=$(($(date +%s) + ${LIMIT:-540}))
+mkdir -p "$out"
+nvidia-smi -L | tee "$out/gpus.txt"
+env | grep "^TORCHINDUCTOR_" | tee "$out/inductor_env.txt"
+common=(pipeline="$pipeline" pipeline.weights=random scheduler=ddim steps=50 batch_size="$batch"
+        num_prompts="${PROMPTS:-8}" dtype="${DTYPE:-fp16}" interleave=true save_images=true summary_path="$sweep/summary.csv")
+on_recipe=(baseline.recipe=fast baseline.compile="$mode")
+deepcache=(accel.cache_interval=3 accel.cache_branch_id=0)
+row() {  # row N OVERRIDES...: run.py in $sweep/N, stopped at the deadline
+  local n=$1 left=$((end - $(date +%s)))
+  shift
+  if ((left < 30)); then echo "row $n not started: the deadline" | tee -a "$out/rows.log"; return; fi
+  timeout "$left" python run.py "${common[@]}" hydra.run.dir="$sweep/$n" "$@" 2>&1 \
+    | grep -v "it/s\]\|batch/s\]\|round/s\]\|s/batch\]\|s/it\]\|s/round\]" | tail -c 6000 > "$out/row$n.log"
+  echo "row $n exit ${PIPESTATUS[0]} (124: stopped at the deadline): $*" | tee -a "$out/rows.log"
+}
+row 0 accel=fast accel.mode="$mode"
+row 1 accel=deepcache_fast accel.mode="$mode" "${deepcache[@]}" "${on_recipe[@]}"
+row 2 accel=deepcache_fast accel.mode="$mode" "${deepcache[@]}"
+row 3 accel=deepcache "${deepcache[@]}"
+row 4 accel=tome_fast accel.mode="$mode" accel.ratio=0.5 "${on_recipe[@]}"
+row 5 accel=tgate_fast accel.mode="$mode" accel.gate_step=null accel.gate_fraction=0.4 "${on_recipe[@]}"
+cp "$sweep/summary.csv" "$out/summary.csv"
+python bench/strong_baselines_report.py "$sweep" --out "$out"
