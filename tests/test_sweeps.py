@@ -315,7 +315,7 @@ def test_basic_sweep_loads_once_measures_baseline_once_isolates_failures_and_res
     assert len(rows) == 8 and rows.run_dir.is_unique
     ok = rows[rows.status == "ok"].sort_values("timestamp", kind="stable")
     assert list(ok.baseline_cached) == [False, True]  # measured by the first job, reused by the second
-    assert ok.base_latency_s.nunique() == 1
+    assert ok.base_pass_latencies_s.nunique() == 1  # one measurement (figures may take fewer of its passes)
     assert ok.pipeline_load_s.iloc[0] > 0 and ok.pipeline_load_s.iloc[1] == 0  # loaded once
     failed = rows[rows.status == "failed"]
     assert len(failed) == 4 and failed.error.str.contains("accel-bench/never-downloaded").all()
@@ -374,7 +374,9 @@ def test_parallel_local_tasks_share_one_baseline(tmp_path):
     assert "[sweep] 2 jobs: 2 ok, 0 failed, 0 invalid, 0 skipped" in result.stdout
     rows = _sweep_rows(sweep_dir)
     assert sorted(rows.baseline_cached) == [False, True]
-    assert rows.base_latency_s.nunique() == 1
+    # one measurement: every pass of it in both rows (a row's figures take fewer of them where the
+    # other side's passes were disturbed, as they may be with two tasks on two cores)
+    assert rows.base_pass_latencies_s.nunique() == 1
     assert len(list((sweep_dir / "baselines").glob("*.npz"))) == 1
 
 
