@@ -295,6 +295,7 @@ def _run_checked(
     loaded, device, dtype, resolution = prepared.loaded, prepared.device, prepared.dtype, prepared.resolution
     pipe, prompts, methods, base_methods = loaded.pipe, checked.prompts, checked.methods, checked.base_methods
     identity = {**identity, "batch_size": min(cfg.batch_size, len(prompts))}  # fewer prompts: one smaller batch
+    compiled_under = compile_settings()  # read once: for the baseline's key and the row
     scorers = metrics.build(checked.metrics, cfg, cfg.pipeline.weights, device)
     log.info(
         "%s (%s weights, from %s) | %s %d steps | %d prompts, batch %d | %s on %s %s, against the %s baseline",
@@ -339,7 +340,7 @@ def _run_checked(
             # a recipe is named, not versioned: what it ran is part of the key
             **({"recipe": accelerators.params_record(base_methods)} if cfg.baseline.recipe != "none" else {}),
             # a graph built under other inductor settings is another baseline
-            **({"compile": compile_settings()} if accelerators.compiles(base_methods) and compile_settings() else {}),
+            **({"compile": compiled_under} if accelerators.compiles(base_methods) and compiled_under else {}),
             **{
                 k: cfg[k]
                 for k in (
@@ -395,7 +396,7 @@ def _run_checked(
         isolation=accel.isolation,
         accelerated=accelerated,
         base=base_side,
-        compile_settings=compile_settings() if accelerators.compiles([*methods, *base_methods]) else {},
+        compile_settings=compiled_under if accelerators.compiles([*methods, *base_methods]) else {},
         **identity,
     )
     for found in scored:
