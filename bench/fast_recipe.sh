@@ -21,7 +21,6 @@ sweep=$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")
 end=$(($(date +%s) + ${LIMIT:-540}))
 mkdir -p "$out"
 nvidia-smi -L | tee "$out/gpus.txt"
-env | grep "^TORCHINDUCTOR_" | tee "$out/inductor_env.txt"
 common=(pipeline="$pipeline" pipeline.weights=random scheduler=ddim steps=50 batch_size="$batch"
         num_prompts="${PROMPTS:-8}" dtype="${DTYPE:-fp16}" interleave=true save_images=true summary_path="$sweep/summary.csv")
 on_recipe=(baseline.recipe=fast baseline.compile="$mode")

@@ -26,7 +26,6 @@ out=${OUT:-bench/results/strong_baselines}/$name
 sweep=$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")   # one per call; saved images stay on the machine
 mkdir -p "$out"
 nvidia-smi -L | tee "$out/gpus.txt"
-env | grep "^TORCHINDUCTOR_" | tee "$out/inductor_env.txt"   # inductor settings the environment changed (none: its defaults)
 timeout "${LIMIT:-540}" python run.py -m +sweep=strong "${drop[@]}" pipeline="$pipeline" batch_size="$batch" \
   num_prompts="${PROMPTS:-16}" save_images=true hydra.sweep.dir="$sweep" summary_path="$sweep/all.csv" 2>&1 \
   | grep -v "it/s\]\|batch/s\]\|s/batch\]\|s/it\]" | tail -c 20000 > "$out/sweep.log"
