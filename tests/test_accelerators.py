@@ -8,6 +8,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
+import torch._inductor.config
 
 from accel_bench.accelerators import Target, applied
 from accel_bench.config import check, compose_run_config
@@ -101,6 +102,20 @@ def quantized(pipe):
     return [q for name, q in linear if "attentions." in name], [q for name, q in linear if "attentions." not in name]
 
 
+def placed(pipe):
+    """Which tensor each module of the pipeline computes with, and where: a captured CUDA graph reads
+    its weights at the addresses it was recorded with."""
+    found = []
+    for component_name, component in sorted(pipe.components.items()):
+        if isinstance(component, torch.nn.Module):
+            for name, t in [*component.named_parameters(), *component.named_buffers()]:
+                plain = type(t) in (torch.Tensor, torch.nn.Parameter)  # a quantized subclass has no storage of its own
+                found.append(
+                    (component_name, name, id(t), t.data_ptr() if plain else None, t.stride() if plain else None)
+                )
+    return found
+
+
 @pytest.mark.parametrize("pipeline", ["tiny", "tiny_xl"])
 @pytest.mark.parametrize("case", sorted(RECIPE))
 def test_recipe_methods_compute_the_same_images_and_restore_exactly(pipes, pipeline, case):
@@ -110,9 +125,15 @@ def test_recipe_methods_compute_the_same_images_and_restore_exactly(pipes, pipel
     pipe = pipes[pipeline]
     set_scheduler(pipe, cfg.scheduler)
     methods = check(cfg).methods
-    original, state = generate(pipe), module_state(pipe)
+    original, state, placed_before = generate(pipe), module_state(pipe), placed(pipe)
     flash, math = torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()
+    inductor = torch._inductor.config.get_config_copy()  # torchao's configs would set tuning process-wide
+    with applied(pipe, methods):
+        first = placed(pipe)
     with applied(pipe, methods) as accelerated:
+        # each pass applies its side again: the same tensors at the same addresses, so graphs replay
+        assert placed(pipe) == first
+        assert torch._inductor.config.get_config_copy() == inductor
         names = {m.name for m in methods}
         if "fused_qkv" in names:
             assert pipe.fusing_unet and pipe.fusing_vae
@@ -142,8 +163,43 @@ def test_recipe_methods_compute_the_same_images_and_restore_exactly(pipes, pipel
         f"{case}: {10 * np.log10(1 / mse):.1f} dB from the same method without it"
     )
     assert module_state(pipe) == state
+    assert placed(pipe) == placed_before
     assert (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()) == (flash, math)
+    assert torch._inductor.config.get_config_copy() == inductor
     assert np.array_equal(generate(pipe), original)
+
+
+def _first_conv(pipe):
+    return next(m for m in pipe.unet.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+
+
+def _first_query(pipe):
+    return next(m.to_q for n, m in pipe.unet.named_modules() if n.endswith("attn1"))
+
+
+# a method that makes tensors from weights -> a layer whose weight it makes them from
+MAKERS = {"channels_last": _first_conv, "fused_qkv": _first_query, "quantize": _first_query}
+
+
+@pytest.mark.parametrize("method", sorted(MAKERS))
+def test_weights_changed_between_applications_are_made_again_not_replayed(pipes, method):
+    pipe, methods = prepared(pipes, "tiny", method)
+    weight = MAKERS[method](pipe).weight
+
+    def images():
+        with applied(pipe, methods) as accelerated:
+            accelerated.reset(7)
+            return generate(accelerated.call)
+
+    first = images()
+    with torch.no_grad():
+        weight.mul_(2)  # in place: the same tensor, a new version
+    try:
+        assert not np.array_equal(images(), first), f"{method} ran on what it made from the old weights"
+    finally:
+        with torch.no_grad():
+            weight.mul_(0.5)
+    assert np.array_equal(images(), first)
 
 
 def test_restoration_survives_an_exception_inside(pipes):

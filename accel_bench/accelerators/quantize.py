@@ -6,8 +6,14 @@ a quantized tensor; leaving puts every original weight back (torchao has no inve
 layers of the attention blocks are quantized (projections and feed-forward: one row per token); the
 per-image embeddings' layers (time, SDXL's added conditions) see one row per image, too few for an
 int8 matmul on a GPU (``torch._int_mm`` needs more than 16 rows) and too little work to gain, as
-the blog's own filter leaves its small layers out. Eager, the quantize/dequantize work usually costs
-more than it saves: the gain comes with torch.compile.
+the blog's own filter leaves its small layers out. Each layer is quantized once per run and its
+quantized weight installed again on every application (``made``). Eager, the quantize/dequantize
+work usually costs more than it saves: the gain comes with torch.compile.
+
+torchao's configs set process-wide inductor options by default (``set_inductor_config``: coordinate
+descent tuning among them, which makes a first compile of SD1.5's UNet take many minutes on a GPU and
+outlives the method): quantizing here changes the weights only. Inductor's tuning is the caller's to
+choose, e.g. ``TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1``, which the row records (``compile_settings``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import Accelerator, Code, Target
+from .made import Made
 
 # quantization -> torchao's config class
 SCHEMES = {
@@ -73,15 +80,28 @@ class Quantize(Accelerator):
                 "a value only with torchao installed (pip install 'accel_bench[gpu]')",
             )
 
+    def __init__(self, params: QuantizeParams, target: Target):
+        super().__init__(params, target)
+        self.made: Made[tuple[Any, Any]] = Made()  # linear layer -> (its quantized weight, torchao's repr)
+
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         import torchao.quantization
 
-        scheme = getattr(torchao.quantization, SCHEMES[self.params.quantization])()
+        scheme = getattr(torchao.quantization, SCHEMES[self.params.quantization])(set_inductor_config=False)
+
+        def quantized(linear: Any) -> tuple[Any, Any]:
+            torchao.quantization.quantize_(linear, scheme)
+            return linear.weight, linear.__dict__.get("extra_repr")
+
         self.originals: list[tuple[Any, Any]] = []
         for name in self.params.quantize_targets:
             module = attrgetter(QUANTIZE_TARGETS[name])(pipe)
-            self.originals += [(m, m.weight) for fqn, m in module.named_modules() if token_wise(m, fqn)]
-            torchao.quantization.quantize_(module, scheme, filter_fn=token_wise)
+            for linear in [m for fqn, m in module.named_modules() if token_wise(m, fqn)]:
+                self.originals.append((linear, linear.weight))
+                weight, description = self.made.get(linear, [linear.weight], lambda: quantized(linear))
+                linear.weight = weight
+                if description is not None:
+                    linear.extra_repr = description
 
     def remove(self, pipe: Any) -> None:
         # torchao has no inverse; the methods removed after this one (channels_last) need plain weights
@@ -97,7 +117,7 @@ class Quantize(Accelerator):
             imports=("import torchao.quantization",),
             load=(
                 "    for name in QUANTIZE_TARGETS:  # torchao: the attention blocks' linear layers in int8 / fp8",
-                f"        torchao.quantization.quantize_({{{paths}}}[name], {{{schemes}}}[QUANTIZATION](),",
+                f"        torchao.quantization.quantize_({{{paths}}}[name], {{{schemes}}}[QUANTIZATION](set_inductor_config=False),",
                 '            filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and "attentions." in fqn)',
             ),
         )
