@@ -4,6 +4,7 @@ have the shape bench/README.md reads, and a bad override is refused in one line.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -113,3 +114,21 @@ def test_flop_count_cost_times_every_way_of_counting_and_the_counts_agree(tmp_pa
         "every formula",
         "kept results",
     }
+
+
+def test_stack_sampler_writes_where_run_py_is_and_nothing_for_other_processes(tmp_path):
+    """bench/stack_sampler: a device call stopped at its limit leaves these stacks and nothing else."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "bench" / "stack_sampler"), os.environ.get("PYTHONPATH", "")]),
+        "STACK_LOG": str(tmp_path / "stacks.txt"),
+        "STACK_EVERY": "0.2",
+    }
+    run = [sys.executable, str(REPO / "run.py"), "pipeline=tiny", "steps=2", "num_prompts=2", "batch_size=2"]
+    run += [f"hydra.run.dir={tmp_path / 'run'}", f"summary_path={tmp_path / 'summary.csv'}"]
+    result = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    stacks = (tmp_path / "stacks.txt").read_text()
+    assert stacks.count("=== pid ") >= 2 and 'run.py", line' in stacks
+    other = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.6)"], env=env, timeout=60)
+    assert other.returncode == 0 and (tmp_path / "stacks.txt").read_text() == stacks
