@@ -386,6 +386,7 @@ def _run_checked(
         pipeline_load_s=loaded.load_s,
         baseline_cached=baseline_cached,
         repeats=len(accel_passes),
+        repeats_asked=config.resolve_repeats(cfg.repeats, str(device)),
         interleaved=bool(cfg.interleave),
         speedup=statistics.median(ratios),
         speedup_min=min(ratios),

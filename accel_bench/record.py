@@ -190,7 +190,8 @@ class Row:
     host: Optional[str] = None  # the machine (cluster node) the job ran on
     host_cpu: Optional[str] = None  # launch-bound pipelines (small models, cached steps) run as fast as it lets them
     guidance_scale: Optional[float] = None
-    repeats: Optional[int] = None  # passes over the prompt set, per side
+    repeats: Optional[int] = None  # passes over the prompt set, per side, that the figures use
+    repeats_asked: Optional[int] = None  # the passes asked for: fewer clean ones after measuring again disturb
     interleaved: Optional[bool] = None  # baseline and accelerated passes alternated (baseline re-measured)
     baseline: Optional[str] = None  # what the speedup is over: eager, or compile:<mode> (the UNet, whole graph)
     scoring_s: Optional[float] = None  # seconds of this job's metrics (accel_bench.metrics) on its images
@@ -218,6 +219,8 @@ class Row:
             for label, side in (("baseline", self.base), (self.accel or "accelerated", self.accelerated))
             if side.causes()
         ]
+        if self.repeats is not None and self.repeats_asked is not None and self.repeats < self.repeats_asked:
+            parts.append(f"{self.repeats} of {self.repeats_asked} pass(es) clean after measuring again")
         return " | ".join(parts) or None
 
     def put(self, values: dict[str, Any]) -> None:

@@ -133,6 +133,7 @@ def test_cli_run_writes_row_result_and_images(tmp_path):
     assert (row["device"], row["dtype"]) == ("cpu", "fp32") and pd.isna(row["peak_mem_gb"])
     assert row.host_cpu == row.device_name  # on a CPU run the device is the host
     assert row.measured_s == pytest.approx(row.latency_s * row.num_images)  # one repeat on the CPU
+    assert row.repeats == row.repeats_asked == 1 and pd.isna(row.disturbed)
     in_pipeline = row.measured_s + row.warmup_s + row.base_measured_s + row.base_warmup_s + row.pipeline_load_s
     assert in_pipeline < row.job_s
 

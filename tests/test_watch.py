@@ -130,6 +130,22 @@ def test_contention_that_persists_is_reported_not_hidden(monkeypatch):
     assert row_.disturbance() == "deepcache: 8 batch(es) on a busy host (waited up to 90% for a CPU)"
 
 
+def test_fewer_clean_passes_than_asked_disturb_the_row(monkeypatch):
+    # every pass after the first has a slow first batch (a CUDA graph recorded again): measured again to the
+    # cap, one clean pass; its figures have no spread to judge them by, and the row says so
+    durations = [1.0, 1.0] + [5.0, 1.0] * 5
+    measured = _sides(monkeypatch, Watch(ScriptedHost([0.0] * 12), DeviceWatch(CPU)), 3, 6, durations=durations)
+    assert measured.repeats == 6 and measured.clean_passes == [0]
+    base_passes, passes = paired_passes(measured, measured, interleaved=False)
+    side = Side.of(measured, compiled=False, passes=passes)
+    assert side.causes() == [] and side.dropped_passes == 5
+    short = Row(run_id="x", timestamp="t", status="ok", accel="fast", accelerated=side, base=side)
+    short.repeats, short.repeats_asked = len(passes), 3
+    assert short.disturbance() == "1 of 3 pass(es) clean after measuring again"
+    short.repeats_asked = 1
+    assert short.disturbance() is None
+
+
 def test_an_outlier_batch_is_seen_and_its_pass_measured_again(monkeypatch):
     # 3 passes of 2 batches; pass 2's second batch took 5x the others: a fourth pass replaces it
     durations = [1.0, 1.0, 1.0, 5.0, 1.0, 1.0, 1.0, 1.0]
