@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch._inductor.config
 
 from accel_bench.accelerators import METHODS
 from accel_bench.config import compose_run_config
@@ -327,6 +328,7 @@ def _generated_code_runs(tmp_path, pipeline, accel):
         }
         assert {"attentions." in name for name, q in swapped.items() if q} == {True}
         assert not any(q for name, q in swapped.items() if "time_emb" in name)
+        assert not torch._inductor.config.coordinate_descent_tuning  # torchao's default would turn it on for good
     if "sdpa" in spec.methods:
         assert (torch.backends.cuda.math_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == (True, False)
 
