@@ -10,7 +10,8 @@
 # 10-minute device call on a fresh machine). Each process finds the graphs the ones before it compiled in
 # inductor's cache. Stops starting rows LIMIT seconds (540 unless set) after it began; PROMPTS prompts
 # per pass (8 unless set), DTYPE (fp16 unless set), interleaved, images saved. Writes $OUT/fast_<pipeline>_b<batch>/ (the rows,
-# per-row logs, bench/strong_baselines_report.py's table) and leaves the run folders in /tmp/strong.
+# per-row logs and stack samples (bench/stack_sampler), bench/strong_baselines_report.py's table) and leaves the run
+# folders in /tmp/strong.
 set -uo pipefail
 pipeline=${1:?usage: $0 PIPELINE BATCH}
 batch=${2:?usage: $0 PIPELINE BATCH}
@@ -29,7 +30,8 @@ row() {  # row N OVERRIDES...: run.py in $sweep/N, stopped at the deadline
   local n=$1 left=$((end - $(date +%s)))
   shift
   if ((left < 30)); then echo "row $n not started: the deadline" | tee -a "$out/rows.log"; return; fi
-  timeout "$left" python run.py "${common[@]}" hydra.run.dir="$sweep/$n" "$@" 2>&1 \
+  PYTHONPATH="$PWD/bench/stack_sampler${PYTHONPATH:+:$PYTHONPATH}" STACK_LOG="$out/row$n.stacks.txt" \
+    timeout "$left" python run.py "${common[@]}" hydra.run.dir="$sweep/$n" "$@" 2>&1 \
     | grep -v "it/s\]\|batch/s\]\|round/s\]\|s/batch\]\|s/it\]\|s/round\]" | tail -c 6000 > "$out/row$n.log"
   echo "row $n exit ${PIPESTATUS[0]} (124: stopped at the deadline): $*" | tee -a "$out/rows.log"
 }
@@ -39,5 +41,9 @@ row 2 accel=deepcache_fast accel.mode="$mode" "${deepcache[@]}"
 row 3 accel=deepcache "${deepcache[@]}"
 row 4 accel=tome_fast accel.mode="$mode" accel.ratio=0.5 "${on_recipe[@]}"
 row 5 accel=tgate_fast accel.mode="$mode" accel.gate_step=null accel.gate_fraction=0.4 "${on_recipe[@]}"
+if [[ ! -f $sweep/summary.csv ]]; then
+  echo "no row finished: where each row spent its time is in $out/row*.stacks.txt" | tee -a "$out/rows.log"
+  exit 1
+fi
 cp "$sweep/summary.csv" "$out/summary.csv"
 python bench/strong_baselines_report.py "$sweep" --out "$out"

@@ -7,7 +7,8 @@
 # re-measures its baseline pass for pass; PROMPTS prompts per pass, 16 unless set; images saved),
 # stops the sweep after LIMIT seconds (540 unless set) so that what finished is reported, then
 # bench/strong_baselines_report.py: the rows, and each compiled method's images against the same
-# method's eager images (PSNR). Results go to $OUT/<pipeline>_b<batch> (the device tool's folder;
+# method's eager images (PSNR), and the sweep's stack every 30 s (bench/stack_sampler: where a call stopped at its
+# limit spent its time). Results go to $OUT/<pipeline>_b<batch> (the device tool's folder;
 # a local folder elsewhere). Assumes the wheels are installed and PYTHONPATH set (bench/README.md).
 set -uo pipefail
 pipeline=${1:?usage: $0 PIPELINE BATCH [GRID ...]}
@@ -26,7 +27,8 @@ out=${OUT:-bench/results/strong_baselines}/$name
 sweep=$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")   # one per call; saved images stay on the machine
 mkdir -p "$out"
 nvidia-smi -L | tee "$out/gpus.txt"
-timeout "${LIMIT:-540}" python run.py -m +sweep=strong "${drop[@]}" pipeline="$pipeline" batch_size="$batch" \
+PYTHONPATH="$PWD/bench/stack_sampler${PYTHONPATH:+:$PYTHONPATH}" STACK_LOG="$out/stacks.txt" \
+  timeout "${LIMIT:-540}" python run.py -m +sweep=strong "${drop[@]}" pipeline="$pipeline" batch_size="$batch" \
   num_prompts="${PROMPTS:-16}" save_images=true hydra.sweep.dir="$sweep" summary_path="$sweep/all.csv" 2>&1 \
   | grep -v "it/s\]\|batch/s\]\|s/batch\]\|s/it\]" | tail -c 20000 > "$out/sweep.log"
 echo "sweep exit ${PIPESTATUS[0]} (124: stopped at the limit)" | tee -a "$out/sweep.log"
