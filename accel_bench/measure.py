@@ -455,6 +455,7 @@ def measure_sides(
                 torch.cuda.reset_peak_memory_stats(device)
             outputs = []
             side.watch.device.start()
+            side.watch.compiles.start()
             for start in tqdm(
                 this_pass.starts,
                 desc=f"{side.label} pass {repeat + 1}/{repeats}" + (" (again: not clean)" if repeat >= repeats else ""),
@@ -466,6 +467,7 @@ def measure_sides(
                 side.sizes.append(len(output))
                 check.wait_shares.append(wait_share)
                 outputs.append(np.asarray(output, dtype=np.float32))
+            check.compiled = side.watch.compiles.stop()
             check.foreign = side.watch.device.stop()
             if side.images is None:
                 side.images = np.concatenate(outputs)

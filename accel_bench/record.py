@@ -8,12 +8,14 @@ import dataclasses
 import json
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from filelock import FileLock
 
+from .watch.compiles import compiled_words
 from .watch.device import busiest
 
 if TYPE_CHECKING:  # measure imports torch; a row is read and written without it (sweepers, launchers)
@@ -61,6 +63,8 @@ class Side:
     outlier_batches: Optional[int] = None  # batches far from the side's median (watch.outliers)
     contended_batches: Optional[int] = None  # batches that waited for a CPU (watch.host)
     disturbed_passes: Optional[int] = None  # passes during which another process used the GPU
+    compiled_passes: Optional[int] = None  # passes inside whose batches torch compiled or recorded a CUDA graph
+    compiled: dict[str, int] = field(default_factory=dict)  # those compilations, by kind
     other_gpu_work: list[str] = field(default_factory=list)  # those processes: pid and their highest SM share
     host_wait_max: Optional[float] = None  # the largest share of a batch spent waiting for a CPU
 
@@ -105,6 +109,8 @@ class Side:
             outlier_batches=sum(len(c.outliers) for c in checks),
             contended_batches=sum(c.contended for c in checks),
             disturbed_passes=sum(bool(c.foreign) for c in checks),
+            compiled_passes=sum(bool(c.compiled) for c in checks),
+            compiled=dict(sum((Counter(c.compiled) for c in checks), Counter())),
             other_gpu_work=[str(f) for f in busiest([f for c in checks for f in c.foreign])],
             pass_latencies_s=measured.repeat_latencies_s,
             host_wait_max=max(waits) if waits else None,
@@ -129,6 +135,10 @@ class Side:
             )
         if self.disturbed_passes:
             found.append(f"{self.disturbed_passes} pass(es) beside other GPU work ({', '.join(self.other_gpu_work)})")
+        if self.compiled_passes:
+            found.append(
+                f"{self.compiled_passes} pass(es) compiling in measured batches ({compiled_words(self.compiled)})"
+            )
         return found
 
 

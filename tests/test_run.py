@@ -80,6 +80,8 @@ TIMING = {
             "outlier_batches",
             "contended_batches",
             "disturbed_passes",
+            "compiled_passes",
+            "compiled",
             "other_gpu_work",
             "host_wait_max",
         )

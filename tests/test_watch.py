@@ -146,6 +146,48 @@ def test_fewer_clean_passes_than_asked_disturb_the_row(monkeypatch):
     assert short.disturbance() is None
 
 
+def test_a_recompile_inside_a_measured_pass_is_seen_and_the_pass_measured_again(monkeypatch):
+    """torch's own compile callbacks: dynamo tracing a frame again in pass 2 (a new shape); the batch times
+    alike, so only this watch can see it."""
+    traced = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+    traced(torch.ones(2))  # compiled before the passes, as a warm-up would
+    calls = iter(range(100))
+
+    def generate(prompts, generators):
+        traced(torch.ones(3 if next(calls) == 2 else 2))  # pass 2's first batch: a shape never seen
+        return fake_generate(prompts, generators)
+
+    scripted_clock(monkeypatch, [1.0] * 8)
+
+    @contextmanager
+    def opened():
+        yield generate, None
+
+    (measured,) = measure_sides(
+        [opened], list("abcd"), batch_size=2, seed=0, warmup=WarmupPolicy(0), device=CPU, repeats=2,
+        max_repeats=4, count_flops=False, watches=[Watch(ScriptedHost([0.0] * 8), DeviceWatch(CPU))],
+    )  # fmt: skip
+    assert [c.compiled for c in measured.checks] == [{}, {"compilation": 1}, {}]
+    assert measured.clean_passes == [0, 2] and measured.checks[1].causes() == ["compiled: 1 compilation(s)"]
+    every = Side.of(measured, compiled=True)  # had no pass been clean, the row would say why
+    assert every.causes() == ["1 pass(es) compiling in measured batches (1 compilation(s))"]
+    assert Side.of(measured, compiled=True, passes=measured.clean_passes).causes() == []
+
+
+def test_a_cuda_graph_recorded_inside_a_pass_is_named_as_such():
+    from torch._dynamo.callback import CallbackTrigger, callback_handler
+
+    from accel_bench.watch.compiles import CompileWatch
+
+    watch = CompileWatch()
+    watch.start()
+    with callback_handler.install_callbacks(CallbackTrigger.CUDAGRAPH_RECORDING, "0/0"):  # as inductor records one
+        pass
+    assert watch.stop() == {"CUDA graph recording": 1}
+    watch.start()
+    assert watch.stop() == {}
+
+
 def test_an_outlier_batch_is_seen_and_its_pass_measured_again(monkeypatch):
     # 3 passes of 2 batches; pass 2's second batch took 5x the others: a fourth pass replaces it
     durations = [1.0, 1.0, 1.0, 5.0, 1.0, 1.0, 1.0, 1.0]

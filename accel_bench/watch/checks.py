@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from .compiles import CompileWatch, compiled_words
 from .device import DeviceWatch, Foreign, busiest
 from .drain import Drain
 from .host import CONTENDED_WAIT_SHARE, HostWatch
@@ -20,6 +21,7 @@ class PassCheck:
     leftover_s: float = 0.0  # the side's queued GPU work after the pass, waited out and charged to it
     leftover_drained: bool = True  # False: still busy after drain.TIMEOUT_S
     outliers: list[int] = field(default_factory=list)  # indices of outlying batches within the pass
+    compiled: dict[str, int] = field(default_factory=dict)  # compilations inside its batches, by kind
 
     @classmethod
     def from_json(cls, values: dict) -> "PassCheck":
@@ -32,7 +34,7 @@ class PassCheck:
 
     @property
     def clean(self) -> bool:
-        return not (self.contended or self.foreign or self.outliers or not self.leftover_drained)
+        return not (self.contended or self.foreign or self.outliers or self.compiled or not self.leftover_drained)
 
     def causes(self) -> list[str]:
         found = []
@@ -44,6 +46,8 @@ class PassCheck:
             found.append("other GPU work: " + ", ".join(map(str, busiest(self.foreign))))
         if not self.leftover_drained:
             found.append("its GPU work did not drain")
+        if self.compiled:
+            found.append("compiled: " + compiled_words(self.compiled))
         return found
 
 
@@ -51,8 +55,15 @@ class Watch:
     """The watches around one side's batches and passes; ``drain`` only where the side runs in another
     process (the evaluator), since a synchronize in our own process already waits for our own work."""
 
-    def __init__(self, host: HostWatch, device: DeviceWatch, drain: Optional[Drain] = None):
+    def __init__(
+        self,
+        host: HostWatch,
+        device: DeviceWatch,
+        drain: Optional[Drain] = None,
+        compiles: Optional[CompileWatch] = None,
+    ):
         self.host, self.device, self.drain = host, device, drain
+        self.compiles = compiles or CompileWatch()
 
     @property
     def isolation(self) -> str:
