@@ -22,6 +22,7 @@ from accel_bench.measure import WarmupPolicy, measure_sides, paired_passes, spee
 from accel_bench.postprocess.select import left_out
 from accel_bench.record import Row, Side, read_rows, upsert_summary
 from accel_bench.watch.checks import PassCheck, Watch
+from accel_bench.watch.compiles import CompileWatch
 from accel_bench.watch.device import DeviceWatch, Foreign
 from accel_bench.watch.host import CONTENDED_WAIT_SHARE, HostWatch
 from accel_bench.watch.outliers import outliers
@@ -149,6 +150,8 @@ def test_fewer_clean_passes_than_asked_disturb_the_row(monkeypatch):
 def test_a_recompile_inside_a_measured_pass_is_seen_and_the_pass_measured_again(monkeypatch):
     """torch's own compile callbacks: dynamo tracing a frame again in pass 2 (a new shape); the batch times
     alike, so only this watch can see it."""
+    CompileWatch().start()
+    torch._dynamo.reset()  # as a test or a user may between runs: the next pass's watch registers again
     traced = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
     traced(torch.ones(2))  # compiled before the passes, as a warm-up would
     calls = iter(range(100))
@@ -177,8 +180,7 @@ def test_a_recompile_inside_a_measured_pass_is_seen_and_the_pass_measured_again(
 def test_a_cuda_graph_recorded_inside_a_pass_is_named_as_such():
     from torch._dynamo.callback import CallbackTrigger, callback_handler
 
-    from accel_bench.watch.compiles import CompileWatch
-
+    torch._dynamo.reset()  # clears every compile callback: each start registers again
     watch = CompileWatch()
     watch.start()
     with callback_handler.install_callbacks(CallbackTrigger.CUDAGRAPH_RECORDING, "0/0"):  # as inductor records one

@@ -15,8 +15,7 @@ from typing import Any
 RECORDING = "CUDA graph recording"  # torch's CallbackTrigger.CUDAGRAPH_RECORDING
 COMPILATION = "compilation"  # the other triggers: dynamo tracing a frame, a deferred backward
 
-_seen: Counter = Counter()  # every compilation of this process, by kind, since the first watch started
-_registered = False
+_seen: Counter = Counter()  # every compilation of this process, by kind, counted while registered
 
 
 def compiled_words(compiled: dict[str, int]) -> str:
@@ -29,13 +28,12 @@ def _count(args: Any) -> None:
 
 
 def _register() -> None:
-    """Once per process: torch runs a start callback once per outermost compilation."""
-    global _registered
-    if not _registered:
-        from torch._dynamo.callback import on_compile_start
+    """At each start: ``torch._dynamo.reset()`` clears every callback. Torch runs a start callback once
+    per outermost compilation."""
+    from torch._dynamo.callback import callback_handler
 
-        on_compile_start(_count)
-        _registered = True
+    if _count not in callback_handler.start_callbacks:
+        callback_handler.register_start_callback(_count)
 
 
 class CompileWatch:
