@@ -467,7 +467,7 @@ def measure_sides(
                 side.sizes.append(len(output))
                 check.wait_shares.append(wait_share)
                 outputs.append(np.asarray(output, dtype=np.float32))
-            check.compiled = side.watch.compiles.stop()
+            check.compilations = side.watch.compiles.stop()
             check.foreign = side.watch.device.stop()
             if side.images is None:
                 side.images = np.concatenate(outputs)

@@ -64,7 +64,7 @@ class Side:
     contended_batches: Optional[int] = None  # batches that waited for a CPU (watch.host)
     disturbed_passes: Optional[int] = None  # passes during which another process used the GPU
     compiled_passes: Optional[int] = None  # passes inside whose batches torch compiled or recorded a CUDA graph
-    compiled: dict[str, int] = field(default_factory=dict)  # those compilations, by kind
+    compilations: dict[str, int] = field(default_factory=dict)  # those compilations, by kind
     other_gpu_work: list[str] = field(default_factory=list)  # those processes: pid and their highest SM share
     host_wait_max: Optional[float] = None  # the largest share of a batch spent waiting for a CPU
 
@@ -109,8 +109,8 @@ class Side:
             outlier_batches=sum(len(c.outliers) for c in checks),
             contended_batches=sum(c.contended for c in checks),
             disturbed_passes=sum(bool(c.foreign) for c in checks),
-            compiled_passes=sum(bool(c.compiled) for c in checks),
-            compiled=dict(sum((Counter(c.compiled) for c in checks), Counter())),
+            compiled_passes=sum(bool(c.compilations) for c in checks),
+            compilations=dict(sum((Counter(c.compilations) for c in checks), Counter())),
             other_gpu_work=[str(f) for f in busiest([f for c in checks for f in c.foreign])],
             pass_latencies_s=measured.repeat_latencies_s,
             host_wait_max=max(waits) if waits else None,
@@ -137,7 +137,7 @@ class Side:
             found.append(f"{self.disturbed_passes} pass(es) beside other GPU work ({', '.join(self.other_gpu_work)})")
         if self.compiled_passes:
             found.append(
-                f"{self.compiled_passes} pass(es) compiling in measured batches ({compiled_words(self.compiled)})"
+                f"{self.compiled_passes} pass(es) compiling in measured batches ({compiled_words(self.compilations)})"
             )
         return found
 

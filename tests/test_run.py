@@ -81,7 +81,7 @@ TIMING = {
             "contended_batches",
             "disturbed_passes",
             "compiled_passes",
-            "compiled",
+            "compilations",
             "other_gpu_work",
             "host_wait_max",
         )

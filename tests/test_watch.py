@@ -170,7 +170,7 @@ def test_a_recompile_inside_a_measured_pass_is_seen_and_the_pass_measured_again(
         [opened], list("abcd"), batch_size=2, seed=0, warmup=WarmupPolicy(0), device=CPU, repeats=2,
         max_repeats=4, count_flops=False, watches=[Watch(ScriptedHost([0.0] * 8), DeviceWatch(CPU))],
     )  # fmt: skip
-    assert [c.compiled for c in measured.checks] == [{}, {"compilation": 1}, {}]
+    assert [c.compilations for c in measured.checks] == [{}, {"compilation": 1}, {}]
     assert measured.clean_passes == [0, 2] and measured.checks[1].causes() == ["compiled: 1 compilation(s)"]
     every = Side.of(measured, compiled=True)  # had no pass been clean, the row would say why
     assert every.causes() == ["1 pass(es) compiling in measured batches (1 compilation(s))"]

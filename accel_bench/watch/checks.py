@@ -21,7 +21,7 @@ class PassCheck:
     leftover_s: float = 0.0  # the side's queued GPU work after the pass, waited out and charged to it
     leftover_drained: bool = True  # False: still busy after drain.TIMEOUT_S
     outliers: list[int] = field(default_factory=list)  # indices of outlying batches within the pass
-    compiled: dict[str, int] = field(default_factory=dict)  # compilations inside its batches, by kind
+    compilations: dict[str, int] = field(default_factory=dict)  # inside its batches, by kind (watch.compiles)
 
     @classmethod
     def from_json(cls, values: dict) -> "PassCheck":
@@ -34,7 +34,7 @@ class PassCheck:
 
     @property
     def clean(self) -> bool:
-        return not (self.contended or self.foreign or self.outliers or self.compiled or not self.leftover_drained)
+        return not (self.contended or self.foreign or self.outliers or self.compilations or not self.leftover_drained)
 
     def causes(self) -> list[str]:
         found = []
@@ -46,8 +46,8 @@ class PassCheck:
             found.append("other GPU work: " + ", ".join(map(str, busiest(self.foreign))))
         if not self.leftover_drained:
             found.append("its GPU work did not drain")
-        if self.compiled:
-            found.append("compiled: " + compiled_words(self.compiled))
+        if self.compilations:
+            found.append("compiled: " + compiled_words(self.compilations))
         return found
 
 
