@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional, Sequence
 
 from .compiles import CompileWatch, compiled_words
@@ -25,8 +25,11 @@ class PassCheck:
 
     @classmethod
     def from_json(cls, values: dict) -> "PassCheck":
-        """Back from ``dataclasses.asdict`` (a baseline shared on disk keeps its checks)."""
-        return cls(**{**values, "foreign": [Foreign(**f) for f in values.get("foreign", [])]})
+        """Back from ``dataclasses.asdict`` (a baseline shared on disk keeps its checks). What another
+        version wrote and this one does not know is ignored; what it did not write keeps its default."""
+        known = {f.name for f in fields(cls)}
+        kept = {name: value for name, value in values.items() if name in known}
+        return cls(**{**kept, "foreign": [Foreign(**f) for f in values.get("foreign", [])]})
 
     @property
     def contended(self) -> int:
