@@ -95,3 +95,62 @@ def test_a_file_whose_inference_hard_codes_its_steps_cannot_be_cut(tmp_path: Pat
         "no_inference.py": True,
         "literal.py": False,
     }
+
+
+def _side(label, latencies, checks, steps=6):
+    from accel_bench.evaluate.session import SideResult, SideSpec
+
+    result = SideResult(SideSpec(label, Path(f"{label}.py"), steps))
+    result.pass_latencies_s, result.checks, result.passes_asked = latencies, checks, 2
+    return result
+
+
+def test_a_cut_measured_while_disturbed_or_slower_than_the_baseline_is_in_doubt():
+    from accel_bench.evaluate.bar import measured_reference
+    from accel_bench.watch.checks import PassCheck
+
+    quiet, busy = PassCheck(), PassCheck(wait_shares=[0.9])
+    base = _side("baseline", [1.0, 1.0, 1.0], [quiet] * 3)
+    steady = measured_reference(4, base, _side("fewer steps 4", [0.7, 0.7, 0.7], [quiet] * 3, 4))
+    assert steady.doubt is None and abs(steady.speedup - 1 / 0.7) < 1e-9
+    # one clean pair of the two asked: the busy passes chose nothing, but the count is in doubt
+    disturbed = measured_reference(4, base, _side("fewer steps 4", [0.7, 0.5, 0.5], [quiet, busy, busy], 4))
+    assert disturbed.speedup == 1 / 0.7 and "fewer steps 4: busy host" in disturbed.doubt
+    assert "1 of 2 pass pairs clean" in disturbed.doubt
+    # a cut saves steps: measured slower than the baseline, its speed is noise, though no watch fired
+    noise = measured_reference(5, base, _side("fewer steps 5", [1.01, 1.01, 1.01], [quiet] * 3, 5))
+    assert noise.speedup < 1 and "slower than the baseline's 6 steps" in noise.doubt
+
+
+def test_a_bar_failed_in_doubt_says_so_and_the_record_is_disturbed():
+    from accel_bench.evaluate.records import compare
+    from accel_bench.watch.checks import PassCheck
+
+    rng = np.random.default_rng(2)
+    base_images = rng.integers(0, 256, (2, 8, 8, 3))
+    far = np.clip(base_images + 8, 0, 255)
+    baseline = [_exchange("ab", [0, 1], base_images)]
+    near = np.clip(base_images + 1, 0, 255)
+    cut = [_exchange("ab", [0, 1], near)]  # the cut is more faithful than the file: the file fails its bar
+    in_doubt = Reference(5, 0.99, cut, doubt="fewer steps 5: noise")
+    assert judge(baseline, baseline, in_doubt, 1.0, 25).doubt == "fewer steps 5: noise"
+    both = judge([_exchange("ab", [0, 1], far)], baseline, in_doubt, 1.0, 25, doubt="this file's speed: busy")
+    assert both.doubt == "this file's speed: busy; fewer steps 5: noise" and "(in doubt: " in both.explain()
+
+    def side(label, latencies, checks, images):
+        result = _side(label, latencies, checks)
+        result.spec = type(result.spec)(label, result.spec.path, 6, (1.5,))
+        result.measured = [_exchange("ab", [0, 1], images)]
+        return result
+
+    quiet, busy = PassCheck(), PassCheck(wait_shares=[0.9])
+    base = side("baseline", [1.0] * 3, [quiet] * 3, base_images)
+    for reference, checks, doubted in (
+        (Reference(4, 1.9, cut), [quiet] * 3, False),
+        (Reference(4, 1.9, cut, doubt="fewer steps 4: noise"), [quiet] * 3, True),
+        (Reference(4, 1.9, cut), [quiet, busy, busy], True),  # the file's own speed, which chose the count
+    ):
+        record = compare(base, side("gt", [0.5] * 3, checks, far), [], 1.5, None, 20.0, reference=reference)
+        assert "no_better_than_fewer_steps" in record["reasons"]
+        assert ("disturbed" in record["reasons"]) == doubted == bool(record["bar"]["doubt"]), record
+        assert record["passed"] is False

@@ -12,6 +12,9 @@ of the file's speedup, nor any count above it, is the reference (a fit alone tak
 for the count's speed).
 Fidelity is pooled over the images both saw: PSNR of the mean squared error, so a batch partly
 copied cannot hide its bad images behind a median.
+Speeds measured while disturbed (the file's or a cut's), or a cut measured slower than the full
+baseline, may have chosen the wrong count: the bar says so (``doubt``), and a file failing such a bar
+has the reason ``disturbed`` beside ``no_better_than_fewer_steps``.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class Reference:
     speedup: Optional[float] = None  # median of its per-pass speedups over the baseline
     measured: list[Exchange] = field(default_factory=list)
     failure: Optional[str] = None
+    doubt: Optional[str] = None  # why ``speedup`` may be wrong: disturbed passes, or a cut no faster than the baseline
 
 
 @dataclass
@@ -125,6 +129,7 @@ class Bar:
     psnr_db: Optional[float] = None  # the file's pooled PSNR over the reference's inputs
     images: int = 0
     note: Optional[str] = None  # why the floor alone judged a file with a task
+    doubt: Optional[str] = None  # why the reference's step count may be wrong (the speeds that chose it)
 
     @property
     def cleared(self) -> bool:
@@ -134,14 +139,20 @@ class Bar:
         return (
             f"pooled PSNR {self.psnr_db:.2f} dB, below {self.required_psnr_db:.2f} dB: the baseline cut to "
             f"{self.reference_steps} steps ({self.reference_speedup:.2f}x) reaches {self.reference_psnr_db:.2f} dB, "
-            f"and a task asks {self.margin_db:g} dB more"
+            f"and a task asks {self.margin_db:g} dB more" + (f" (in doubt: {self.doubt})" if self.doubt else "")
         )
 
 
 def judge(
-    side: Sequence[Exchange], baseline: Sequence[Exchange], reference: Reference, margin_db: float, min_psnr_db: float
+    side: Sequence[Exchange],
+    baseline: Sequence[Exchange],
+    reference: Reference,
+    margin_db: float,
+    min_psnr_db: float,
+    doubt: Optional[str] = None,
 ) -> Bar:
-    """The bar of a file whose reference was measured: fidelity over the inputs both saw."""
+    """The bar of a file whose reference was measured: fidelity over the inputs both saw. ``doubt``: why
+    the file's own speed, which chose the reference's step count, may be wrong."""
     if reference.failure is not None:
         return Bar("floor", min_psnr_db, note=f"no fewer-steps reference: {reference.failure}")
     _, keys = pooled_psnr(reference.measured, baseline)
@@ -161,6 +172,7 @@ def judge(
         required_psnr_db=reference_psnr + margin_db,
         psnr_db=psnr,
         images=len(covered),
+        doubt="; ".join(d for d in (doubt, reference.doubt) if d) or None,
     )
 
 
@@ -179,13 +191,24 @@ def _session(
         elif result.failure is not None:
             references[count] = Reference(count, failure=f"{result.failure.reason}: {result.failure.message}")
         else:
-            kept, clean = session.watched_pairs(measured_base, result)
-            passes = (
-                clean or kept or list(range(min(len(measured_base.pass_latencies_s), len(result.pass_latencies_s))))
-            )
-            speedup = statistics.median(session.ratios(measured_base, result, passes))
-            references[count] = Reference(count, speedup, result.measured)
+            references[count] = measured_reference(count, measured_base, result)
     return references
+
+
+def measured_reference(count: int, base: session.SideResult, cut: session.SideResult) -> Reference:
+    """The cut's speed over the baseline (its clean pass pairs, else the baseline-clean ones, else all),
+    in doubt where fewer pairs than asked were clean, or where the cut measured slower than the full
+    baseline: a cut only ever saves steps, so that speed is noise."""
+    kept, clean = session.watched_pairs(base, cut)
+    passes = clean or kept or list(range(min(len(base.pass_latencies_s), len(cut.pass_latencies_s))))
+    speedup = statistics.median(session.ratios(base, cut, passes))
+    label, doubt = cut.spec.label, None
+    if len(clean) < max(1, cut.passes_asked):
+        causes = session.disturbance("baseline", base) + session.disturbance(label, cut)
+        doubt = f"{label} measured while disturbed ({len(clean)} of {cut.passes_asked} pass pairs clean: {' | '.join(causes)})"
+    elif speedup < 1:
+        doubt = f"{label} measured slower than the baseline's {base.spec.steps} steps ({speedup:.2f}x): noise"
+    return Reference(count, speedup, cut.measured, doubt=doubt)
 
 
 def measure_references(

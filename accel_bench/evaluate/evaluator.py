@@ -6,7 +6,7 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -206,12 +206,13 @@ def judge_groups(
             )
 
 
-def judge_ground_truths(cfg: Any, info: SandboxInfo) -> dict[str, dict[str, Any]]:
-    """The ground truth of each task of ``cfg.manifest`` judged as a candidate would be (its speed, images,
-    budget and bar) against its reference baseline: the records by prompt id. No candidate files run."""
+def judge_ground_truths(cfg: Any, info: SandboxInfo, only: Optional[Sequence[str]] = None) -> dict[str, dict[str, Any]]:
+    """The ground truth of each task of ``cfg.manifest`` (or of those ``only`` names) judged as a candidate
+    would be (its speed, images, budget and bar) against its reference baseline: the records by prompt
+    id. No candidate files run."""
     manifest_path = Path(cfg.manifest)
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
-    entries = read_manifest(manifest_path)
+    entries = [e for e in read_manifest(manifest_path) if only is None or e["prompt_id"] in only]
     judged = judge_groups(entries, manifest_path.parent, manifest_path.parent, cfg, info, prompts, candidates=False)
     return {j.entry["prompt_id"]: j.gt for j in judged}
 

@@ -11,7 +11,7 @@ from ..record import Side
 from ..watch.checks import PassCheck
 from ..watch.device import busiest
 from .bar import Bar, Reference, judge
-from .session import SideResult, ratios, watched_pairs
+from .session import SideResult, disturbance, ratios, watched_pairs
 from .verdicts import REASONS, image_findings, median_interval, paired_images, summarize_psnr, watched_verdict
 
 
@@ -72,11 +72,6 @@ def watched(side: SideResult) -> dict[str, Any]:
         "leftover_gpu_s": sum(c.leftover_s for c in checks),  # queued work waited out after its passes, charged to it
         "warmup_stable": side.warmup_stable,
     }
-
-
-def _disturbance(label: str, side: SideResult) -> list[str]:
-    causes = sorted({cause for c in side.checks if not c.clean for cause in c.causes()})
-    return [f"{label}: {', '.join(causes)}"] if causes else []
 
 
 NO_SPEEDUP = "a target of 1x or less asks for no speedup: there is no cut to compare with"
@@ -159,7 +154,7 @@ def compare(
             base_latency_s=Side.of_passes([base.pass_latencies_s[r] for r in passes]).latency_s,
             latency_spread=summary.latency_spread,
             clean_passes=len(clean),
-            disturbed=" | ".join(_disturbance("baseline", base) + _disturbance("this file", side)) or None,
+            disturbed=" | ".join(disturbance("baseline", base) + disturbance("this file", side)) or None,
         )
         if found.wrong is None and found.checked:
             base_images, images, prompts = paired_images(side.measured, base.measured)
@@ -177,8 +172,14 @@ def compare(
                     f"{cls.budget_label} {'not measured' if value is None else format(value, '.4f')} over the budget {budget:g}"
                 )
         if target is not None and found.wrong is None:
+            # the file's speed chose the reference's step count: too few clean passes put that count in doubt
+            own_doubt = (
+                None
+                if len(clean) >= max(1, side.passes_asked)
+                else f"this file's speed, {len(clean)} of {side.passes_asked} pass pairs clean ({record['disturbed']})"
+            )
             bar = (
-                judge(side.measured, base.measured, reference, margin_db, min_psnr_db)
+                judge(side.measured, base.measured, reference, margin_db, min_psnr_db, own_doubt)
                 if reference is not None and target > 1  # a ground truth shared by tasks: only theirs above 1x
                 else Bar("floor", min_psnr_db, note=NO_SPEEDUP if target <= 1 else no_reference or None)
             )
@@ -186,6 +187,8 @@ def compare(
             if not bar.cleared:
                 reasons.append("no_better_than_fewer_steps")
                 record["error"] = record["error"] or bar.explain()
+                if bar.doubt:
+                    reasons.append("disturbed")
         verdict, disturbed = (
             watched_verdict(ratios(base, side, clean), ratios(base, side, kept), target, side.passes_asked)
             if target is not None

@@ -236,6 +236,12 @@ def watched_pairs(base: SideResult, side: SideResult) -> tuple[list[int], list[i
     return kept, [r for r in kept if side.clean(r)]
 
 
+def disturbance(label: str, side: SideResult) -> list[str]:
+    """``label: cause, ...`` for what made any of ``side``'s measured passes not clean (empty if none did)."""
+    causes = sorted({cause for c in side.checks if not c.clean for cause in c.causes()})
+    return [f"{label}: {', '.join(causes)}"] if causes else []
+
+
 def ratios(base: SideResult, side: SideResult, passes: Sequence[int]) -> list[float]:
     """Per-pass speedups: pass r of the baseline over pass r of the side (both saw the same inputs)."""
     return pass_speedups([base.pass_latencies_s[r] for r in passes], [side.pass_latencies_s[r] for r in passes])

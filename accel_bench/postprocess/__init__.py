@@ -348,8 +348,8 @@ def postprocess(cfg: Any) -> Report:
     for stale in ("dropped.json", "ground_truth_checks.json"):
         (out / stale).unlink(missing_ok=True)
     if cfg.verify and cfg.bar_check and manifest:
-        records = ground_truth.judge(out / "manifest.json", cfg.cache_dir, cfg.bar_num_prompts)
-        ground_truth.write_checks(out, records)
+        records, again = ground_truth.check(out / "manifest.json", cfg.cache_dir, cfg.bar_num_prompts)
+        ground_truth.write_checks(out, records, again)
         dropped = ground_truth.why_dropped(records)
         manifest = ground_truth.drop(out, manifest, dropped)
         _write_json(out / "manifest.json", manifest)

@@ -1,12 +1,16 @@
 """Every ground truth must pass its own task: each is judged by the evaluator, as a candidate would be,
 against its reference baseline and the baseline cut to its speed; a task whose ground truth does not
-beat that bar (or is unfaithful) is dropped, with the reason."""
+beat that bar (or is unfaithful) is dropped, with the reason.
+
+The bar's step count is chosen by measured speeds, so a ground truth that fails it while those speeds
+were disturbed (or a cut measured slower than the full baseline, which only noise does) is judged
+again on fresh inputs before its task goes; the reason then says what was in doubt both times."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from ..evaluate.sandbox import SandboxInfo, total_memory_gb
 
@@ -26,8 +30,24 @@ def why_dropped(records: dict[str, dict[str, Any]]) -> dict[str, str]:
     return found
 
 
-def judge(manifest_path: Path, cache_dir: str, num_prompts: int) -> dict[str, dict[str, Any]]:
-    """The evaluator's record of each task's ground truth. The files are ours, so no sandbox."""
+def in_doubt(records: dict[str, dict[str, Any]]) -> list[str]:
+    """Prompt ids whose ground truth fails only its fewer-steps bar, and that bar was measured in doubt."""
+    firm = set(DROPPED_FOR) - {"no_better_than_fewer_steps"}
+    return [
+        prompt_id
+        for prompt_id, record in sorted(records.items(), key=lambda item: int(item[0]))
+        if record["status"] == "ok"
+        and "no_better_than_fewer_steps" in record["reasons"]
+        and not firm & set(record["reasons"])
+        and (record.get("bar") or {}).get("doubt")
+    ]
+
+
+def judge(
+    manifest_path: Path, cache_dir: str, num_prompts: int, only: Optional[Sequence[str]] = None
+) -> dict[str, dict[str, Any]]:
+    """The evaluator's record of each task's ground truth (of the tasks ``only`` names, if given). The
+    files are ours, so no sandbox; every judgement draws fresh inputs."""
     from omegaconf import OmegaConf
 
     from ..evaluate.config import EvaluateConfig
@@ -38,13 +58,27 @@ def judge(manifest_path: Path, cache_dir: str, num_prompts: int) -> dict[str, di
         {"manifest": str(manifest_path), "code_dir": str(manifest_path.parent), "cache_dir": cache_dir},
         {"num_prompts": num_prompts},
     )
-    return judge_ground_truths(cfg, SandboxInfo("none", None, total_memory_gb() / 2, None))
+    return judge_ground_truths(cfg, SandboxInfo("none", None, total_memory_gb() / 2, None), only)
 
 
-def write_checks(out: Path, records: dict[str, dict[str, Any]]) -> None:
-    """``ground_truth_checks.json``: what each task's ground truth measured and the bar it was judged by."""
-    keys = ("status", "reasons", "error", "speedup", "speedup_low", "target_speedup", "psnr_min_db", "bar")
-    checks = {prompt_id: {k: record.get(k) for k in keys} for prompt_id, record in records.items()}
+def check(manifest_path: Path, cache_dir: str, num_prompts: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(each task's ground-truth record, the prompt ids judged a second time because ``in_doubt``)."""
+    records = judge(manifest_path, cache_dir, num_prompts)
+    again = in_doubt(records)
+    if again:
+        print(f"judging {len(again)} ground truth(s) again: their fewer-steps bar was measured in doubt")
+        records.update(judge(manifest_path, cache_dir, num_prompts, again))
+    return records, again
+
+
+def write_checks(out: Path, records: dict[str, dict[str, Any]], again: Sequence[str] = ()) -> None:
+    """``ground_truth_checks.json``: what each task's ground truth measured and the bar it was judged by
+    (the last judgement; ``judgements`` says whether ``in_doubt`` asked for a second)."""
+    keys = ("status", "reasons", "error", "speedup", "speedup_low", "target_speedup", "psnr_min_db", "disturbed", "bar")
+    checks = {
+        prompt_id: {**{k: record.get(k) for k in keys}, "judgements": 2 if prompt_id in again else 1}
+        for prompt_id, record in records.items()
+    }
     (out / "ground_truth_checks.json").write_text(json.dumps(checks, indent=2, sort_keys=True, default=float) + "\n")
 
 
