@@ -67,6 +67,27 @@ def test_a_busy_host_is_seen_by_the_run_queue_wait():
     assert quiet < CONTENDED_WAIT_SHARE < busy
 
 
+def test_cpu_stolen_by_the_hypervisor_counts_as_waiting(tmp_path):
+    """A guest's thread on a virtual CPU the hypervisor took away is "running" to the guest's run
+    queue: the machine-wide steal of /proc/stat (this one's own, then one that grew by 0.3 s) adds
+    to the share."""
+    from accel_bench.watch.host import stolen_ns
+
+    assert stolen_ns() is not None and stolen_ns() >= 0  # Linux reports steal (0 on bare metal)
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text(f"cpu  100 0 50 900 3 0 1 {2 * tick} 0 0\ncpu0 1 2 3\n")
+    assert stolen_ns(str(stat)) == 2_000_000_000
+    host = HostWatch(stat=str(stat))
+    host.start()
+    stat.write_text(f"cpu  110 0 50 990 3 0 1 {2 * tick + round(0.3 * tick)} 0 0\n")
+    assert host.stop(1.0) >= 0.3 - 1 / tick
+    (tmp_path / "unreadable").write_text("cpu  1 2\n")
+    host = HostWatch(stat=str(tmp_path / "unreadable"))  # no steal reported: the run-queue wait alone
+    host.start()
+    assert 0 <= host.stop(1.0) < 0.3
+
+
 class ScriptedHost:
     """A host watch whose batches waited as scripted (share of wall time)."""
 
