@@ -194,3 +194,40 @@ def test_confirm_step_reranks_when_a_confirmed_speedup_drops(tmp_path):
     (entry,), notes = select_confirmed(measured, [0.02], True, confirm)
     assert asked == ["deepcache"] and (entry.accel, entry.reranked, notes) == ("deepcache", False, [])
     assert select(measured, [0.02], True)[0].confirmed_speedup is None
+
+
+def test_a_confirmation_measured_while_disturbed_neither_confirms_nor_reranks(tmp_path):
+    measured, _ = measured_of(
+        tmp_path,
+        [
+            row(accel="deepcache", speedup=3.0, clip_loss=0.01),
+            row(accel="tgate", speedup=2.5, clip_loss=0.01),
+        ],
+    )
+    busy = "baseline: 2 batch(es) on a busy host (waited up to 80%)"
+    scripted = {"deepcache": (1.4, busy), "tgate": (2.4, None)}
+    asked = []
+
+    def confirm(m):
+        asked.append(m.accel)
+        speedup, disturbed = scripted[m.accel]
+        return Confirmation(speedup, speedup - 0.1, speedup + 0.1, 0.01, disturbed)
+
+    (entry,), notes = select_confirmed(measured, [0.02], True, confirm)
+    # undisturbed, 1.4x would have re-ranked to tgate; disturbed, the sweep's 3.0x stands
+    assert asked == ["deepcache"] and (entry.accel, entry.reranked) == ("deepcache", False)
+    assert (entry.confirmed_speedup, entry.confirmed_disturbed, entry.target_basis) == (1.4, busy, 3.0)
+    assert len(notes) == 1 and "confirmation disturbed" in notes[0] and busy in notes[0] and "3.00x stands" in notes[0]
+    from accel_bench.postprocess.report import _entries_table
+
+    assert "1.40 (disturbed)" in _entries_table([entry], "CLIP loss") and "waited up to 80%" in _entries_table(
+        [entry], ""
+    )
+
+    scripted["deepcache"] = (1.4, None)  # the same figure undisturbed: re-ranked, the target its confirmation
+    (entry,), notes = select_confirmed(measured, [0.02], True, confirm)
+    assert (entry.accel, entry.reranked, entry.confirmed_disturbed, entry.target_basis) == ("tgate", True, None, 2.4)
+    assert "(disturbed)" not in _entries_table([entry], "CLIP loss")
+    scripted["tgate"] = (2.4, busy)  # the runner-up's confirmation disturbed: its swept 2.5x against deepcache's 1.4x
+    (entry,), notes = select_confirmed(measured, [0.02], True, confirm)
+    assert (entry.accel, entry.target_basis) == ("tgate", 2.5) and any("2.50x stands" in n for n in notes)

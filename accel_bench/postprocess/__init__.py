@@ -199,7 +199,11 @@ def confirm_by_rerun(folder: Path, repeats: int, budget_metric: str):
         if row.status != "ok":
             return Confirmation(0.0, 0.0, 0.0, None)  # a winner that cannot be re-measured does not hold up
         return Confirmation(
-            row.speedup, row.speedup_min, row.speedup_max, getattr(row, metrics.budget_column(budget_metric))
+            row.speedup,
+            row.speedup_min,
+            row.speedup_max,
+            getattr(row, metrics.budget_column(budget_metric)),
+            row.disturbed or None,
         )
 
     return confirm
@@ -262,7 +266,7 @@ class Report:
     tasks: int
     plots: int
     out_dir: Path
-    reranked: list[str]
+    notes: list[str]  # what confirmation re-ranked, and which confirmations were disturbed
     left_out: dict[str, list] = dataclasses.field(default_factory=dict)  # ok rows no entry could come from, by reason
     dropped: dict[str, str] = dataclasses.field(default_factory=dict)  # prompt id -> why its task was dropped
 

@@ -21,7 +21,7 @@ def counted(number: int, singular: str, plural: str) -> str:
 def main(cfg: DictConfig) -> None:
     with exit_2_on_config_error():
         report = postprocess(cfg)
-    for note in report.reranked:
+    for note in report.notes:
         print(note)
     for e in report.entries:
         if e.fid_images is not None:

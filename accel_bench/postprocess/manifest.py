@@ -129,6 +129,7 @@ def manifest_entry(task: Task, prompt_id: int, margin_db: Optional[float]) -> di
         "target_speedup": task.target_speedup,
         "measured_speedup": e.speedup,
         "confirmed_speedup": e.confirmed_speedup,
+        "confirmed_disturbed": e.confirmed_disturbed,  # then the target comes from measured_speedup
         "measured_clip_loss": e.clip_loss,
         "measured_loss": e.loss,  # the budget metric's value
         "weights": e.weights,

@@ -123,6 +123,14 @@ def _grid(m: Measured, out: Path, num_prompts: int, selected: bool) -> str:
     )
 
 
+def _confirmed(e: Entry) -> str:
+    """The confirmed speedup; one measured while disturbed is marked, with what disturbed it on hover."""
+    figure = _fmt(e.confirmed_speedup, ".2f")
+    if not e.confirmed_disturbed:
+        return figure
+    return f'<span title="{html.escape(e.confirmed_disturbed)}">{figure} (disturbed)</span>'
+
+
 def _entries_table(entries: Sequence[Entry], loss_label: str) -> str:
     head = ["budget", "method", "params", "speedup", "confirmed", f"{loss_label} (budgeted)", "CLIP loss", "PSNR dB"]
     head += ["LPIPS", "FID"]
@@ -134,7 +142,7 @@ def _entries_table(entries: Sequence[Entry], loss_label: str) -> str:
                 f'<td class="text">{html.escape(e.accel)}</td>',
                 f'<td class="text">{html.escape(json.dumps(e.params, sort_keys=True))}</td>',
                 f"<td>{e.speedup:.2f}x</td>",
-                f"<td>{_fmt(e.confirmed_speedup, '.2f')}</td>",
+                f"<td>{_confirmed(e)}</td>",
                 f"<td>{_fmt(e.loss, '.4f')}</td>",
                 f"<td>{_fmt(e.clip_loss, '.4f')}</td>",
                 f"<td>{_fmt(e.psnr_db, '.1f')}</td>",

@@ -23,6 +23,7 @@ class Entry(Measured):
     confirmed_speedup_min: Optional[float] = None
     confirmed_speedup_max: Optional[float] = None
     confirmed_loss: Optional[float] = None  # the budget metric's value, re-measured
+    confirmed_disturbed: Optional[str] = None  # what disturbed the re-measuring run: its figures decide nothing
     reranked: Optional[bool] = None  # the sweep's first choice did not hold up
     # with quality_prompts: FID over many prompts (postprocess.quality)
     fid: Optional[float] = None  # against the baseline's images for the same prompts and seeds
@@ -35,8 +36,8 @@ class Entry(Measured):
 
     @property
     def target_basis(self) -> float:
-        """The speedup tasks are made from: the confirmed one when there is one."""
-        return self.confirmed_speedup if self.confirmed_speedup is not None else self.speedup
+        """The speedup tasks are made from: the confirmed one when there is one, measured undisturbed."""
+        return self.speedup if self.confirmed_speedup is None or self.confirmed_disturbed else self.confirmed_speedup
 
     def to_json(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
@@ -96,6 +97,7 @@ class Confirmation:
     speedup_min: float
     speedup_max: float
     loss: Optional[float]  # the budget metric's value
+    disturbed: Optional[str] = None  # what disturbed the re-measuring run's figures (the row's ``disturbed``)
 
 
 def ranked_within(
@@ -142,19 +144,33 @@ def select_confirmed(
     budget_metric: str = "clip",
 ) -> tuple[list[Entry], list[str]]:
     """Confirm each winner by re-measuring it; while the best confirmed speedup is below the next
-    candidate's sweep speedup, confirm that one too. Returns the entries and what was re-ranked."""
+    candidate's sweep speedup, confirm that one too. A confirmation measured while disturbed neither
+    confirms nor refutes: its row keeps its sweep speedup (the entry says what disturbed it). Returns
+    the entries and the notes: what was re-ranked, which confirmations were disturbed."""
     confirmed: dict[str, Confirmation] = {}
     entries, notes = [], []
+
+    def held(m: Measured) -> float:
+        c = confirmed[m.run_id]
+        return m.speedup if c.disturbed else c.speedup
+
     for key, rows in ranked_within(measured, budgets, include_random).items():
         tried: list[Measured] = []
         for index, row in enumerate(rows):
             if row.run_id not in confirmed:
                 confirmed[row.run_id] = confirm(row)
             tried.append(row)
-            best = max(tried, key=lambda m: (confirmed[m.run_id].speedup, -tried.index(m)))
+            best = max(tried, key=lambda m: (held(m), -tried.index(m)))
             following = rows[index + 1] if index + 1 < len(rows) else None
-            if following is None or confirmed[best.run_id].speedup >= following.speedup:
+            if following is None or held(best) >= following.speedup:
                 break
+        for m in tried:
+            if confirmed[m.run_id].disturbed:
+                notes.append(
+                    f"confirmation disturbed for {key[0]} {key[1]} {key[2]} steps, batch {key[3]}, budget {key[4]:g}: "
+                    f"{m.accel} {m.params} re-measured {confirmed[m.run_id].speedup:.2f}x while disturbed "
+                    f"({confirmed[m.run_id].disturbed}); its swept {m.speedup:.2f}x stands"
+                )
         c = confirmed[best.run_id]
         entries.append(
             _entry(
@@ -165,6 +181,7 @@ def select_confirmed(
                 confirmed_speedup_min=c.speedup_min,
                 confirmed_speedup_max=c.speedup_max,
                 confirmed_loss=c.loss,
+                confirmed_disturbed=c.disturbed,
                 reranked=best is not rows[0],
             )
         )
