@@ -46,6 +46,10 @@ def test_full_measurement_takes_the_fastest_screened_within_each_budget():
     assert [c.index for c in search.to_measure_fully(found, screened, [0.05, 0.1], 1, 0.0)] == [1, 2]
     assert search.front(screened, [0.005, 0.05, 0.5]) == [(0.005, 0), (0.05, 2), (0.5, 2)]
     assert search.front({3: screened[3]}, [0.1]) == [(0.1, None)]
+    # a full row measured while disturbed is passed over where an undisturbed one is within the budget
+    full = {**screened, 2: search.Result(2.6, 0.04, disturbed=True)}
+    assert search.front(full, [0.005, 0.05, 0.5]) == [(0.005, 0), (0.05, 1), (0.5, 1)]
+    assert search.front({2: full[2]}, [0.05]) == [(0.05, 2)]  # the only one within: shown (and marked)
 
 
 def test_refinement_screens_the_unscreened_neighbours_of_each_grids_fastest_candidates(tmp_path):

@@ -67,6 +67,7 @@ class Result:
 
     speedup: float
     loss: float
+    disturbed: bool = False  # its row says what disturbed its figures (post-process leaves it out by default)
 
 
 def result_of(row: Optional[Row], budget_metric: str) -> Optional[Result]:
@@ -76,7 +77,7 @@ def result_of(row: Optional[Row], budget_metric: str) -> Optional[Result]:
     from .. import metrics  # torch: not imported where Hydra scans its plugins
 
     loss = getattr(row, metrics.budget_column(budget_metric))
-    return None if loss is None else Result(row.speedup, loss)
+    return None if loss is None else Result(row.speedup, loss, bool(row.disturbed))
 
 
 class Ledger:
@@ -391,11 +392,17 @@ def to_measure_fully(
 
 
 def front(results: dict[int, Result], budgets: Sequence[float]) -> list[tuple[float, Optional[int]]]:
-    """Per budget: the candidate with the highest speedup within it (None: none yet)."""
+    """Per budget: the candidate with the highest speedup within it (None: none yet); one whose row was
+    disturbed only where none within was measured undisturbed (post-process leaves such rows out
+    unless ``include_disturbed=true``; the search's console marks them)."""
+
+    def rank(i: int) -> tuple:
+        return not results[i].disturbed, results[i].speedup, -i
+
     best = []
     for budget in sorted(budgets):
         within = [i for i, r in results.items() if r.loss <= budget and r.speedup > 1]
-        best.append((budget, max(within, key=lambda i: (results[i].speedup, -i)) if within else None))
+        best.append((budget, max(within, key=rank) if within else None))
     return best
 
 

@@ -274,7 +274,12 @@ class SearchSweeper(GridSweeper):
             measured, kind = (full[combination], "full") if full.get(combination) else (study.screened(), "screened")
             best = ", ".join(
                 f"{budget:g}: "
-                + (f"{measured[i].speedup:.2f}x {study.describe(self.found[i])}" if i is not None else "-")
+                + (
+                    f"{measured[i].speedup:.2f}x{' (disturbed)' if measured[i].disturbed else ''} "
+                    f"{study.describe(self.found[i])}"
+                    if i is not None
+                    else "-"
+                )
                 for budget, i in search.front(measured, self.budgets)
             )
             print(f"[search]   {search.combination_name(combination)} ({kind}) | {best}", flush=True)
