@@ -3,6 +3,7 @@ post-process scored end to end, and bad input refused. tests/test_red_team.py ho
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -134,6 +135,8 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
     assert sorted(p.name for p in images.iterdir()) == ["baseline", "candidate", "gt"]
     rows = (tmp_path / "scores" / "evaluation.csv").read_text().splitlines()
     assert rows[0].startswith("prompt_id,task_key") and rows[1].startswith("7,tiny_DDIM_6")
+    (scored,) = csv.DictReader(rows)
+    assert scored["bar_doubt"] == (metrics["bar"]["doubt"] or "") and scored["bar"] == metrics["bar"]["kind"]
 
     # the ground truth runs as written, from the dataset's folder (a tiny entry's model travels with it)
     for code in (entry["path_to_gt_code"], entry["path_to_reference_baseline"]):

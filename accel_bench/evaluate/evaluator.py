@@ -265,6 +265,7 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
                 "bar_psnr_db": (metrics["bar"] or {}).get("psnr_db"),
                 "bar_required_psnr_db": (metrics["bar"] or {}).get("required_psnr_db"),
                 "bar_reference_steps": (metrics["bar"] or {}).get("reference_steps"),
+                "bar_doubt": (metrics["bar"] or {}).get("doubt"),
                 "gt_status": metrics["gt"]["status"],
                 "gt_speedup": metrics["gt"]["speedup"],
                 "gt_clip_loss": metrics["gt"]["clip_loss"],
