@@ -6,7 +6,7 @@ batched; warm-up batches use the same generators, which are made anew for the me
 batches; on a GPU ``torch.cuda.synchronize()`` brackets every timed batch.
 
 Numbers that hold on a noisy GPU: warm-up can run until two consecutive batch times agree
-(``warmup="auto"``; with ``interleave`` in the order the sides will be measured, so a side re-opened
+(``warmup="auto"``; a smaller last batch once too, so its shape is not first met in a pass; with ``interleave`` in the order the sides will be measured, so a side re-opened
 after another is warm too); the prompt set is measured ``repeats`` times and every figure keeps its
 spread; with ``interleave`` the sides' passes alternate (A B A B ...), so drift hits both alike.
 Every batch and pass is watched (``accel_bench.watch``): a pass with a contended batch, an outlying
@@ -208,7 +208,10 @@ class _Runner:
             fresh,
         )
         self.starts = list(range(0, len(self.prompts), batch_size))
-        self.full_starts = [s for s in self.starts if s + batch_size <= len(self.prompts)] or self.starts
+        full = [s for s in self.starts if s + batch_size <= len(self.prompts)]
+        self.full_starts = full or self.starts
+        # the smaller last batch beside full ones: a shape of its own (a compiled side compiles it)
+        self.short_start = self.starts[-1] if full and len(full) < len(self.starts) else None
 
     def drawn(self, phase: int, index: int) -> "_Runner":
         """This runner for one warm-up batch or pass: itself, or with fresh seeds and prompt order."""
@@ -245,15 +248,26 @@ class _Runner:
         return seconds, output, host.stop(seconds) if host is not None else None
 
     def warmup_done(self, times: Sequence[float], policy: WarmupPolicy, counted: bool = False) -> bool:
-        """A fixed count: that many of the pass's batches, at most all of them; auto: until steady;
-        inherited: one batch. ``counted``: a FLOPs-counting batch ran first: it counts as a batch
-        run, not as a time (the counting mode slows it)."""
+        """A fixed count: that many of the pass's batches, at most all of them; auto: until steady
+        (with a smaller last batch: steady, that batch once, then steady again, since its compile may
+        change what the full batches run); inherited: one batch. ``counted``: a FLOPs-counting batch
+        ran first: it counts as a batch run, not as a time (the counting mode slows it)."""
         run = len(times) + counted
         if policy.inherited:
             return run >= 1
         if policy.batches != "auto":
             return run >= min(int(policy.batches), len(self.starts))
-        return len(times) >= policy.max_batches or _steady(times, policy)
+        if len(times) >= policy.max_batches:
+            return True
+        if self.short_start is None:
+            return _steady(times, policy)
+        short = self._short_at(times, policy)
+        return short is not None and len(times) >= short + 3 and _steady(times, policy)
+
+    def _short_at(self, times: Sequence[float], policy: WarmupPolicy) -> Optional[int]:
+        """Auto warm-up: the index of the smaller last batch's one warm-up batch, right after the full
+        batches were first steady (None: not steady yet)."""
+        return next((k for k in range(2, len(times) + 1) if _steady(times[:k], policy)), None)
 
     def counted(
         self, generate: Generate, before_batch: BeforeBatch, start: int, size: Optional[int] = None
@@ -266,9 +280,18 @@ class _Runner:
         _synchronize(self.device)
         return counter.total / 1e9 / len(images), time.perf_counter() - began
 
-    def warmup_batch(self, generate: Generate, before_batch: BeforeBatch, batch: int, policy: WarmupPolicy) -> float:
-        """Warm-up batch k: the pass's batches in order (fixed count), full batches round robin (auto)."""
-        start = self.starts[batch] if policy.batches != "auto" else self.full_starts[batch % len(self.full_starts)]
+    def warmup_batch(
+        self, generate: Generate, before_batch: BeforeBatch, times: Sequence[float], counted: bool, policy: WarmupPolicy
+    ) -> float:
+        """The next warm-up batch after ``times``: the pass's batches in order (fixed count), full
+        batches round robin and the smaller last batch once where it is due (auto)."""
+        batch = len(times) + counted
+        if policy.batches != "auto":
+            start = self.starts[batch]
+        elif self.short_start is not None and not policy.inherited and self._short_at(times, policy) == len(times):
+            start = self.short_start
+        else:
+            start = self.full_starts[batch % len(self.full_starts)]
         return self.drawn(0, batch).timed(generate, before_batch, start)[0]
 
 
@@ -421,8 +444,9 @@ def measure_sides(
             side.flops, side.flops_s = runner.drawn(0, 0).counted(generate, before_batch, runner.full_starts[0])
             side.counted = True
         else:
-            batch = len(side.warmup_times) + side.counted
-            side.warmup_times.append(runner.warmup_batch(generate, before_batch, batch, warmup))
+            side.warmup_times.append(
+                runner.warmup_batch(generate, before_batch, side.warmup_times, side.counted, warmup)
+            )
 
     def warm_up_alone(side: _Side, generate: Generate, before_batch: BeforeBatch) -> None:
         with tqdm(desc=f"{side.label} warm-up", unit="batch", leave=False) as bar:

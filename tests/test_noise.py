@@ -63,25 +63,31 @@ def test_auto_warmup_stops_at_its_bound_when_never_stable(monkeypatch):
     assert result.warmup_batches == 5
 
 
-def test_auto_warmup_compares_full_batches_only():
+def test_auto_warmup_compares_full_batches_and_warms_the_short_last_batch_once(monkeypatch):
     calls = []
 
     def generate(prompts, generators):
         calls.append(len(prompts))
         return fake_generate(prompts, generators)
 
-    measure(
-        generate,
-        list("abcde"),
-        batch_size=2,
-        seed=0,
-        warmup_batches="auto",
-        warmup_max_batches=4,
-        device=CPU,
-        count_flops=False,
+    # full batches steady at 2.00, 2.03; the short batch (compiling its shape: 9 s); the full batch
+    # slower once (what it runs changed), then steady again at 2.50, 2.52; the pass's three batches
+    scripted_clock(monkeypatch, [5.0, 2.0, 2.03, 9.0, 3.0, 2.5, 2.52, 1.0, 1.0, 0.5])
+    result = measure(
+        generate, list("abcde"), batch_size=2, seed=0, warmup_batches="auto", device=CPU, count_flops=False
     )
-    warmup_calls = calls[: len(calls) - 3]
-    assert set(warmup_calls) == {2}  # the short last batch never enters the stability test
+    assert calls == [2, 2, 2, 1, 2, 2, 2] + [2, 2, 1]  # the short batch warmed once, never compared
+    assert result.warmup_times_s == pytest.approx([5.0, 2.0, 2.03, 9.0, 3.0, 2.5, 2.52]) and result.warmup_stable
+    assert result.batch_times_s == [1.0, 1.0, 0.5]
+
+    calls.clear()  # no short batch: steady is enough
+    scripted_clock(monkeypatch, [5.0, 2.0, 2.03, 1.0, 1.0])
+    measure(generate, list("abcd"), batch_size=2, seed=0, warmup_batches="auto", device=CPU, count_flops=False)
+    assert calls == [2, 2, 2, 2, 2]
+    calls.clear()  # a fixed count is the pass's first batches, as asked
+    scripted_clock(monkeypatch, [5.0, 1.0, 1.0, 0.5])
+    measure(generate, list("abcde"), batch_size=2, seed=0, warmup_batches=1, device=CPU, count_flops=False)
+    assert calls == [2, 2, 2, 1]
 
 
 def test_repeats_give_median_and_spread(monkeypatch):
