@@ -71,21 +71,51 @@ def test_cpu_stolen_by_the_hypervisor_counts_as_waiting(tmp_path):
     """A guest's thread on a virtual CPU the hypervisor took away is "running" to the guest's run
     queue: the machine-wide steal of /proc/stat (this one's own, then one that grew by 0.3 s) adds
     to the share."""
-    from accel_bench.watch.host import stolen_ns
+    from accel_bench.watch.host import machine_ns
 
-    assert stolen_ns() is not None and stolen_ns() >= 0  # Linux reports steal (0 on bare metal)
+    busy, stolen = machine_ns()  # Linux reports both (steal is 0 on bare metal)
+    assert busy > 0 and stolen >= 0
     tick = os.sysconf("SC_CLK_TCK")
     stat = tmp_path / "stat"
     stat.write_text(f"cpu  100 0 50 900 3 0 1 {2 * tick} 0 0\ncpu0 1 2 3\n")
-    assert stolen_ns(str(stat)) == 2_000_000_000
+    assert machine_ns(str(stat)) == (151 * 1_000_000_000 // tick, 2_000_000_000)
     host = HostWatch(stat=str(stat))
     host.start()
-    stat.write_text(f"cpu  110 0 50 990 3 0 1 {2 * tick + round(0.3 * tick)} 0 0\n")
+    stat.write_text(f"cpu  100 0 50 990 3 0 1 {2 * tick + round(0.3 * tick)} 0 0\n")
     assert host.stop(1.0) >= 0.3 - 1 / tick
     (tmp_path / "unreadable").write_text("cpu  1 2\n")
-    host = HostWatch(stat=str(tmp_path / "unreadable"))  # no steal reported: the run-queue wait alone
+    host = HostWatch(stat=str(tmp_path / "unreadable"))  # no machine figures: the run-queue wait alone
     host.start()
     assert 0 <= host.stop(1.0) < 0.3
+
+
+def _spinners(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def test_threads_waiting_for_each_other_are_no_busy_host():
+    """Watched work with more runnable threads than CPUs (here processes, four per CPU) waits for
+    itself on a quiet machine: that is its workload, not a busy host. The same work beside as many
+    other CPU-bound processes waits for them, and is contended."""
+    cpus = os.cpu_count() or 1
+    work = _spinners(4 * cpus)
+    try:
+        time.sleep(0.5)
+        host = HostWatch(lambda: [p.pid for p in work])
+
+        def share() -> float:
+            host.start()
+            time.sleep(1.0)
+            return host.stop(1.0)
+
+        alone = share()
+        with cpu_hogs(per_cpu=4):
+            beside = share()
+    finally:
+        for p in work:
+            p.kill()
+            p.wait()
+    assert alone < CONTENDED_WAIT_SHARE < beside, (alone, beside)
 
 
 class ScriptedHost:
