@@ -42,6 +42,7 @@ case "$step" in
   cpu_evaluator)
     # identical code, pair mode, target 1.5x: on a quiet machine, then beside CPU-bound processes
     rm -rf /tmp/dist_cpu_ev && python bench/leftover_candidates.py /tmp/dist_cpu_ev tiny
+    : > "$out/cpu_evaluator.log"
     for which in quiet busy; do
       hogs=()
       if [ $which = busy ]; then for _ in $(seq $((2 * $(nproc)))); do python -c "while True: pass" & hogs+=($!); done; fi
