@@ -6,8 +6,9 @@ batched; warm-up batches use the same generators, which are made anew for the me
 batches; on a GPU ``torch.cuda.synchronize()`` brackets every timed batch.
 
 Numbers that hold on a noisy GPU: warm-up can run until two consecutive batch times agree
-(``warmup="auto"``; a smaller last batch once too, so its shape is not first met in a pass; with ``interleave`` in the order the sides will be measured, so a side re-opened
-after another is warm too); the prompt set is measured ``repeats`` times and every figure keeps its
+(``warmup="auto"``; a smaller last batch once too, so its shape is not first met in a pass; with
+``interleave`` in the order the sides will be measured, so a side re-opened after another is warm
+too); the prompt set is measured ``repeats`` times and every figure keeps its
 spread; with ``interleave`` the sides' passes alternate (A B A B ...), so drift hits both alike.
 Every batch and pass is watched (``accel_bench.watch``): a pass with a contended batch, an outlying
 batch or other work on the GPU is not clean, and is measured again, up to ``max_repeats`` passes.

@@ -704,8 +704,8 @@ def inference(pipe, prompts, generator):
     work = np.random.default_rng(0).random((192, 192))
     for _ in range({work}):  # matrix products per batch, as a function of the step count
         work = np.tanh(work @ work / 192)
-    return np.stack([np.clip(np.random.default_rng([zlib.crc32(p.encode()), g.initial_seed()]).integers(8, 240, (64, 64, 3))
-                             + {shift}, 0, 255).astype(np.uint8) for p, g in zip(prompts, generator)])
+    drawn = [np.random.default_rng([zlib.crc32(p.encode()), g.initial_seed()]) for p, g in zip(prompts, generator)]
+    return np.stack([np.clip(d.integers(8, 240, (64, 64, 3)) + {shift}, 0, 255).astype(np.uint8) for d in drawn])
 """
 
 

@@ -205,7 +205,8 @@ def measured_reference(count: int, base: session.SideResult, cut: session.SideRe
     label, doubt = cut.spec.label, None
     if len(clean) < max(1, cut.passes_asked):
         causes = session.disturbance("baseline", base) + session.disturbance(label, cut)
-        doubt = f"{label} measured while disturbed ({len(clean)} of {cut.passes_asked} pass pairs clean: {' | '.join(causes)})"
+        clean_pairs = f"{len(clean)} of {cut.passes_asked} pass pairs clean"
+        doubt = f"{label} measured while disturbed ({clean_pairs}: {' | '.join(causes)})"
     elif speedup < 1:
         doubt = f"{label} measured slower than the baseline's {base.spec.steps} steps ({speedup:.2f}x): noise"
     return Reference(count, speedup, cut.measured, doubt=doubt)
