@@ -199,9 +199,8 @@ def measured_reference(count: int, base: session.SideResult, cut: session.SideRe
     """The cut's speed over the baseline (its clean pass pairs, else the baseline-clean ones, else all),
     in doubt where fewer pairs than asked were clean, or where the cut measured slower than the full
     baseline: a cut only ever saves steps, so that speed is noise."""
-    kept, clean = session.watched_pairs(base, cut)
-    passes = clean or kept or list(range(min(len(base.pass_latencies_s), len(cut.pass_latencies_s))))
-    speedup = statistics.median(session.ratios(base, cut, passes))
+    _, clean = session.watched_pairs(base, cut)
+    speedup = statistics.median(session.ratios(base, cut, session.verdict_passes(base, cut)))
     label, doubt = cut.spec.label, None
     if len(clean) < max(1, cut.passes_asked):
         causes = session.disturbance("baseline", base) + session.disturbance(label, cut)

@@ -11,7 +11,7 @@ from ..record import Side
 from ..watch.checks import PassCheck
 from ..watch.device import busiest
 from .bar import Bar, Reference, judge
-from .session import SideResult, disturbance, ratios, watched_pairs
+from .session import SideResult, disturbance, ratios, verdict_passes, watched_pairs
 from .verdicts import REASONS, image_findings, median_interval, paired_images, summarize_psnr, watched_verdict
 
 
@@ -75,12 +75,6 @@ def watched(side: SideResult) -> dict[str, Any]:
 
 
 NO_SPEEDUP = "a target of 1x or less asks for no speedup: there is no cut to compare with"
-
-
-def verdict_passes(base: SideResult, side: SideResult) -> list[int]:
-    """The pass pairs a side's speed is taken over: clean on both sides, else baseline-clean, else all."""
-    kept, clean = watched_pairs(base, side)
-    return clean or kept or list(range(min(len(base.pass_latencies_s), len(side.pass_latencies_s))))
 
 
 def needs_reference(base: SideResult, side: SideResult, targets: tuple[float, ...]) -> Optional[tuple[float, float]]:

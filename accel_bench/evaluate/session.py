@@ -236,6 +236,12 @@ def watched_pairs(base: SideResult, side: SideResult) -> tuple[list[int], list[i
     return kept, [r for r in kept if side.clean(r)]
 
 
+def verdict_passes(base: SideResult, side: SideResult) -> list[int]:
+    """The pass pairs a side's speed is taken over: clean on both sides, else baseline-clean, else all."""
+    kept, clean = watched_pairs(base, side)
+    return clean or kept or list(range(min(len(base.pass_latencies_s), len(side.pass_latencies_s))))
+
+
 def disturbance(label: str, side: SideResult) -> list[str]:
     """``label: cause, ...`` for what made any of ``side``'s measured passes not clean (empty if none did)."""
     causes = sorted({cause for c in side.checks if not c.clean for cause in c.causes()})
