@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -100,3 +103,18 @@ def traced_only(monkeypatch):
     monkeypatch.setattr(torch, "compile", compile_traced)
     yield graphs
     torch._dynamo.reset()
+
+
+@contextmanager
+def cpu_hogs(per_cpu: int = 1):
+    """``per_cpu`` CPU-bound processes for each CPU of the machine."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(per_cpu * (os.cpu_count() or 1))
+    ]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()

@@ -11,7 +11,7 @@ from accel_bench.record import read_rows
 from accel_bench.sweep import search
 from accel_bench.sweep.layout import SweepLayout
 
-from .conftest import run_cli
+from .conftest import cpu_hogs, run_cli
 
 
 def _candidates():
@@ -44,6 +44,10 @@ def test_full_measurement_takes_the_fastest_screened_within_each_budget():
     assert [c.index for c in search.to_measure_fully(found, screened, [0.01], 2, 0.0)] == [0]
     # budgets whose fastest candidates coincide measure the next ones too
     assert [c.index for c in search.to_measure_fully(found, screened, [0.05, 0.1], 1, 0.0)] == [1, 2]
+    # a screen measured while disturbed cannot rank its candidate: within the widest budget it is measured
+    # in full however it screened (3: below 1x; 4: outside every budget even with the slack; 9: not screened)
+    unsure = search.to_measure_fully(found, screened, [0.01, 0.05], 1, 0.5, unsure={0, 3, 4, 9})
+    assert [c.index for c in unsure] == [0, 1, 2, 3]
     assert search.front(screened, [0.005, 0.05, 0.5]) == [(0.005, 0), (0.05, 2), (0.5, 2)]
     assert search.front({3: screened[3]}, [0.1]) == [(0.1, None)]
     # a full row measured while disturbed is passed over where an undisturbed one is within the budget
@@ -188,7 +192,7 @@ def test_search_screens_a_share_measures_the_best_in_full_and_resumes_without_re
     rows = read_rows(SweepLayout(sweep).summary)
     stages = [r.search_stage for r in rows]
     # at most 10% of 60 screened, the grid's fastest corner by design first; what it dominates is pruned
-    assert 3 <= stages.count("screen") <= 6 and stages.count("full") == 1, stages
+    assert 3 <= stages.count("screen") <= 6, stages
     corner = rows[0]
     assert corner.search_stage == "screen" and corner.accel_params == {"cache_interval": 6, "cache_branch_id": 0}
     done = first.stdout.split("[search] done: ")[1]
@@ -203,22 +207,24 @@ def test_search_screens_a_share_measures_the_best_in_full_and_resumes_without_re
     if corner.speedup >= max(r.speedup for r in screened if r.status == "ok"):
         assert pruned == 60 - len(screened), first.stdout
     assert all(r.num_images == 2 and r.repeats == 1 for r in screened if r.status == "ok")
-    (full,) = [r for r in rows if r.search_stage == "full"]
     # measured in full with the run's own prompts (how fast it measures there is this CPU's to say: a
-    # single-batch screen ranks close candidates loosely, and 2 cores under a suite are no timer)
-    assert full.status == "ok" and full.num_images == 3 and full.repeats >= 1
+    # single-batch screen ranks close candidates loosely, and 2 cores under a suite are no timer): the
+    # screen's fastest within the budget, and any screen within it that was disturbed
     best = max((r for r in screened if r.status == "ok" and r.speedup > 1), key=lambda r: r.speedup)
-    assert full.accel_params == best.accel_params  # the screen's fastest within the budget
+    unsure = [r for r in screened if r.status == "ok" and r.disturbed and r.clip_loss <= 0.75 and r is not best]
+    fulls = [r for r in rows if r.search_stage == "full"]
+    assert sorted(str(r.accel_params) for r in fulls) == sorted(str(r.accel_params) for r in [best, *unsure])
+    assert all(r.status == "ok" and r.num_images == 3 and r.repeats >= 1 for r in fulls), fulls
     assert "[search] round 1: " in first.stdout and "the grid: 60 jobs, about " in first.stdout
     ledger = json.loads(SweepLayout(sweep).search_ledger.read_text())
-    assert sorted(e["stage"] for e in ledger["jobs"].values()) == ["full"] + ["screen"] * stages.count("screen")
+    assert sorted(e["stage"] for e in ledger["jobs"].values()) == ["full"] * len(fulls) + ["screen"] * len(screened)
 
     from accel_bench.postprocess.records import read_summaries
     from accel_bench.postprocess.select import left_out, select
 
     measured, _ = read_summaries([sweep])
     (entry,) = select(measured, [0.5], include_random=True)
-    assert entry.run_id == full.run_id  # post-process selects among full rows only
+    assert entry.run_id in {r.run_id for r in fulls}  # post-process selects among full rows only
     assert any("screened by a search" in reason for reason in left_out(measured, True, True))
 
     again = run_cli(args, tmp_path, timeout=900)  # resumed: every trial finished, nothing runs again
@@ -226,6 +232,41 @@ def test_search_screens_a_share_measures_the_best_in_full_and_resumes_without_re
     assert len(read_rows(SweepLayout(sweep).summary)) == len(rows)
     assert json.loads(SweepLayout(sweep).search_ledger.read_text()) == ledger
     assert "[sweep] 0 jobs" in again.stdout
+
+
+def test_a_screen_measured_while_disturbed_is_measured_in_full_within_a_budget(tmp_path):
+    """Beside CPU-bound processes every screen says it was disturbed: its speed ranks nothing, so each
+    screened candidate within the budget (with the slack) is measured in full, not only the fastest."""
+    sweep = tmp_path / "search"
+    args = [
+        "-m",
+        "+sweep=deepcache",
+        "hydra/sweeper=search",
+        "steps=4",
+        "batch_size=2",
+        "num_prompts=2",
+        "warmup_batches=1",
+        "max_repeats=1",  # a disturbed pass is not measured again: here every one is
+        "hydra.sweeper.round_size=2",
+        "hydra.sweeper.screen_share=0.02",  # 2 of 60 (at least 2), in one round
+        "hydra.sweeper.full_per_budget=1",
+        "hydra.sweeper.budgets=[0.5]",
+        f"hydra.sweep.dir={sweep}",
+        f"summary_path={tmp_path / 'all.csv'}",
+    ]
+    with cpu_hogs():
+        result = run_cli(args, tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_rows(SweepLayout(sweep).summary)
+    screened = [r for r in rows if r.search_stage == "screen" and r.status == "ok"]
+    unsure = [r for r in screened if r.disturbed and r.clip_loss <= 0.5 * 1.5]
+    assert unsure and all("busy host" in r.disturbed for r in unsure), [r.disturbed for r in screened]
+    assert f"[search] {sum(bool(r.disturbed) for r in screened)} screen(s) measured while disturbed" in result.stdout
+    fastest = max((r for r in screened if r.speedup > 1 and r.clip_loss <= 0.75), key=lambda r: r.speedup, default=None)
+    wanted = {str(r.accel_params) for r in unsure} | ({str(fastest.accel_params)} if fastest else set())
+    assert sorted(str(r.accel_params) for r in rows if r.search_stage == "full") == sorted(wanted)
+    if all(r.disturbed for r in screened):  # the progress line's front marks a screened speed it cannot trust
+        assert "(screened) | 0.5: " in result.stdout and "x (disturbed) deepcache" in result.stdout, result.stdout
 
     # the grid into the search's folder would run its job 0, 1, ... where the search's jobs hold results
     plan = SweepLayout(sweep).plan.read_bytes()

@@ -27,26 +27,11 @@ from accel_bench.watch.device import DeviceWatch, Foreign
 from accel_bench.watch.host import CONTENDED_WAIT_SHARE, HostWatch
 from accel_bench.watch.outliers import outliers
 
-from .conftest import FAST, run_cli
+from .conftest import FAST, cpu_hogs, run_cli
 from .test_noise import fake_generate, scripted_clock
 from .test_postprocess import measured_of, row
 
 CPU = torch.device("cpu")
-
-
-@contextmanager
-def cpu_hogs(per_cpu: int = 1):
-    """``per_cpu`` CPU-bound processes for each CPU of the machine."""
-    hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(per_cpu * (os.cpu_count() or 1))
-    ]
-    try:
-        time.sleep(0.5)
-        yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
 
 
 def _wait_share(seconds: float) -> float:

@@ -23,7 +23,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Collection, Iterable, Mapping, Optional, Sequence
 
 from ..record import Row
 
@@ -373,12 +373,19 @@ def _pruned():
 
 
 def to_measure_fully(
-    members: Sequence[Candidate], screened: dict[int, Result], budgets: Sequence[float], per_budget: int, slack: float
+    members: Sequence[Candidate],
+    screened: dict[int, Result],
+    budgets: Sequence[float],
+    per_budget: int,
+    slack: float,
+    unsure: Collection[int] = (),
 ) -> list[Candidate]:
     """Per budget, the ``per_budget`` fastest screened candidates whose loss is within the budget (plus
     ``slack`` x budget: a screen's few prompts measure loss loosely), faster than their baseline, and
     not already chosen for a smaller budget: where budgets share their fastest candidates (losses far
-    below them all), the next ones are measured too, as a screen's single batch ranks close ones loosely."""
+    below them all), the next ones are measured too, as a screen's single batch ranks close ones loosely.
+    ``unsure``: candidates whose screen was measured while disturbed; its speed cannot rank them (either
+    side may have been slowed), so each within a budget is measured in full too, however fast it screened."""
     chosen: dict[int, Candidate] = {}
     by_index = {c.index: c for c in members}
     for budget in sorted(budgets):
@@ -387,6 +394,10 @@ def to_measure_fully(
             key=lambda i: (-screened[i].speedup, screened[i].loss, i),
         )
         for i in within[:per_budget]:
+            chosen[i] = by_index[i]
+    widest = max(budgets, default=0.0) * (1 + slack)
+    for i in sorted(set(unsure) & set(screened)):
+        if screened[i].loss <= widest:
             chosen[i] = by_index[i]
     return [chosen[i] for i in sorted(chosen)]
 

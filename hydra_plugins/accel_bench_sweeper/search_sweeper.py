@@ -7,13 +7,15 @@ Same search space as the grid sweeper (``hydra.sweeper.params`` crossed with eac
 scheduler, steps, batch size) an Optuna study (TPE, two objectives: speedup up, the budget metric's
 loss down) picks candidates to screen, a few per round, each a cheap job (``screen`` overrides: fewer
 prompts, one repeat, no FLOPs count); then the fastest screened candidates within each of ``budgets``
-are measured in full. Rows are ordinary rows (``search_stage`` says screen or full: post-process
+are measured in full, and so is every screened candidate within a budget whose screen was disturbed
+(its speed cannot rank it). Rows are ordinary rows (``search_stage`` says screen or full: post-process
 selects among full ones); jobs go through the configured launcher, packed, and a search cut short
 resumes from its state in the sweep folder (``search/``).
 """
 
 # No "from __future__ import annotations" here: Hydra executes plugin modules under another
 # name, where a dataclass with string annotations cannot find its own module.
+import dataclasses
 import json
 import math
 import statistics
@@ -136,11 +138,18 @@ class SearchSweeper(GridSweeper):
             batch = []
             self._progress(f"round {round_number}")
         done = self._fully_measured()
+        unsure = self._disturbed_screens(self._rows())
+        if unsure:
+            print(
+                f"[search] {len(unsure)} screen(s) measured while disturbed: their speed cannot rank them, so "
+                "each within a budget is measured in full",
+                flush=True,
+            )
         full = [
             c
             for combination, study in self.studies.items()
             for c in search.to_measure_fully(
-                study.members, study.screened(), self.budgets, self.full_per_budget, self.slack
+                study.members, study.screened(), self.budgets, self.full_per_budget, self.slack, unsure
             )
             if c.index not in done
         ]
@@ -234,6 +243,15 @@ class SearchSweeper(GridSweeper):
     def _rows(self) -> Dict[Path, Any]:
         return {Path(r.run_dir).resolve(): r for r in read_rows(self.layout.summary) if r.run_dir}
 
+    def _disturbed_screens(self, rows: Dict[Path, Any]) -> set:
+        """Candidates whose ok screening row says what disturbed it."""
+        found = set()
+        for job, entry in self.ledger.jobs.items():
+            row = rows.get(self._job_dir(job))
+            if entry["stage"] == search.SCREEN and row is not None and row.status == "ok" and row.disturbed:
+                found.add(entry["candidate"])
+        return found
+
     def _fully_measured(self) -> set:
         """Candidates with an ok full row (from the ledger's full jobs and their run folders)."""
         done = set()
@@ -269,9 +287,10 @@ class SearchSweeper(GridSweeper):
             f"{total_s:.1f} job-s, {pruned} candidates pruned as slower by design; {grid}",
             flush=True,
         )
-        full = self._full_results(rows)
+        full, unsure = self._full_results(rows), self._disturbed_screens(rows)
         for combination, study in self.studies.items():
-            measured, kind = (full[combination], "full") if full.get(combination) else (study.screened(), "screened")
+            screened = {i: dataclasses.replace(r, disturbed=i in unsure) for i, r in study.screened().items()}
+            measured, kind = (full[combination], "full") if full.get(combination) else (screened, "screened")
             best = ", ".join(
                 f"{budget:g}: "
                 + (
