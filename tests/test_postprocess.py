@@ -717,10 +717,10 @@ def test_a_ground_truth_failing_its_bar_in_doubt_is_judged_again_then_dropped_sa
     dataset = tmp_path / "dataset"
     (dataset / "gt_code" / "baselines").mkdir(parents=True)
     # the baseline: fewer steps cost more; its images move 1 level a step away from 6
-    baseline = LIGHT_STEPPED.format(seconds="0.04 * (12 - steps)", shift="(6 - steps)")
+    baseline = LIGHT_STEPPED.format(seconds="0.02 * (12 - steps)", shift="(6 - steps)")
     (dataset / "gt_code" / "baselines" / "base.py").write_text(baseline)
-    (dataset / "gt_code" / "far.py").write_text(LIGHT_STEPPED.format(seconds="0.06", shift="8"))  # 4x, 30 dB
-    (dataset / "gt_code" / "near.py").write_text(LIGHT_STEPPED.format(seconds="0.06", shift="0"))  # 4x, identical
+    (dataset / "gt_code" / "far.py").write_text(LIGHT_STEPPED.format(seconds="0.03", shift="8"))  # 4x, 30 dB
+    (dataset / "gt_code" / "near.py").write_text(LIGHT_STEPPED.format(seconds="0.03", shift="0"))  # 4x, identical
     entries = [
         {
             "prompt_id": prompt_id,
