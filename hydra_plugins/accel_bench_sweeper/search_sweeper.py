@@ -243,14 +243,18 @@ class SearchSweeper(GridSweeper):
     def _rows(self) -> Dict[Path, Any]:
         return {Path(r.run_dir).resolve(): r for r in read_rows(self.layout.summary) if r.run_dir}
 
+    def _stage_rows(self, stage: str, rows: Dict[Path, Any]) -> List[tuple]:
+        """(candidate, row) for each of the ledger's ``stage`` jobs that wrote a row."""
+        found = []
+        for job, entry in self.ledger.jobs.items():
+            row = rows.get(self._job_dir(job)) if entry["stage"] == stage else None
+            if row is not None:
+                found.append((entry["candidate"], row))
+        return found
+
     def _disturbed_screens(self, rows: Dict[Path, Any]) -> set:
         """Candidates whose ok screening row says what disturbed it."""
-        found = set()
-        for job, entry in self.ledger.jobs.items():
-            row = rows.get(self._job_dir(job))
-            if entry["stage"] == search.SCREEN and row is not None and row.status == "ok" and row.disturbed:
-                found.add(entry["candidate"])
-        return found
+        return {c for c, row in self._stage_rows(search.SCREEN, rows) if row.status == "ok" and row.disturbed}
 
     def _fully_measured(self) -> set:
         """Candidates with an ok full row (from the ledger's full jobs and their run folders)."""
@@ -305,11 +309,8 @@ class SearchSweeper(GridSweeper):
 
     def _full_results(self, rows: Dict[Path, Any]) -> Dict[tuple, Dict[int, "search.Result"]]:
         found: Dict[tuple, Dict[int, search.Result]] = {}
-        for job, entry in self.ledger.jobs.items():
-            if entry["stage"] != search.FULL:
-                continue
-            result = search.result_of(rows.get(self._job_dir(job)), self.budget_metric)
+        for index, row in self._stage_rows(search.FULL, rows):
+            result = search.result_of(row, self.budget_metric)
             if result is not None:
-                candidate = self.found[entry["candidate"]]
-                found.setdefault(candidate.combination, {})[candidate.index] = result
+                found.setdefault(self.found[index].combination, {})[index] = result
         return found
