@@ -9,16 +9,20 @@
 # torch.compile's mode on both sides (the recipe's own is max-autotune, whose autotuning outlasts a
 # 10-minute device call on a fresh machine). Each process finds the graphs the ones before it compiled in
 # inductor's cache. Stops starting rows LIMIT seconds (540 unless set) after it began; PROMPTS prompts
-# per pass (8 unless set), DTYPE (fp16 unless set), interleaved, images saved. Writes $OUT/fast_<pipeline>_b<batch>/ (the rows,
-# per-row logs and stack samples (bench/stack_sampler), bench/strong_baselines_report.py's table) and leaves the run
-# folders in /tmp/strong.
+# per pass (8 unless set), DTYPE (fp16 unless set), interleaved, images saved. ROWS picks rows ("0 1 2 3 4 5"
+# unless set); SWEEP names the folder the rows go to (a new one in /tmp/strong unless set): two calls on one
+# machine with the same SWEEP and ROWS="0 1 2", then ROWS="3 4 5", give one table. Writes
+# $OUT/fast_<pipeline>_b<batch>/ (the rows, per-row logs and stack samples (bench/stack_sampler),
+# bench/strong_baselines_report.py's table) and leaves the run folders in the sweep folder.
 set -uo pipefail
 pipeline=${1:?usage: $0 PIPELINE BATCH}
 batch=${2:?usage: $0 PIPELINE BATCH}
 mode=${MODE:-max-autotune}
 name=fast_${pipeline}_b${batch}
 out=${OUT:-bench/results/strong_baselines}/$name
-sweep=$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")
+sweep=${SWEEP:-$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")}
+rows=" ${ROWS:-0 1 2 3 4 5} "
+mkdir -p "$sweep"
 end=$(($(date +%s) + ${LIMIT:-540}))
 mkdir -p "$out"
 nvidia-smi -L | tee "$out/gpus.txt"
@@ -29,6 +33,7 @@ deepcache=(accel.cache_interval=3 accel.cache_branch_id=0)
 row() {  # row N OVERRIDES...: run.py in $sweep/N, stopped at the deadline
   local n=$1 left=$((end - $(date +%s)))
   shift
+  [[ $rows == *" $n "* ]] || return 0
   if ((left < 30)); then echo "row $n not started: the deadline" | tee -a "$out/rows.log"; return; fi
   PYTHONPATH="$PWD/bench/stack_sampler${PYTHONPATH:+:$PYTHONPATH}" STACK_LOG="$out/row$n.stacks.txt" \
     timeout "$left" python run.py "${common[@]}" hydra.run.dir="$sweep/$n" "$@" 2>&1 \
