@@ -4,14 +4,16 @@
 #   MODE=reduce-overhead bench/fast_recipe.sh sd15 4
 #
 # 0 the recipe over eager; 1 DeepCache on the recipe over the fast baseline; 2 the same over eager;
-# 3 DeepCache eager (the images the recipe's DeepCache is compared with); 4 ToMe and 5 T-GATE on the
-# recipe over the fast baseline (T-GATE's without fused QKV, which its attention bypasses). MODE is
+# 3 DeepCache eager (the images the recipe's DeepCache is compared with); 4 DeepCache on the recipe with
+# the whole denoising step captured (accel.compile_targets=[step,vae_decoder]) over eager, 5 the same over
+# the fast baseline on the whole step; 6 ToMe and 7 T-GATE on the recipe over the fast baseline (T-GATE's
+# without fused QKV, which its attention bypasses). MODE is
 # torch.compile's mode on both sides (the recipe's own is max-autotune, whose autotuning outlasts a
 # 10-minute device call on a fresh machine). Each process finds the graphs the ones before it compiled in
 # inductor's cache. Stops starting rows LIMIT seconds (540 unless set) after it began; PROMPTS prompts
-# per pass (8 unless set), DTYPE (fp16 unless set), interleaved, images saved. ROWS picks rows ("0 1 2 3 4 5"
+# per pass (8 unless set), DTYPE (fp16 unless set), interleaved, images saved. ROWS picks rows ("0 1 2 3 4 5 6 7"
 # unless set); SWEEP names the folder the rows go to (a new one in /tmp/strong unless set): two calls on one
-# machine with the same SWEEP and ROWS="0 1 2", then ROWS="3 4 5", give one table. Writes
+# machine with the same SWEEP and ROWS="0 1 2 3", then ROWS="4 5 6 7", give one table. Writes
 # $OUT/fast_<pipeline>_b<batch>/ (the rows, per-row logs and stack samples (bench/stack_sampler),
 # bench/strong_baselines_report.py's table) and leaves the run folders in the sweep folder.
 set -uo pipefail
@@ -21,7 +23,7 @@ mode=${MODE:-max-autotune}
 name=fast_${pipeline}_b${batch}
 out=${OUT:-bench/results/strong_baselines}/$name
 sweep=${SWEEP:-$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")}
-rows=" ${ROWS:-0 1 2 3 4 5} "
+rows=" ${ROWS:-0 1 2 3 4 5 6 7} "
 mkdir -p "$sweep"
 end=$(($(date +%s) + ${LIMIT:-540}))
 mkdir -p "$out"
@@ -30,6 +32,7 @@ common=(pipeline="$pipeline" pipeline.weights=random scheduler=ddim steps=50 bat
         num_prompts="${PROMPTS:-8}" dtype="${DTYPE:-fp16}" interleave=true save_images=true summary_path="$sweep/summary.csv")
 on_recipe=(baseline.recipe=fast baseline.compile="$mode")
 deepcache=(accel.cache_interval=3 accel.cache_branch_id=0)
+whole_step=('accel.compile_targets=[step,vae_decoder]')
 row() {  # row N OVERRIDES...: run.py in $sweep/N, stopped at the deadline
   local n=$1 left=$((end - $(date +%s)))
   shift
@@ -44,8 +47,10 @@ row 0 accel=fast accel.mode="$mode"
 row 1 accel=deepcache_fast accel.mode="$mode" "${deepcache[@]}" "${on_recipe[@]}"
 row 2 accel=deepcache_fast accel.mode="$mode" "${deepcache[@]}"
 row 3 accel=deepcache "${deepcache[@]}"
-row 4 accel=tome_fast accel.mode="$mode" accel.ratio=0.5 "${on_recipe[@]}"
-row 5 accel=tgate_fast accel.mode="$mode" accel.gate_step=null accel.gate_fraction=0.4 "${on_recipe[@]}"
+row 4 accel=deepcache_fast accel.mode="$mode" "${deepcache[@]}" "${whole_step[@]}"
+row 5 accel=deepcache_fast accel.mode="$mode" "${deepcache[@]}" "${whole_step[@]}" "${on_recipe[@]}" baseline.whole_step=true
+row 6 accel=tome_fast accel.mode="$mode" accel.ratio=0.5 "${on_recipe[@]}"
+row 7 accel=tgate_fast accel.mode="$mode" accel.gate_step=null accel.gate_fraction=0.4 "${on_recipe[@]}"
 if [[ ! -f $sweep/summary.csv ]]; then
   echo "no row finished: where each row spent its time is in $out/row*.stacks.txt" | tee -a "$out/rows.log"
   exit 1

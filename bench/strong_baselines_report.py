@@ -29,10 +29,11 @@ RECIPE = {name for name, cls in METHODS.items() if cls.same_arithmetic and name 
 
 def _stack(methods: list[str], params: dict[str, Any]) -> str:
     """What a side runs on: eager, CUDA graphs (torch.compile; the whole step or the UNet), or the fast recipe."""
+    whole_step = ", whole step" if STEP in params.get("compile_targets", []) else ""
     if RECIPE & set(methods):
-        return "fast recipe"
+        return "fast recipe" + whole_step
     if "compile" in methods:
-        return "CUDA graphs, whole step" if STEP in params.get("compile_targets", []) else "CUDA graphs"
+        return "CUDA graphs" + whole_step
     return "eager"
 
 
