@@ -12,7 +12,7 @@
 # 10-minute device call on a fresh machine). Each process finds the graphs the ones before it compiled in
 # inductor's cache. Stops starting rows LIMIT seconds (540 unless set) after it began; PROMPTS prompts
 # per pass (8 unless set), DTYPE (fp16 unless set), interleaved, images saved. ROWS picks rows ("0 1 2 3 4 5 6 7"
-# unless set); SWEEP names the folder the rows go to (a new one in /tmp/strong unless set): two calls on one
+# unless set; empty: none); SWEEP names the folder the rows go to (a new one in /tmp/strong unless set): two calls on one
 # machine with the same SWEEP and ROWS="0 1 2 3", then ROWS="4 5 6 7", give one table. Writes
 # $OUT/fast_<pipeline>_b<batch>/ (the rows, per-row logs and stack samples (bench/stack_sampler),
 # bench/strong_baselines_report.py's table) and leaves the run folders in the sweep folder.
@@ -23,7 +23,7 @@ mode=${MODE:-max-autotune}
 name=fast_${pipeline}_b${batch}
 out=${OUT:-bench/results/strong_baselines}/$name
 sweep=${SWEEP:-$(mkdir -p /tmp/strong && mktemp -d "/tmp/strong/$name.XXXXXX")}
-rows=" ${ROWS:-0 1 2 3 4 5 6 7} "
+rows=" ${ROWS-0 1 2 3 4 5 6 7} "
 mkdir -p "$sweep"
 end=$(($(date +%s) + ${LIMIT:-540}))
 mkdir -p "$out"

@@ -3,10 +3,12 @@ have the shape bench/README.md reads, and a bad override is refused in one line.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from .conftest import REPO
 
@@ -132,3 +134,38 @@ def test_stack_sampler_writes_where_run_py_is_and_nothing_for_other_processes(tm
     assert stacks.count("=== pid ") >= 2 and 'run.py", line' in stacks
     other = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.6)"], env=env, timeout=60)
     assert other.returncode == 0 and (tmp_path / "stacks.txt").read_text() == stacks
+
+
+def test_fast_recipe_runs_the_rows_asked_into_the_sweep_folder_named(tmp_path):
+    """bench/fast_recipe.sh: ROWS picks the rows, and a second call with the same SWEEP tables the first one's."""
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+        **{"OUT": str(out), "SWEEP": str(sweep), "MODE": "default", "DTYPE": "fp32", "PROMPTS": "2"},
+    }
+    script = ["bash", str(REPO / "bench" / "fast_recipe.sh"), "tiny", "2"]
+    for rows in ("3", ""):
+        result = subprocess.run(
+            script, cwd=REPO, env={**env, "ROWS": rows}, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    folder = out / "fast_tiny_b2"
+    assert (folder / "rows.log").read_text().splitlines() == [
+        "row 3 exit 0 (124: stopped at the deadline): accel=deepcache accel.cache_interval=3 accel.cache_branch_id=0"
+    ]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["3"]
+    records = json.loads((folder / "report.json").read_text())
+    assert [(r["method"], r["stack"], r["status"]) for r in records] == [("deepcache", "eager", "ok")]
+
+
+def test_the_strong_baselines_report_names_the_stack_each_side_runs_on():
+    spec = importlib.util.spec_from_file_location("strong_report", REPO / "bench" / "strong_baselines_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    step, unet = {"compile_targets": ["step", "vae_decoder"]}, {"compile_targets": ["unet"]}
+    assert report._stack(["deepcache", "fused_qkv", "quantize", "compile"], step) == "fast recipe, whole step"
+    assert report._stack(["deepcache", "fused_qkv", "quantize", "compile"], unet) == "fast recipe"
+    assert report._stack(["deepcache", "compile"], step) == "CUDA graphs, whole step"
+    assert report._stack(["tome", "compile"], unet) == "CUDA graphs"
+    assert report._stack(["tgate"], {}) == "eager"
