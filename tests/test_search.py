@@ -233,6 +233,20 @@ def test_search_screens_a_share_measures_the_best_in_full_and_resumes_without_re
     assert json.loads(SweepLayout(sweep).search_ledger.read_text()) == ledger
     assert "[sweep] 0 jobs" in again.stdout
 
+    # the grid into the search's folder would run its job 0, 1, ... where the search's jobs hold results
+    plan = SweepLayout(sweep).plan.read_bytes()
+    grid = run_cli([a for a in args if not a.startswith(("hydra/sweeper=", "hydra.sweeper."))], tmp_path)
+    assert grid.returncode == 2 and "Traceback" not in grid.stderr, grid.stderr[-3000:]
+    held = ", ".join(str(n) for n in range(len(rows)))
+    assert (
+        grid.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: hydra.sweep.dir='{sweep}' is not allowed: a folder of this sweep's own: job(s) {held} there"
+        )
+    )
+    assert SweepLayout(sweep).plan.read_bytes() == plan and len(read_rows(SweepLayout(sweep).summary)) == len(rows)
+
 
 def test_a_screen_measured_while_disturbed_is_measured_in_full_within_a_budget(tmp_path):
     """Beside CPU-bound processes every screen says it was disturbed: its speed ranks nothing, so each
@@ -267,20 +281,6 @@ def test_a_screen_measured_while_disturbed_is_measured_in_full_within_a_budget(t
     assert sorted(str(r.accel_params) for r in rows if r.search_stage == "full") == sorted(wanted)
     if all(r.disturbed for r in screened):  # the progress line's front marks a screened speed it cannot trust
         assert "(screened) | 0.5: " in result.stdout and "x (disturbed) deepcache" in result.stdout, result.stdout
-
-    # the grid into the search's folder would run its job 0, 1, ... where the search's jobs hold results
-    plan = SweepLayout(sweep).plan.read_bytes()
-    grid = run_cli([a for a in args if not a.startswith(("hydra/sweeper=", "hydra.sweeper."))], tmp_path)
-    assert grid.returncode == 2 and "Traceback" not in grid.stderr, grid.stderr[-3000:]
-    held = ", ".join(str(n) for n in range(len(rows)))
-    assert (
-        grid.stderr.strip()
-        .splitlines()[-1]
-        .startswith(
-            f"error: hydra.sweep.dir='{sweep}' is not allowed: a folder of this sweep's own: job(s) {held} there"
-        )
-    )
-    assert SweepLayout(sweep).plan.read_bytes() == plan and len(read_rows(SweepLayout(sweep).summary)) == len(rows)
 
 
 @pytest.mark.parametrize(
