@@ -142,7 +142,11 @@ def test_fast_recipe_runs_the_rows_asked_into_the_sweep_folder_named(tmp_path):
     env = {
         **os.environ,
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-        **{"OUT": str(out), "SWEEP": str(sweep), "MODE": "default", "DTYPE": "fp32", "PROMPTS": "2"},
+        "OUT": str(out),
+        "SWEEP": str(sweep),
+        "MODE": "default",
+        "DTYPE": "fp32",
+        "PROMPTS": "2",
     }
     script = ["bash", str(REPO / "bench" / "fast_recipe.sh"), "tiny", "2"]
     for rows in ("3", ""):
