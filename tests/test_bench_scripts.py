@@ -136,6 +136,30 @@ def test_stack_sampler_writes_where_run_py_is_and_nothing_for_other_processes(tm
     assert other.returncode == 0 and (tmp_path / "stacks.txt").read_text() == stacks
 
 
+def test_stack_sampler_keeps_no_frame_alive_between_samples(tmp_path):
+    """A sampled frame held until the next sample kept CUDA-graph pool tensors alive and failed inductor's pool check."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, time, weakref\n"
+        "class Held:\n"
+        "    pass\n"
+        "def hold():\n"
+        "    held = Held()\n"
+        "    time.sleep(2.5)\n"
+        "    return weakref.ref(held)\n"
+        "sys.exit(0 if hold()() is None else 3)\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "bench" / "stack_sampler"), os.environ.get("PYTHONPATH", "")]),
+        "STACK_LOG": str(tmp_path / "stacks.txt"),
+        "STACK_EVERY": "1",
+    }
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, timeout=60)
+    assert "in hold" in (tmp_path / "stacks.txt").read_text()  # sampled while the object was alive
+    assert result.returncode == 0  # and released with its frame when hold() returned
+
+
 def test_fast_recipe_runs_the_rows_asked_into_the_sweep_folder_named(tmp_path):
     """bench/fast_recipe.sh: ROWS picks the rows, and a second call with the same SWEEP tables the first one's."""
     sweep, out = tmp_path / "sweep", tmp_path / "out"

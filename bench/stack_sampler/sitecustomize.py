@@ -15,15 +15,22 @@ import time
 import traceback
 
 
+def _stack(thread_id: int) -> list[str]:
+    """The thread's stack as text. Holds no frame once it returns: a frame held until the next sample keeps
+    its locals alive, CUDA-graph pool tensors among them, and inductor's pool check then fails the run."""
+    frame = sys._current_frames().get(thread_id)
+    return [] if frame is None else traceback.format_stack(frame)[-40:]
+
+
 def _sample(path: str, every: float) -> None:
     main, began = threading.main_thread().ident, time.time()
     while True:
         time.sleep(every)
-        frame = sys._current_frames().get(main)
-        if frame is not None:
+        stack = _stack(main)
+        if stack:
             with open(path, "a") as f:
                 f.write(f"=== pid {os.getpid()} +{time.time() - began:.0f}s {time.strftime('%H:%M:%S')}\n")
-                f.writelines(traceback.format_stack(frame)[-40:])
+                f.writelines(stack)
 
 
 if os.environ.get("STACK_LOG") and sys.argv and sys.argv[0].endswith("run.py"):
