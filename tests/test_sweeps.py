@@ -192,7 +192,10 @@ def test_jobs_sharing_a_pipeline_are_packed_deterministically():
     "key,value,allowed",
     [
         ("jobs_per_task", "0", "an integer >= 1"),
-        ("jobs_per_task", "abc", "an integer"),
+        ("jobs_per_task", "abc", "an integer >= 1 (jobs one task runs in one process)"),
+        # a value its type refuses (Hydra's check, before the launcher's) says the launcher's bound too
+        ("nodes", "1.5", "an integer >= 1"),
+        ("poll_s", "abc", "seconds > 0"),
         # what sbatch would refuse in a traceback, refused before anything is submitted
         ("timeout_min", "-1", "an integer >= 1"),
         ("gpus_per_node", "-1", "null or an integer >= 0"),

@@ -28,10 +28,11 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
-from accel_bench.errors import ConfigError, exit_2_on_config_error, is_integer, is_number
+from accel_bench.errors import ConfigError, exit_2_on_config_error, is_integer
 from accel_bench.sweep import slurm_queue
 from accel_bench.sweep.jobs import previous_ok
 from accel_bench.sweep.layout import SweepLayout
+from accel_bench.sweep.limits import check_launcher_values
 from accel_bench.sweep.packing import Job, Pack, pack_jobs
 from accel_bench.sweep.tasks import PackedTask, TaskProgress
 
@@ -128,13 +129,7 @@ class PackedLauncher(BaseSubmititLauncher):
             self.check()
 
     def check(self) -> None:
-        per_task = self.own["jobs_per_task"]
-        if not is_integer(per_task) or per_task < 1:
-            raise ConfigError(
-                "hydra.launcher.jobs_per_task", per_task, "an integer >= 1 (jobs one task runs in one process)"
-            )
-        if not self.own["poll_s"] > 0:
-            raise ConfigError("hydra.launcher.poll_s", self.own["poll_s"], "seconds > 0")
+        check_launcher_values(self.own, ("jobs_per_task", "poll_s"))
 
     def executor(self) -> Any:
         """submitit's executor for our parameters, converted as hydra-submitit-launcher converts them."""
@@ -249,28 +244,22 @@ class PackedSlurmLauncher(PackedLauncher):
 
     _EXECUTOR = "slurm"
 
-    # submitit's integer resource fields that sbatch would refuse in a traceback: (lowest, null allowed)
-    _COUNTS = {
-        "timeout_min": (1, False),
-        "nodes": (1, False),
-        "tasks_per_node": (1, False),
-        "cpus_per_task": (1, True),
-        "gpus_per_node": (0, True),
-        "array_parallelism": (1, False),
-        "max_num_timeout": (0, False),
-    }
+    # submitit's resource fields that sbatch would refuse in a traceback
+    _RESOURCES = (
+        "timeout_min",
+        "nodes",
+        "tasks_per_node",
+        "cpus_per_task",
+        "gpus_per_node",
+        "array_parallelism",
+        "max_num_timeout",
+        "mem_gb",
+    )
 
     def check(self) -> None:
         super().check()
-        if self.own["lost_after_s"] < 0:
-            raise ConfigError("hydra.launcher.lost_after_s", self.own["lost_after_s"], "seconds >= 0")
-        for key, (lowest, nullable) in self._COUNTS.items():
-            value = self.params.get(key)
-            if (value is not None or not nullable) and (not is_integer(value) or value < lowest):
-                raise ConfigError(f"hydra.launcher.{key}", value, f"{'null or ' * nullable}an integer >= {lowest}")
-        mem_gb = self.params.get("mem_gb")
-        if mem_gb is not None and (not is_number(mem_gb) or mem_gb <= 0):
-            raise ConfigError("hydra.launcher.mem_gb", mem_gb, "null or a number > 0")
+        check_launcher_values(self.own, ("lost_after_s",))
+        check_launcher_values(self.params, self._RESOURCES)
 
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
         from submitit.core.utils import FailedJobError
@@ -346,9 +335,7 @@ class PackedLocalLauncher(PackedLauncher):
             raise ConfigError(
                 "hydra.launcher.gpus", gpus, "auto or a list of distinct GPU indices, e.g. [0,1] ([] for CPU tasks)"
             )
-        parallel = self.own["parallel"]
-        if not is_integer(parallel) or parallel < 1:
-            raise ConfigError("hydra.launcher.parallel", parallel, "an integer >= 1 (CPU tasks at a time)")
+        check_launcher_values(self.own, ("parallel",))
         self.own["gpus"] = gpus
 
     def executor(self) -> Any:
