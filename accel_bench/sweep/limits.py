@@ -35,7 +35,7 @@ class Limit:
         return value > self.lowest if self.above else value >= self.lowest
 
 
-# hydra.launcher.<key>: ours (jobs_per_task, parallel, poll_s, lost_after_s), then submitit's counts that
+# hydra.launcher.<key>: ours (jobs_per_task, parallel, poll_s, lost_after_s), then submitit's resources that
 # sbatch would refuse in a traceback
 LIMITS = {
     "jobs_per_task": Limit(1, meaning="jobs one task runs in one process"),
