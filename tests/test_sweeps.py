@@ -189,26 +189,29 @@ def test_jobs_sharing_a_pipeline_are_packed_deterministically():
 
 
 @pytest.mark.parametrize(
-    "key,value,allowed",
+    "launcher,key,value,allowed",
     [
-        ("jobs_per_task", "0", "an integer >= 1"),
-        ("jobs_per_task", "abc", "an integer >= 1 (jobs one task runs in one process)"),
+        ("slurm", "jobs_per_task", "0", "an integer >= 1"),
+        ("slurm", "jobs_per_task", "abc", "an integer >= 1 (jobs one task runs in one process)"),
         # a value its type refuses (Hydra's check, before the launcher's) says the launcher's bound too
-        ("nodes", "1.5", "an integer >= 1"),
-        ("poll_s", "abc", "seconds > 0"),
+        ("slurm", "nodes", "1.5", "an integer >= 1"),
+        ("slurm", "poll_s", "abc", "seconds > 0"),
+        ("local", "parallel", "abc", "an integer >= 1 (CPU tasks at a time)"),
+        ("local", "parallel", "0", "an integer >= 1 (CPU tasks at a time)"),
+        ("slurm", "lost_after_s", "-1.5", "seconds >= 0"),
         # what sbatch would refuse in a traceback, refused before anything is submitted
-        ("timeout_min", "-1", "an integer >= 1"),
-        ("gpus_per_node", "-1", "null or an integer >= 0"),
-        ("mem_gb", "-5", "null or a number > 0"),
-        ("array_parallelism", "0", "an integer >= 1"),
+        ("slurm", "timeout_min", "-1", "an integer >= 1"),
+        ("slurm", "gpus_per_node", "-1", "null or an integer >= 0"),
+        ("slurm", "mem_gb", "-5", "null or a number > 0"),
+        ("slurm", "array_parallelism", "0", "an integer >= 1"),
     ],
 )
-def test_bad_launcher_value_is_one_line_and_exit_2_with_nothing_submitted(tmp_path, key, value, allowed):
+def test_bad_launcher_value_is_one_line_and_exit_2_with_nothing_submitted(tmp_path, launcher, key, value, allowed):
     sweep_dir = tmp_path / "sweep"
     result = run_cli(
         [
             "-m",
-            "hydra/launcher=slurm",
+            f"hydra/launcher={launcher}",
             f"hydra.launcher.{key}={value}",
             "accel.cache_interval=2,3",
             f"hydra.sweep.dir={sweep_dir}",
