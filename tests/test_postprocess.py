@@ -431,6 +431,10 @@ def test_console_counts_are_singular_for_one():
 
 
 def test_postprocess_bad_input_is_one_line_exit_2(tmp_path):
+    result = _postprocess([], tmp_path)  # the one setting without a default, not given
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: sweep_dir='???' is not allowed: a sweep folder, or a list of distinct ones, e.g. [a,b] (it has no default)"
+    ]
     result = _postprocess(["sweep_dir=nowhere"], tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: sweep_dir='nowhere' is not allowed: a sweep folder written by run.py -m (with a summary.csv)"

@@ -85,10 +85,15 @@ def sweep_dirs(cfg: Any) -> list[Path]:
 
 
 def check(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    allowed = "a sweep folder, or a list of distinct ones, e.g. [a,b]"
+    if OmegaConf.is_missing(cfg, "sweep_dir"):  # OmegaConf would raise at the first read, in a traceback
+        raise ConfigError("sweep_dir", "???", f"{allowed} (it has no default)")
     folders = sweep_dirs(cfg)
     if not folders or len({folder.resolve() for folder in folders}) != len(folders):
         shown = cfg.sweep_dir if isinstance(cfg.sweep_dir, str) else list(cfg.sweep_dir)
-        raise ConfigError("sweep_dir", shown, "a sweep folder, or a list of distinct ones, e.g. [a,b]")
+        raise ConfigError("sweep_dir", shown, allowed)
     for folder in folders:
         if not SweepLayout(folder).summary.is_file():
             raise ConfigError("sweep_dir", str(folder), "a sweep folder written by run.py -m (with a summary.csv)")
