@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig
 from . import accelerators, metrics
 from .accelerators import Target
 from .errors import ConfigError, exit_2_on_config_error
+from .limits import MAX_SEED, Limit, check_limits, limited
 from .measure import WarmupPolicy
 from .metrics import ClipConfig, LpipsConfig
 from .pipelines import architecture_config, is_local_path
@@ -32,6 +33,13 @@ FAMILIES = ("sd", "sdxl")
 WEIGHTS = ("pretrained", "random")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 SCHEDULER_CLASSES = ("DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+# the measuring protocol's settings, in a run's config and the evaluator's alike
+SEED = Limit(0, MAX_SEED, meaning="numpy's and torch's seed range")
+WARMUP_BATCHES = Limit(0, auto=True)
+WARMUP_TOLERANCE = Limit(0, 1, integer=False, above=True, below=True, unit="a relative tolerance", example="0.02")
+WARMUP_MAX_BATCHES = Limit(2)
+REPEATS = Limit(1, auto=True)
+_RESOLUTION = Limit(8, nullable=True, null_means="the pipeline's native size", multiple=8)
 
 
 @dataclass
@@ -63,7 +71,10 @@ class PromptsConfig:
 AccelConfig = make_dataclass(
     "AccelConfig",
     [("name", str, MISSING), ("methods", List[str], field(default_factory=list))]
-    + [(key, Optional[typ], None) for key, typ in accelerators.param_fields().items()],
+    + [
+        (key, Optional[typ], limited(None, limit) if limit else None)
+        for key, (typ, limit) in accelerators.param_fields().items()
+    ],
 )
 AccelConfig.__module__ = __name__  # pickled by reference into submitit's job processes
 
@@ -102,22 +113,23 @@ class RunConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     lpips: LpipsConfig = field(default_factory=LpipsConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    steps: int = 50
-    batch_size: int = 4
-    num_prompts: int = 8
-    seed: int = 0
-    warmup_batches: Any = "auto"  # an integer, or auto: until stable on a GPU, 1 on CPU
-    warmup_tolerance: float = 0.02  # auto: two consecutive batch times within 2%
-    warmup_max_batches: int = 10
+    steps: int = limited(50, Limit(1))
+    batch_size: int = limited(4, Limit(1))
+    num_prompts: int = limited(8, Limit(1))
+    seed: int = limited(0, SEED)
+    warmup_batches: Any = limited("auto", WARMUP_BATCHES)  # an integer, or auto: until stable on a GPU, 1 on CPU
+    warmup_tolerance: float = limited(0.02, WARMUP_TOLERANCE)  # auto: two consecutive batch times within 2%
+    warmup_max_batches: int = limited(10, WARMUP_MAX_BATCHES)
     warmup_inherit: bool = True  # auto on a GPU: one warm-up batch for a side measured right after this process's last
-    repeats: Any = "auto"  # passes over the prompt set; auto: 3 on a GPU, 1 on CPU
-    max_repeats: Any = "auto"  # passes in all, passes that were not clean measured again; auto: twice repeats
+    repeats: Any = limited("auto", REPEATS)  # passes over the prompt set; auto: 3 on a GPU, 1 on CPU
+    # passes in all, passes that were not clean measured again; auto: twice repeats
+    max_repeats: Any = limited("auto", REPEATS)
     interleave: bool = False  # alternate baseline and accelerated passes (re-measures the baseline)
     search_stage: Optional[str] = None  # set by the search sweeper: screen | full (null: a grid job or a run)
     device: str = "auto"
     dtype: str = "auto"
-    guidance_scale: float = 7.5
-    resolution: Optional[int] = None
+    guidance_scale: float = limited(7.5, Limit(0, integer=False))
+    resolution: Optional[int] = limited(None, _RESOLUTION)
     save_images: bool = False
     count_flops: bool = True
     summary_path: str = "outputs/summary.csv"
@@ -157,14 +169,7 @@ def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
         raise
 
 
-MAX_SEED = 2**32 - 1
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
-
-
-def _at_least(cfg: DictConfig, key: str, low: int) -> None:
-    value = cfg[key]
-    if value < low:
-        raise ConfigError(key, value, f"an integer >= {low}")
 
 
 def unet_down_blocks(pipeline: DictConfig) -> int:
@@ -191,23 +196,10 @@ class Checked:
 def check(cfg: DictConfig) -> "Checked":
     """Raise ConfigError for the first value that cannot run; return what it built to check, which is
     what the run then uses."""
-    for key in ("steps", "batch_size", "num_prompts"):
-        _at_least(cfg, key, 1)
-    for key, low in (("warmup_batches", 0), ("repeats", 1), ("max_repeats", 1)):
-        if cfg[key] != "auto" and (not isinstance(cfg[key], int) or cfg[key] < low):
-            raise ConfigError(key, cfg[key], f"auto or an integer >= {low}")
+    check_limits(cfg, RunConfig)
     if cfg.max_repeats != "auto" and cfg.repeats != "auto" and cfg.max_repeats < cfg.repeats:
         raise ConfigError("max_repeats", cfg.max_repeats, f"auto or an integer >= repeats ({cfg.repeats})")
-    if not 0 < cfg.warmup_tolerance < 1:
-        raise ConfigError("warmup_tolerance", cfg.warmup_tolerance, "a relative tolerance in (0, 1), e.g. 0.02")
-    _at_least(cfg, "warmup_max_batches", 2)
     device = check_device(cfg)
-    if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution % 8):
-        raise ConfigError("resolution", cfg.resolution, "null (the pipeline's native size) or a multiple of 8")
-    if cfg.guidance_scale < 0:
-        raise ConfigError("guidance_scale", cfg.guidance_scale, "a number >= 0")
-    if not 0 <= cfg.seed <= MAX_SEED:
-        raise ConfigError("seed", cfg.seed, f"an integer 0..{MAX_SEED} (numpy's and torch's seed range)")
     check_writable("summary_path", cfg.summary_path, "a file")
     try:
         check_summary(Path(cfg.summary_path))

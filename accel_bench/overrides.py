@@ -13,7 +13,8 @@ from omegaconf import DictConfig, ListConfig
 
 from .config import CONF_DIR, compose_config, group_options
 from .errors import ConfigError
-from .sweep.limits import launcher_allows
+from .limits import limit_of
+from .sweep.limits import launcher_limit
 
 _ELEMENT_KINDS = {int: "integers", float: "numbers", str: "strings", bool: "true or false"}
 _NODE_KINDS = {
@@ -84,7 +85,8 @@ def composition_error(error: Exception, overrides: Sequence[str]) -> Optional[Co
     values = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(list(overrides))}
     if isinstance(cause, ValidationError) and type(cause.child_node).__name__ in _NODE_KINDS:
         kind = _NODE_KINDS[type(cause.child_node).__name__]
-        allowed = launcher_allows(cause.full_key) or kind + (" or null" if cause.child_node._is_optional() else "")
+        limit = limit_of(cause.parent_node._metadata.object_type, cause.key) or launcher_limit(cause.full_key)
+        allowed = limit.allowed if limit else kind + (" or null" if cause.child_node._is_optional() else "")
         return ConfigError(cause.full_key, cause.value, allowed)
     if isinstance(cause, ValidationError) and isinstance(cause.child_node, DictConfig):  # a whole section
         known = " | ".join(sorted(str(key) for key in cause.child_node.keys()))

@@ -280,3 +280,70 @@ def test_invalid_job_becomes_an_invalid_row(tmp_path):
     assert row.status == "invalid" and row.error.startswith("accel.cache_interval=0")
     assert (tmp_path / "job" / "result.json").exists()
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 2
+
+
+def _limited_keys():
+    """(config name, overrides it needs, key, limit) for every limited setting of our configs: the run's
+    (its metric sections and each method's parameters), the evaluator's, post-process's, the search's."""
+    import dataclasses
+
+    from accel_bench import accelerators, postprocess
+    from accel_bench.config import RunConfig, group_options
+    from accel_bench.evaluate.config import EvaluateConfig
+    from accel_bench.limits import limit_of
+    from accel_bench.metrics import ClipConfig, LpipsConfig
+    from hydra_plugins.accel_bench_sweeper.search_sweeper import SearchSweeperConf
+
+    def limited(schema, prefix=""):
+        return [
+            (prefix + f.name, limit_of(schema, f.name)) for f in dataclasses.fields(schema) if limit_of(schema, f.name)
+        ]
+
+    sections = limited(ClipConfig, "clip.") + limited(LpipsConfig, "lpips.")
+    cases = [("config", [], key, limit) for key, limit in limited(RunConfig) + sections]
+    cases += [("evaluate", [], key, limit) for key, limit in limited(EvaluateConfig) + sections]
+    cases += [("postprocess", [], key, limit) for key, limit in limited(postprocess.PostprocessConfig)]
+    search = ["-m", "hydra/sweeper=search", "+sweep=deepcache"]
+    cases += [("config", search, key, limit) for key, limit in limited(SearchSweeperConf, "hydra.sweeper.")]
+    for name, method in accelerators.METHODS.items():
+        option = next(o for o in group_options("accel") if name in compose_run_config([f"accel={o}"]).accel.methods)
+        cases += [("config", [f"accel={option}"], key, limit) for key, limit in limited(method.Params, "accel.")]
+    return cases
+
+
+def _refusal(config_name, overrides):
+    """The ConfigError a command would stop with: the command line's check, else its config's check."""
+    from accel_bench import postprocess
+    from accel_bench.config import compose_config
+    from accel_bench.evaluate import config as evaluate_config
+    from accel_bench.overrides import check_overrides
+
+    postprocess.register_configs()
+    evaluate_config.register_configs()
+    checker = {"config": check, "evaluate": evaluate_config.check, "postprocess": postprocess.check}[config_name]
+    with pytest.raises(ConfigError) as refused:
+        check_overrides(overrides, config_name)
+        checker(compose_config(config_name, [o for o in overrides if o != "-m"]))
+    return refused.value
+
+
+LIMITED = _limited_keys()
+
+
+@pytest.mark.parametrize("config_name, needs, key, limit", LIMITED, ids=[f"{c[0]} {c[2]}" for c in LIMITED])
+def test_a_limited_setting_says_its_limit_whatever_the_bad_value(tmp_path, monkeypatch, config_name, needs, key, limit):
+    """A value of the wrong type (refused by Hydra's typed config before any check) and a value out of
+    range (refused by the config's own check) get the same words: the limit on the setting's field."""
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "summary.csv").write_text("")
+    needs = [*needs, f"sweep_dir={sweep}"] if config_name == "postprocess" else needs
+    wrong_type = _refusal(config_name, [*needs, f"{key}=abc"])
+    assert (wrong_type.key, wrong_type.value, wrong_type.allowed) == (key, "abc", limit.allowed)
+    if key.startswith("hydra.sweeper.") or key.startswith("quality_") or key == "quality_budget":
+        return  # the search checks its range when it starts; those below are checked with other settings
+    below = next(v for v in (3, limit.lowest - 1, limit.lowest, limit.lowest + 1) if not limit.holds(v))
+    below = int(below) if limit.integer else below
+    out_of_range = _refusal(config_name, [*needs, f"{key}={below}"])
+    assert (out_of_range.key, out_of_range.value, out_of_range.allowed) == (key, below, limit.allowed)

@@ -1,5 +1,5 @@
 """Adding a method is one module and one config file: a copy of the package gains a toy method that
-way (diffusers' attention slicing) and runs it end to end, its parameters checked and its code generated."""
+way (diffusers' attention slicing) and runs it end to end, its parameter's limit checked and its code generated."""
 
 from __future__ import annotations
 
@@ -17,16 +17,17 @@ from .conftest import FAST
 
 TOY_MODULE = '''"""Attention slicing (diffusers): attention computed in slices, less memory for some speed."""
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from ..errors import ConfigError
-from .base import Accelerator, Code, Target
+from ..limits import Limit, limited
+from .base import Accelerator, Code
 
 
 @dataclass(frozen=True)
 class SlicedParams:
-    slice_size: int  # attention heads per slice
+    slice_size: int = limited(dataclasses.MISSING, Limit(1, meaning="attention heads per slice"))
 
 
 class Sliced(Accelerator):
@@ -35,11 +36,6 @@ class Sliced(Accelerator):
     Params = SlicedParams
     order = 50
     constants = {"slice_size": "SLICE_SIZE"}
-
-    @classmethod
-    def check(cls, params: SlicedParams, target: Target) -> None:
-        if params.slice_size < 1:
-            raise ConfigError("accel.slice_size", params.slice_size, "an integer >= 1")
 
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         pipe.enable_attention_slicing(self.params.slice_size)
@@ -84,10 +80,12 @@ def test_a_method_added_as_one_module_and_one_config_file_runs_end_to_end(tmp_pa
     assert json.loads(row["accel_params"]) == {"slice_size": 1}
     assert float(row["psnr_db"]) > 40  # slicing computes the same attention
 
-    refused = cli("accel=sliced", "accel.slice_size=0")
-    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
-        "error: accel.slice_size=0 is not allowed: an integer >= 1"
-    ], refused.stderr
+    for value in ("0", "abc"):  # out of its limit, and of the wrong type: the same words
+        refused = cli("accel=sliced", f"accel.slice_size={value}")
+        assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+            f"error: accel.slice_size={value if value.isdigit() else repr(value)} is not allowed: "
+            "an integer >= 1 (attention heads per slice)"
+        ], refused.stderr
     stranger = cli("accel=deepcache", "accel.slice_size=3")  # the schema knows whose parameter it is
     assert stranger.returncode == 2 and "not a parameter of accel=deepcache" in stranger.stderr, stranger.stderr
 

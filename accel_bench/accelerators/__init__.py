@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
+from ..limits import Limit, check_limits, limit_of
 from .base import Accelerator, Code, Target
 from .compile import CUDA_GRAPH_MODES, Compile, CompileParams
 from .snapshot import PipelineSnapshot
@@ -40,12 +41,14 @@ def _discover() -> dict[str, type[Accelerator]]:
 METHODS: dict[str, type[Accelerator]] = _discover()
 
 
-def param_fields() -> dict[str, Any]:
-    """Every method's parameters, name -> type: the union forms the ``accel`` config schema."""
-    fields: dict[str, Any] = {}
+def param_fields() -> dict[str, tuple[Any, Optional[Limit]]]:
+    """Every method's parameters, name -> (type, limit): the union forms the ``accel`` config schema."""
+    fields: dict[str, tuple[Any, Optional[Limit]]] = {}
     for cls in METHODS.values():
         for f in dataclasses.fields(cls.Params):
-            fields[f.name] = typing.get_type_hints(cls.Params)[f.name]
+            typed = (typing.get_type_hints(cls.Params)[f.name], limit_of(cls.Params, f.name))
+            if fields.setdefault(f.name, typed) != typed:  # one key of the accel config, one meaning
+                raise TypeError(f"accel.{f.name}: {cls.__name__} gives it another type or limit than a method before")
     return fields
 
 
@@ -81,6 +84,7 @@ def build(accel: Mapping[str, Any], target: Target) -> list[Accelerator]:
     for name in (m for m in METHODS if m in methods):
         cls = METHODS[name]
         params = cls.params_from(accel)
+        check_limits(params, cls.Params, "accel.")
         cls.check(params, target)
         accelerators.append(cls(params, target))
     return accelerators

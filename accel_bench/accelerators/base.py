@@ -93,9 +93,9 @@ class Accelerator(ABC):
         return {k: v for k, v in dataclasses.asdict(self.params).items() if v is not None}
 
     @classmethod
-    @abstractmethod
     def check(cls, params: Any, target: Target) -> None:
-        """Raise ConfigError for a value this method cannot run with on ``target``."""
+        """Raise ConfigError for a value this method cannot run with on ``target``, beyond the limits on
+        ``Params``' fields (``accel_bench.limits``), which ``accelerators.build`` checks first."""
 
     @abstractmethod
     def apply(self, pipe: Any, active: Mapping[str, "Accelerator"]) -> None:

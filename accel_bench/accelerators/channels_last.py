@@ -30,10 +30,6 @@ class ChannelsLast(Accelerator):
     same_arithmetic = True
     order = 35  # before quantization: int8 weights are not converted between layouts
 
-    @classmethod
-    def check(cls, params: ChannelsLastParams, target: Target) -> None:
-        pass
-
     def __init__(self, params: ChannelsLastParams, target: Target):
         super().__init__(params, target)
         self.made: Made[torch.Tensor] = Made()  # 4-d tensor -> its channels_last copy

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..limits import Limit, limited
 from .base import Accelerator, Code, Target
 
 BRANCHES_PER_DOWN_BLOCK = 3  # DeepCacheSDHelper: block = branch_id // 3, layer = branch_id % 3
@@ -13,8 +15,9 @@ BRANCHES_PER_DOWN_BLOCK = 3  # DeepCacheSDHelper: block = branch_id // 3, layer 
 
 @dataclass(frozen=True)
 class DeepCacheParams:
-    cache_interval: int
-    cache_branch_id: int
+    cache_interval: int = limited(dataclasses.MISSING, Limit(1, meaning="1 skips nothing"))
+    # the cached branch's depth: 3 per down block of the UNet (checked against the pipeline's)
+    cache_branch_id: int = limited(dataclasses.MISSING, Limit(0))
 
 
 class DeepCache(Accelerator):
@@ -27,8 +30,6 @@ class DeepCache(Accelerator):
 
     @classmethod
     def check(cls, params: DeepCacheParams, target: Target) -> None:
-        if params.cache_interval < 1:
-            raise ConfigError("accel.cache_interval", params.cache_interval, "an integer >= 1 (1 skips nothing)")
         last = BRANCHES_PER_DOWN_BLOCK * target.down_blocks - 1
         if not 0 <= params.cache_branch_id <= last:
             raise ConfigError(

@@ -38,10 +38,6 @@ class FusedQKV(Accelerator):
         "(tgate_utils.tgate_processor), so the fused projection would never run"
     }
 
-    @classmethod
-    def check(cls, params: FusedQKVParams, target: Target) -> None:
-        pass
-
     def __init__(self, params: FusedQKVParams, target: Target):
         super().__init__(params, target)
         self.made: Made[Any] = Made()  # (attention module, fused layer's name) -> the fused layer

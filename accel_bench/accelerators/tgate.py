@@ -5,6 +5,7 @@ On a compiled UNet, the sampling loop's per-step forwards are made stable (``Sta
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import weakref
@@ -13,6 +14,7 @@ from types import MethodType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
+from ..limits import Limit, limited
 from .base import Accelerator, Code, Target, with_global
 
 # tgate's sampling loop and the loader that binds it, per (pipeline family, DeepCache active). The
@@ -71,11 +73,14 @@ class StableForwards:
 
 @dataclass(frozen=True)
 class TGateParams:
-    sp_interval: int
-    fi_interval: int
-    warm_up: int
-    gate_step: Optional[int] = None  # in denoising steps
-    gate_fraction: Optional[float] = None  # or relative: gate_step = round(gate_fraction * steps)
+    sp_interval: int = limited(dataclasses.MISSING, Limit(1))
+    fi_interval: int = limited(dataclasses.MISSING, Limit(1))
+    warm_up: int = limited(dataclasses.MISSING, Limit(0))
+    gate_step: Optional[int] = limited(None, Limit(0, nullable=True))  # in denoising steps (at most steps)
+    # or relative: gate_step = round(gate_fraction * steps)
+    gate_fraction: Optional[float] = limited(
+        None, Limit(0, 1, integer=False, nullable=True, unit="a fraction of the steps")
+    )
 
 
 def gate_step_for(params: TGateParams, steps: int) -> int:
@@ -107,15 +112,8 @@ class TGate(Accelerator):
                 params.gate_step,
                 f"exactly one of gate_step (steps) and gate_fraction (of the steps) set; gate_fraction={params.gate_fraction}",
             )
-        if params.gate_fraction is not None and not 0 <= params.gate_fraction <= 1:
-            raise ConfigError("accel.gate_fraction", params.gate_fraction, "a fraction of the steps in [0, 1]")
-        if params.gate_step is not None and not 0 <= params.gate_step <= target.steps:
+        if params.gate_step is not None and params.gate_step > target.steps:
             raise ConfigError("accel.gate_step", params.gate_step, f"0..{target.steps} (steps={target.steps})")
-        for key in ("sp_interval", "fi_interval"):
-            if getattr(params, key) < 1:
-                raise ConfigError(f"accel.{key}", getattr(params, key), "an integer >= 1")
-        if params.warm_up < 0:
-            raise ConfigError("accel.warm_up", params.warm_up, "an integer >= 0")
 
     @property
     def gate_step(self) -> int:

@@ -5,12 +5,14 @@ Eager, tomesd runs as it is; on a compiled UNet its per-call Python moves to the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from ..errors import ConfigError
+from ..limits import Limit, limited
 from .base import Accelerator, Code, Target
 from .tome_graphs import GraphSafeToMe
 
@@ -19,10 +21,11 @@ MAX_DOWNSAMPLES = (1, 2, 4, 8)
 
 @dataclass(frozen=True)
 class ToMeParams:
-    ratio: float
-    max_downsample: int
-    sx: int
-    sy: int
+    # of the tokens merged; at most 1 - 1/(sx*sy), where tomesd would cap it silently
+    ratio: float = limited(dataclasses.MISSING, Limit(0, 1, integer=False, below=True))
+    max_downsample: int = limited(dataclasses.MISSING, Limit(1, choices=MAX_DOWNSAMPLES))
+    sx: int = limited(dataclasses.MISSING, Limit(1))
+    sy: int = limited(dataclasses.MISSING, Limit(1))
     use_rand: bool
 
 
@@ -36,9 +39,6 @@ class ToMe(Accelerator):
 
     @classmethod
     def check(cls, params: ToMeParams, target: Target) -> None:
-        for key in ("sx", "sy"):
-            if getattr(params, key) < 1:
-                raise ConfigError(f"accel.{key}", getattr(params, key), "an integer >= 1")
         # tomesd caps the ratio silently at 1 - 1/(sx*sy); refuse instead of measuring something else.
         cap = 1 - 1 / (params.sx * params.sy)
         if not 0 <= params.ratio <= cap:
@@ -47,8 +47,6 @@ class ToMe(Accelerator):
                 params.ratio,
                 f"0 <= ratio <= {cap:g} (= 1 - 1/(sx*sy) with sx={params.sx}, sy={params.sy})",
             )
-        if params.max_downsample not in MAX_DOWNSAMPLES:
-            raise ConfigError("accel.max_downsample", params.max_downsample, "one of 1, 2, 4, 8")
         if target.family == "sdxl" and params.max_downsample == 1:
             raise ConfigError(
                 "accel.max_downsample",

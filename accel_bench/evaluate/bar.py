@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, is_number
+from ..limits import Limit
 from . import session
 from .codefile import settable_steps
 from .protocol import Exchange
@@ -35,18 +35,10 @@ from .session import Settings, SideSpec
 from .verdicts import images_by_input, input_key
 
 FEWER_STEPS = "fewer_steps"
-MARGIN_ALLOWED = "null (the fidelity floor alone) or a margin in dB in [0, 30)"
-
-
-def valid_margin(margin: Any) -> bool:
-    """A fewer-steps margin: null, or dB in [0, 30) (the configs' and a manifest task's ``bar``)."""
-    return margin is None or (is_number(margin) and 0 <= margin < 30)
-
-
-def check_margin(margin: Optional[float]) -> None:
-    """``fewer_steps_margin_db``, in the evaluator's config and post-process's alike."""
-    if not valid_margin(margin):
-        raise ConfigError("fewer_steps_margin_db", margin, MARGIN_ALLOWED)
+# a fewer-steps margin: the configs' fewer_steps_margin_db and a manifest task's bar
+MARGIN = Limit(
+    0, 30, integer=False, below=True, nullable=True, null_means="the fidelity floor alone", unit="a margin in dB"
+)
 
 
 REFERENCE_LABEL = "fewer steps {steps}"

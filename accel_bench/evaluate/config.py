@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -9,14 +10,32 @@ from typing import Any, Dict, List, Optional
 from omegaconf import OmegaConf
 
 from .. import metrics
-from ..config import CONF_DIR, PipelineConfig, PromptsConfig, check_device, check_model_id, check_writable
+from ..config import (
+    CONF_DIR,
+    REPEATS,
+    SEED,
+    WARMUP_BATCHES,
+    WARMUP_MAX_BATCHES,
+    WARMUP_TOLERANCE,
+    PipelineConfig,
+    PromptsConfig,
+    check_device,
+    check_model_id,
+    check_writable,
+)
 from ..errors import ConfigError
+from ..limits import Limit, check_limits, limited
 from ..metrics import ClipConfig, LpipsConfig
 from ..pipelines import random_weights_dir
 from ..prompts import load_prompts
-from .bar import check_margin
+from .bar import MARGIN
 from .manifest import PIPELINES, read_manifest
 from .sandbox import SandboxConfig
+
+# quality_budget: the label of budget_metric's loss is said where the metric is known
+BUDGET = Limit(
+    0, 1, integer=False, below=True, nullable=True, null_means="no budget", unit="a budget on budget_metric's loss"
+)
 
 
 @dataclass
@@ -26,28 +45,32 @@ class EvaluateConfig:
     baseline: Optional[str] = None
     candidate: Optional[str] = None
     pipeline: Optional[PipelineConfig] = None  # pair mode: the config group option, e.g. pipeline=sd15
-    steps: Optional[int] = None
-    target_speedup: Optional[float] = None
-    quality_budget: Optional[float] = None
+    steps: Optional[int] = limited(None, Limit(1, nullable=True, null_means="the file's own"))
+    target_speedup: Optional[float] = limited(
+        None, Limit(0, integer=False, above=True, nullable=True, null_means="no speed asked", unit="a speedup")
+    )
+    quality_budget: Optional[float] = limited(None, BUDGET)
     budget_metric: str = "clip"  # pair mode: the metric quality_budget bounds (a manifest's entries name their own)
     out_dir: Optional[str] = None
     models: Dict[str, str] = field(default_factory=lambda: {name: "auto" for name in PIPELINES})
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
-    num_prompts: int = 8
-    batch_size: Optional[int] = None
-    seed: int = 0  # the global RNG seed each file's process starts with
-    input_seed: Optional[int] = None  # null: a secret drawn per comparison (recorded afterwards)
-    warmup_batches: Any = "auto"  # as in run.py: until stable on a GPU, 1 on CPU
-    warmup_tolerance: float = 0.02
-    warmup_max_batches: int = 10
-    repeats: Any = "auto"  # 3 on a GPU, 1 on CPU
-    max_repeats: int = 12  # an open verdict is re-measured up to this many passes
-    min_psnr_db: float = 25.0  # fidelity floor: every image against the baseline's for the same input
+    num_prompts: int = limited(8, Limit(1))
+    batch_size: Optional[int] = limited(None, Limit(1, nullable=True, null_means="the task's"))
+    seed: int = limited(0, SEED)  # the global RNG seed each file's process starts with
+    # null: a secret drawn per comparison (recorded afterwards)
+    input_seed: Optional[int] = limited(None, Limit(0, nullable=True, null_means="a secret drawn per comparison"))
+    warmup_batches: Any = limited("auto", WARMUP_BATCHES)  # as in run.py: until stable on a GPU, 1 on CPU
+    warmup_tolerance: float = limited(0.02, WARMUP_TOLERANCE)
+    warmup_max_batches: int = limited(10, WARMUP_MAX_BATCHES)
+    repeats: Any = limited("auto", REPEATS)  # 3 on a GPU, 1 on CPU
+    max_repeats: int = limited(12, Limit(1))  # an open verdict is re-measured up to this many passes
+    # fidelity floor: every image against the baseline's for the same input
+    min_psnr_db: float = limited(25.0, Limit(0, 99, integer=False, above=True, below=True, unit="a PSNR in dB"))
     # a file with a task must beat the baseline cut to its speed by this much pooled PSNR (null: floor only)
-    fewer_steps_margin_db: Optional[float] = 1.0
+    fewer_steps_margin_db: Optional[float] = limited(1.0, MARGIN)
     device: str = "auto"
     dtype: str = "auto"
-    timeout_s: int = 900  # for loading a file, and for each batch
+    timeout_s: int = limited(900, Limit(1))  # for loading a file, and for each batch
     save_images: bool = False
     allow_unsandboxed: bool = False
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
@@ -78,31 +101,16 @@ def model_location(pipeline: str, models: Any, cache_dir: str) -> tuple[str, str
 
 def check(cfg: Any) -> str:
     """Which mode the config asks for ("manifest" or "pair"), or a ConfigError naming the key."""
-    for key, low in (("num_prompts", 1), ("timeout_s", 1), ("max_repeats", 1)):
-        if cfg[key] < low:
-            raise ConfigError(key, cfg[key], f"an integer >= {low}")
-    for key, low in (("warmup_batches", 0), ("repeats", 1)):
-        if cfg[key] != "auto" and (not isinstance(cfg[key], int) or cfg[key] < low):
-            raise ConfigError(key, cfg[key], f"auto or an integer >= {low}")
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ConfigError("batch_size", cfg.batch_size, "null (the task's) or an integer >= 1")
-    if not 0 < cfg.min_psnr_db < 99:
-        raise ConfigError("min_psnr_db", cfg.min_psnr_db, "a PSNR in dB between 0 and 99")
-    check_margin(cfg.fewer_steps_margin_db)
+    metrics.check_budget_metric(cfg.budget_metric)
+    label = metrics.METRICS[cfg.budget_metric].budget_label
+    budget = dataclasses.replace(BUDGET, unit=f"a budget on {label}")
+    if not budget.holds(cfg.quality_budget):
+        raise ConfigError("quality_budget", cfg.quality_budget, budget.allowed)
+    check_limits(cfg, EvaluateConfig)
     if cfg.out_dir is not None:
         check_writable("out_dir", cfg.out_dir, "a folder")
     metrics.check(cfg)
-    metrics.check_budget_metric(cfg.budget_metric)
     check_device(cfg)
-    if cfg.steps is not None and cfg.steps < 1:
-        raise ConfigError("steps", cfg.steps, "null (the file's own) or an integer >= 1")
-    if cfg.target_speedup is not None and not cfg.target_speedup > 0:
-        raise ConfigError("target_speedup", cfg.target_speedup, "null (no speed asked) or a speedup > 0")
-    if cfg.quality_budget is not None and not 0 <= cfg.quality_budget < 1:
-        label = metrics.METRICS[cfg.budget_metric].budget_label
-        raise ConfigError("quality_budget", cfg.quality_budget, f"null (no budget) or a budget on {label} in [0, 1)")
-    if cfg.input_seed is not None and cfg.input_seed < 0:
-        raise ConfigError("input_seed", cfg.input_seed, "null (a secret drawn per comparison) or an integer >= 0")
     for name, choice in cfg.models.items():  # its keys are the pipelines' (another: no such setting)
         if choice not in ("auto", "random"):
             check_model_id(f"models.{name}", choice)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ..config import group_options
 from ..errors import ConfigError, is_integer, is_number
 from ..metrics import BUDGET_METRICS
-from .bar import MARGIN_ALLOWED, valid_margin
+from .bar import MARGIN
 
 PIPELINES = tuple(group_options("pipeline"))
 
@@ -52,8 +52,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 _OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "budget_metric": (lambda v: v in BUDGET_METRICS, " | ".join(BUDGET_METRICS)),
     "bar": (
-        lambda v: isinstance(v, dict) and valid_margin(v.get("margin_db")),
-        f"an object whose margin_db is {MARGIN_ALLOWED}",
+        lambda v: isinstance(v, dict) and MARGIN.holds(v.get("margin_db")),
+        f"an object whose margin_db is {MARGIN.allowed}",
     ),
 }
 WRITTEN_BY = "a manifest.json written by accel_bench.postprocess"

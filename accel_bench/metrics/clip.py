@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..images import to_uint8
+from ..limits import Limit, check_limits, limited
 from .base import Metric, Scored
 
 TINY_CLIP = "accel-bench-tiny-clip"  # a small randomly initialised CLIP for tiny / random-weight runs
@@ -26,7 +27,7 @@ PRETRAINED_CLIP = ("ViT-g-14", "laion2b_s34b_b88k")
 class ClipConfig:
     model: str = "auto"  # auto | tiny | an open_clip model name
     pretrained: Optional[str] = None  # open_clip pretrained tag; null = random init
-    batch_size: int = 16
+    batch_size: int = limited(16, Limit(1))
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ class Clip(Metric):
 
     @classmethod
     def check(cls, section: Any, chosen: bool) -> None:
-        if section.batch_size < 1:
-            raise ConfigError("clip.batch_size", section.batch_size, "an integer >= 1")
+        check_limits(section, ClipConfig, "clip.")
         if section.model in ("auto", "tiny"):
             if section.pretrained is not None:
                 allowed = (

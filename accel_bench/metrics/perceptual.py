@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..limits import Limit, check_limits, limited
 from .base import Metric, Scored
 
 NETS = ("alex", "vgg", "squeeze")
@@ -24,7 +25,7 @@ BACKBONES = ("auto", "pretrained", "random")
 class LpipsConfig:
     net: str = "alex"  # alex | vgg | squeeze: the backbone (alex: the paper's recommended forward metric)
     backbone: str = "auto"  # auto: ImageNet weights for real pipelines, random for random ones | pretrained | random
-    batch_size: int = 8
+    batch_size: int = limited(8, Limit(1))
 
 
 def pretrained_backbone(backbone: str, pipeline_weights: str) -> bool:
@@ -81,8 +82,7 @@ class Lpips(Metric):
             raise ConfigError("lpips.net", section.net, " | ".join(NETS))
         if section.backbone not in BACKBONES:
             raise ConfigError("lpips.backbone", section.backbone, " | ".join(BACKBONES))
-        if section.batch_size < 1:
-            raise ConfigError("lpips.batch_size", section.batch_size, "an integer >= 1")
+        check_limits(section, LpipsConfig, "lpips.")
 
     @classmethod
     def min_side(cls, section: Any) -> int:

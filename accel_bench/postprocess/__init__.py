@@ -21,7 +21,8 @@ from omegaconf import MISSING
 from .. import metrics
 from ..config import group_options
 from ..errors import ConfigError
-from ..evaluate.bar import check_margin
+from ..evaluate.bar import MARGIN
+from ..limits import Limit, check_limits, limited
 from ..record import RESULT_FILE
 from ..sweep.layout import SweepLayout
 from . import ground_truth
@@ -51,22 +52,23 @@ class PostprocessConfig:
     budget_metric: str = "clip"  # what the budgets bound: clip (CLIP loss) | ssim (1 - SSIM) | lpips
     include_random: bool = False
     include_disturbed: bool = False
-    start_id: int = 192
+    start_id: int = limited(192, Limit(0))
     grid: GridConfig = MISSING
     templates: Dict[str, str] = MISSING
     verify: bool = True
     confirm: bool = False
-    confirm_repeats: int = 3
+    confirm_repeats: int = limited(3, Limit(1))
     quality_prompts: Optional[str] = None  # with confirm=true: a prompts file (.txt/.csv/.jsonl) for FID
-    quality_num_prompts: Optional[int] = None  # its first N (null: all of them)
-    quality_batch_size: Optional[int] = None  # null: each entry's own batch size
+    quality_num_prompts: Optional[int] = limited(None, Limit(2, nullable=True))  # its first N (null: all of them)
+    quality_batch_size: Optional[int] = limited(None, Limit(1, nullable=True))  # null: each entry's own batch size
     fid_weights: str = "auto"  # auto (as the pipeline's weights) | pretrained (the FID Inception) | random
     fid_reference_dir: Optional[str] = None  # a folder of reference images (e.g. COCO val) for a second FID
-    fewer_steps_margin_db: Optional[float] = 1.0  # each task's bar in the manifest (null: the fidelity floor alone)
+    # each task's bar in the manifest (null: the fidelity floor alone)
+    fewer_steps_margin_db: Optional[float] = limited(1.0, MARGIN)
     bar_check: bool = True  # with verify=true: each ground truth judged against its bar; tasks it fails are dropped
-    bar_num_prompts: int = 4  # prompts per ground-truth judgement
+    bar_num_prompts: int = limited(4, Limit(1))  # prompts per ground-truth judgement
     report: bool = True  # report.html: plots, entries and image grids
-    report_num_prompts: int = 4  # images per grid row (the sweep's saved ones, else regenerated)
+    report_num_prompts: int = limited(4, Limit(1))  # images per grid row (the sweep's saved ones, else regenerated)
     cache_dir: str = "~/.cache/accel_bench"
 
 
@@ -104,16 +106,9 @@ def check(cfg: Any) -> None:
         if budget is None or not 0 <= budget < 1:
             label = metrics.METRICS[cfg.budget_metric].budget_label
             raise ConfigError("budgets", list(cfg.budgets), f"budgets on {label} in [0, 1), e.g. [0.02,0.05]")
-    check_margin(cfg.fewer_steps_margin_db)
+    check_limits(cfg, PostprocessConfig, keys=("fewer_steps_margin_db",))
     _check_quality(cfg)
-    if cfg.report_num_prompts < 1:
-        raise ConfigError("report_num_prompts", cfg.report_num_prompts, "an integer >= 1")
-    if cfg.bar_num_prompts < 1:
-        raise ConfigError("bar_num_prompts", cfg.bar_num_prompts, "an integer >= 1")
-    if cfg.confirm_repeats < 1:
-        raise ConfigError("confirm_repeats", cfg.confirm_repeats, "an integer >= 1")
-    if cfg.start_id < 0:
-        raise ConfigError("start_id", cfg.start_id, "an integer >= 0")
+    check_limits(cfg, PostprocessConfig, keys=("report_num_prompts", "bar_num_prompts", "confirm_repeats", "start_id"))
     for name, template in cfg.templates.items():
         try:
             template.format(**PLACEHOLDERS)
@@ -166,9 +161,7 @@ def _check_quality(cfg: Any) -> None:
     if not cfg.confirm:
         raise ConfigError("quality_prompts", cfg.quality_prompts, "null, or a prompts file with confirm=true")
     quality_prompts(cfg)
-    for key in ("quality_num_prompts", "quality_batch_size"):
-        if cfg[key] is not None and cfg[key] < (2 if key == "quality_num_prompts" else 1):
-            raise ConfigError(key, cfg[key], f"null or an integer >= {2 if key == 'quality_num_prompts' else 1}")
+    check_limits(cfg, PostprocessConfig, keys=("quality_num_prompts", "quality_batch_size"))
     reference = cfg.fid_reference_dir
     if reference is not None and (not Path(reference).is_dir() or len(image_files(Path(reference))) < 2):
         raise ConfigError("fid_reference_dir", reference, "null or a folder with at least two .png/.jpg/.webp images")

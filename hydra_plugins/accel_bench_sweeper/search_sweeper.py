@@ -30,6 +30,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from accel_bench.errors import ConfigError, exit_2_on_config_error
+from accel_bench.limits import MAX_SEED, Limit, check_limits, limited
 from accel_bench.record import read_result, read_rows
 from accel_bench.sweep import search
 from accel_bench.sweep.jobs import LOST_EXIT_CODE, check_sweep_dir
@@ -51,14 +52,17 @@ class SearchSweeperConf:
     screen: Dict[str, Any] = field(
         default_factory=lambda: {"num_prompts": "${batch_size}", "repeats": 1, "count_flops": False}
     )
-    screen_share: float = 0.25  # screen at most this share of each combination's candidates
+    # screen at most this share of each combination's candidates
+    screen_share: float = limited(0.25, Limit(0, 1, integer=False, above=True, unit="a share"))
     # candidates the sampler picks per combination per round; each round is one launch, so 6 (the launchers'
     # jobs_per_task) makes it one task. The first round is the sampler's random start-up, the later ones
     # follow what it measured
-    round_size: int = 6
-    full_per_budget: int = 2  # per budget, the fastest screened candidates within it measured in full
-    slack: float = 0.5  # a screened loss up to budget x (1 + slack) still counts as within it
-    seed: int = 0  # the samplers' seed
+    round_size: int = limited(6, Limit(1))
+    # per budget, the fastest screened candidates within it measured in full
+    full_per_budget: int = limited(2, Limit(1))
+    # a screened loss up to budget x (1 + slack) still counts as within it
+    slack: float = limited(0.5, Limit(0, integer=False))
+    seed: int = limited(0, Limit(0, MAX_SEED, meaning="the samplers' seed range"))  # the samplers' seed
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="search", node=SearchSweeperConf, provider="accel_bench")
@@ -163,20 +167,11 @@ class SearchSweeper(GridSweeper):
 
     def _check(self) -> None:
         from accel_bench import metrics
-        from accel_bench.config import MAX_SEED
 
         metrics.check_budget_metric(self.budget_metric, "hydra.sweeper.budget_metric")
         if not self.budgets or not all(0 <= b < 1 for b in self.budgets):
             raise ConfigError("hydra.sweeper.budgets", self.budgets, "a list of budgets in [0, 1), e.g. [0.02,0.05]")
-        if not 0 < self.screen_share <= 1:
-            raise ConfigError("hydra.sweeper.screen_share", self.screen_share, "a share in (0, 1]")
-        for key in ("round_size", "full_per_budget"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"hydra.sweeper.{key}", getattr(self, key), "an integer >= 1")
-        if self.slack < 0:
-            raise ConfigError("hydra.sweeper.slack", self.slack, "a number >= 0")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError("hydra.sweeper.seed", self.seed, f"an integer 0..{MAX_SEED} (the samplers' seed range)")
+        check_limits(self, SearchSweeperConf, "hydra.sweeper.")
         self._check_screen()
 
     def _check_screen(self) -> None:
