@@ -150,20 +150,36 @@ def test_packed_sweep_loads_each_pipeline_once_per_task_and_writes_every_job(slu
     assert f"ok on {os.uname().nodename} cpu (" in logs  # each job's line names host and device
 
 
+GRID = ["accel.cache_interval=2,3"]
+SEARCH = ["hydra/sweeper=search", "+sweep=deepcache"]  # its first round refused: no search state left either
+
+
 @pytest.mark.parametrize(
-    "override, key, said",
+    "override, key, said, folder, space",
     [
-        ("hydra.launcher.partition=nope", "hydra.launcher.partition='nope'", "Invalid partition name specified"),
-        ("hydra.launcher.constraint=nogpu", "hydra.launcher.constraint='nogpu'", "Invalid feature specification"),
+        ("hydra.launcher.partition=nope", "hydra.launcher.partition='nope'", "Invalid partition name", None, GRID),
+        ("hydra.launcher.constraint=nogpu", "hydra.launcher.constraint='nogpu'", "Invalid feature", None, GRID),
+        ("hydra.launcher.partition=nope", "hydra.launcher.partition='nope'", "Invalid partition name", None, SEARCH),
+        # into a folder holding something already (a resumed sweep's submitit folder): only that is left
+        (
+            "hydra.launcher.partition=nope",
+            "hydra.launcher.partition='nope'",
+            "Invalid partition",
+            [".submitit/a"],
+            GRID,
+        ),
     ],
 )
-def test_a_submission_sbatch_refuses_is_one_line_naming_the_key_with_nothing_queued(
-    slurm, tmp_path, override, key, said
+def test_a_submission_sbatch_refuses_is_one_line_naming_the_key_with_nothing_queued_nor_left(
+    slurm, tmp_path, override, key, said, folder, space
 ):
     sweep_dir = tmp_path / "sweep"
+    for name in folder or []:
+        (sweep_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / name).write_text("kept\n")
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
     result = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "-m", *SLURM, override, "accel.cache_interval=2,3", *QUICK]
+        [sys.executable, str(REPO / "run.py"), "-m", *SLURM, override, *space, *QUICK]
         + [f"hydra.sweep.dir={sweep_dir}", f"summary_path={tmp_path / 'all.csv'}"],
         cwd=tmp_path,
         capture_output=True,
@@ -176,7 +192,9 @@ def test_a_submission_sbatch_refuses_is_one_line_naming_the_key_with_nothing_que
     assert line.endswith("; nothing was submitted") and "Traceback" not in result.stdout
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
     assert set(after.split()) <= set(before.split())  # no job of its own (another test's may have left since)
-    assert not (sweep_dir / "summary.csv").exists()
+    # the folder as it was: no plan, multirun.yaml or pickled task of a submission that never was
+    left = sorted(str(p.relative_to(sweep_dir)) for p in sweep_dir.rglob("*") if p.is_file()) if folder else None
+    assert left == (sorted(folder) if folder else None) and sweep_dir.exists() == bool(folder)
 
 
 def test_hard_killed_task_loses_only_its_unfinished_jobs_and_the_printed_command_runs_exactly_them(slurm, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -17,6 +18,26 @@ from .layout import SweepLayout
 # scancel, the OOM killer, a time limit) before the job was recorded.
 STATUSES = ("ok", "failed", "invalid", "skipped", "lost")
 LOST_EXIT_CODE = 3  # a sweep that lost jobs ends with it, after its tally
+
+
+def entries(folder: Path) -> Optional[set[Path]]:
+    """What ``folder`` holds (None: it does not exist), for ``remove_new``."""
+    return set(folder.iterdir()) if folder.is_dir() else None
+
+
+def remove_new(folder: Path, before: Optional[set[Path]]) -> None:
+    """Undo what a launch refused before anything ran wrote: the entries of ``folder`` not in ``before``
+    (``entries`` then), and the folder itself where it did not exist then."""
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in entries(folder) or set():
+        if path in before:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def previous_ok(run_dir: Path, run_id: str) -> Optional[Row]:

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf, open_dict
 
 from accel_bench.errors import ConfigError, exit_2_on_config_error, is_integer
 from accel_bench.sweep import slurm_queue
-from accel_bench.sweep.jobs import previous_ok
+from accel_bench.sweep.jobs import entries, previous_ok, remove_new
 from accel_bench.sweep.layout import SweepLayout
 from accel_bench.sweep.limits import check_launcher_values
 from accel_bench.sweep.packing import Job, Pack, pack_jobs
@@ -264,12 +264,16 @@ class PackedSlurmLauncher(PackedLauncher):
     def run_tasks(self, task: PackedTask, runs: List[TaskRun], state: Dict[type, Singleton]) -> None:
         from submitit.core.utils import FailedJobError
 
+        folder = Path(self.params["submitit_folder"])
+        folder = folder.parent if "%j" in folder.name else folder  # where submitit writes before it has a job id
+        before = entries(folder)
         try:
             with _stderr_held():
                 jobs = self.executor().map_array(
                     task, [run.pack for run in runs], [str(run.progress_path) for run in runs], [state] * len(runs)
                 )
         except FailedJobError as error:  # sbatch refused the array: nothing was submitted
+            remove_new(folder, before)  # the pickled task and sbatch script of the refused submission
             message = " ".join(str(error).split())
             said = {"partition": "partition", "account": "account", "qos": "qos", "feature": "constraint"}
             key = next((key for word, key in said.items() if word in message.lower()), None)

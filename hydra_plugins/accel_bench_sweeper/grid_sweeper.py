@@ -16,10 +16,11 @@ job numbers and job directories: re-running it into the same sweep dir resumes i
 import json
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -27,7 +28,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from accel_bench.errors import exit_2_on_config_error
-from accel_bench.sweep.jobs import LOST_EXIT_CODE, STATUSES, check_sweep_dir, disturbed_rows, resume_command, sweep_cost
+from accel_bench.sweep.jobs import (
+    LOST_EXIT_CODE,
+    STATUSES,
+    check_sweep_dir,
+    disturbed_rows,
+    entries,
+    remove_new,
+    resume_command,
+    sweep_cost,
+)
 from accel_bench.sweep.layout import SweepLayout
 
 
@@ -69,11 +79,34 @@ class GridSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         return expand_grids(self._parse_config(), self.grids, arguments, parser)
 
+    @contextmanager
+    def removed_if_refused(self, sweep_dir: Path) -> Iterator[None]:
+        """A sweep whose first launch is refused before anything ran (exit 2: sbatch refused the array,
+        nothing was submitted) leaves the folder as it found it: what it wrote for that launch (the
+        plan, multirun.yaml, a search's state) is removed, and the folder where it made it."""
+        before = entries(sweep_dir)
+        self.launched = False
+        try:
+            yield
+        except SystemExit as stop:
+            if stop.code == 2 and not self.launched:
+                remove_new(sweep_dir, before)
+            raise
+
+    def launch(self, batch: List[List[str]], initial_job_idx: int) -> Any:
+        returns = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+        self.launched = True
+        return returns
+
     def sweep(self, arguments: List[str]) -> Any:
         jobs = self.job_overrides(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         with exit_2_on_config_error():
             check_sweep_dir(SweepLayout(sweep_dir), jobs)
+        with self.removed_if_refused(sweep_dir):
+            return self._sweep(jobs, sweep_dir)
+
+    def _sweep(self, jobs: List[List[str]], sweep_dir: Path) -> Any:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         SweepLayout(sweep_dir).plan.write_text(json.dumps({"started": started, "jobs": jobs}, indent=1) + "\n")
@@ -84,7 +117,7 @@ class GridSweeper(BasicSweeper):
         while not self.is_done():
             batch = self.get_job_batch()
             self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            results = self.launch(batch, initial_job_idx)
             initial_job_idx += len(batch)
             returns.append(results)
         # a job's return value is its status; reading it re-raises a job that crashed outright

@@ -91,11 +91,6 @@ class SearchSweeper(GridSweeper):
         self.slack, self.seed = slack, seed
 
     def sweep(self, arguments: List[str]) -> Any:
-        import optuna
-        from optuna.storages.journal import JournalFileBackend
-
-        from accel_bench.accelerators import speed_directions  # torch: not at Hydra's plugin scan
-
         with exit_2_on_config_error():
             self._check()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -109,6 +104,15 @@ class SearchSweeper(GridSweeper):
         with exit_2_on_config_error():  # before anything is written there
             check_sweep_dir(self.layout, planned, search=True)
             self.ledger = search.Ledger(self.layout.search_ledger, self.found)
+        with self.removed_if_refused(sweep_dir):
+            return self._search(sweep_dir, planned)
+
+    def _search(self, sweep_dir: Path, planned: List[List[str]]) -> List[str]:
+        import optuna
+        from optuna.storages.journal import JournalFileBackend
+
+        from accel_bench.accelerators import speed_directions  # torch: not at Hydra's plugin scan
+
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         plan = {"started": self.started, "jobs": planned, "search": True}
@@ -213,7 +217,7 @@ class SearchSweeper(GridSweeper):
         for offset, (candidate, stage, trial) in enumerate(jobs):
             self.ledger.add(first + offset, candidate.index, stage, trial)
         self.ledger.save()
-        returns = self.launcher.launch([self._overrides(c, stage) for c, stage, _ in jobs], initial_job_idx=first)
+        returns = self.launch([self._overrides(c, stage) for c, stage, _ in jobs], first)
         self.returns = list(returns)
         return [str(r.return_value) for r in self.returns]
 
