@@ -3,6 +3,7 @@ leaving it restores the exact baseline pipeline (state and images)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import numpy as np
@@ -566,3 +567,61 @@ def test_a_cuda_graph_mode_fails_where_inductor_would_run_a_graph_uncaptured(pip
                     log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device (arg0_1)")
         assert inductor.triton.cudagraph_or_error is False
     log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to cpu device (arg0_1)")  # a warning again
+
+
+def test_a_compiled_sdxl_vae_in_fp16_is_upcast_to_the_same_weights_at_every_decode():
+    """SDXL's pipeline casts an fp16 VAE to fp32 before every decode and back after: new fp32 tensors at
+    every call, which the CUDA graphs of a compiled decoder would record again. Held, the decoder reads the
+    same fp32 tensors at every call (and after an eager side's calls in between), with the pipeline's own
+    images, and leaving puts the VAE's own tensors back."""
+    import os
+
+    from accel_bench.accelerators.compile import Compile, CompileParams
+    from accel_bench.accelerators.vae_upcast import CODE as UPCAST_CODE
+    from accel_bench.accelerators.vae_upcast import HeldUpcast
+    from accel_bench.pipelines import load_pipeline
+
+    pipe, _, _ = load_pipeline(
+        compose_run_config(["pipeline=tiny_xl"]).pipeline, "cpu", torch.float32, os.environ["ACCEL_BENCH_CACHE"]
+    )
+    pipe.vae.to(torch.float16)  # decoded in fp32 all the same: the pipeline upcasts it (force_upcast)
+    vae, decoded = pipe.vae, []
+    vae.decoder.register_forward_pre_hook(
+        lambda m, a: decoded.append([(p.data_ptr(), p.dtype) for p in vae.parameters()])
+    )
+
+    eager = generate(pipe), generate(pipe)
+    assert decoded[0] != decoded[1] and {d for _, d in decoded[0]} == {torch.float32}  # new fp32 tensors each call
+    held = HeldUpcast()
+    held.hold(pipe)
+    assert np.array_equal(generate(pipe), eager[0]) and np.array_equal(generate(pipe), eager[1])
+    assert decoded[2] == decoded[3] and {d for _, d in decoded[2]} == {torch.float32}
+    held.release(pipe)
+    generate(pipe)  # an eager side's call: new fp16 tensors of the same values, found again by value
+    own = [p.data_ptr() for p in vae.parameters()]
+    held.hold(pipe)
+    generate(pipe)
+    assert decoded[5] == decoded[2] and decoded[4] != decoded[2]
+    held.release(pipe)
+    assert [p.data_ptr() for p in vae.parameters()] == own and "upcast_vae" not in pipe.__dict__
+
+    exec(
+        "\n".join(line[4:] for line in UPCAST_CODE), {"pipe": pipe, "torch": torch, "COMPILE_TARGETS": ["vae_decoder"]}
+    )
+    assert np.array_equal(generate(pipe), eager[0]) and np.array_equal(generate(pipe), eager[1])  # a generated file's
+    assert decoded[-1] == decoded[-2] and {d for _, d in decoded[-1]} == {torch.float32}
+    del pipe.upcast_vae
+    pipe.vae.to(torch.float16)
+
+    target = Target(pipeline="tiny_xl", family="sdxl", down_blocks=len(pipe.unet.down_blocks), steps=4)
+    for targets, family, holds in (
+        (["vae_decoder"], "sdxl", True),
+        (["unet"], "sdxl", False),  # an eager decoder: the pipeline's own upcast
+        (["vae_decoder"], "sd", False),  # SD's pipelines decode in fp16 as they are
+    ):
+        method = Compile(CompileParams("default", True, targets), dataclasses.replace(target, family=family))
+        method.apply(pipe, {})  # compiles lazily, at the first call
+        assert ("upcast_vae" in pipe.__dict__) == holds
+        method.remove(pipe)
+        assert "upcast_vae" not in pipe.__dict__ and "_compiled_call_impl" not in vae.decoder.__dict__
+        assert {p.dtype for p in vae.parameters()} == {torch.float16}

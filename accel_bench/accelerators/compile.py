@@ -6,7 +6,8 @@ inside the warm-up; the row's ``compile_s`` says what it cost. ``nn.Module.compi
 compiled call in the module's own ``__dict__``, so leaving restores the eager module exactly.
 With DeepCache on, the UNet's full and cached steps are compiled as two graphs (``cached_steps``).
 The target ``step`` compiles the whole denoising step instead of the UNet: UNet, guidance and the
-scheduler's step in one graph (``whole_step``).
+scheduler's step in one graph (``whole_step``). A compiled SDXL VAE decoder in fp16 is upcast once, not
+at every decode to new tensors but to the same ones (``vae_upcast``).
 A method that makes dynamo recompile past its limit fails the run instead of falling back to eager
 in silence (dynamo's default), and in the CUDA-graph modes so does a graph inductor would run
 uncaptured: a compiled row is compiled and captured, or it says why not.
@@ -25,6 +26,8 @@ import torch
 from ..errors import ConfigError
 from .base import Accelerator, Code, Target
 from .cached_steps import CompiledCachedSteps
+from .vae_upcast import CODE as UPCAST_CODE
+from .vae_upcast import HeldUpcast, upcasts
 from .whole_step import STEP, WholeStep, denoise_step
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
@@ -155,8 +158,15 @@ class Compile(Accelerator):
                 f"({STEP}: the whole denoising step, its UNet included)",
             )
 
+    def __init__(self, params: CompileParams, target: Target):
+        super().__init__(params, target)
+        self.upcast = HeldUpcast()
+
     def apply(self, pipe: Any, active: Mapping[str, Accelerator]) -> None:
         targets = self.params.compile_targets
+        self.upcast_held = "vae_decoder" in targets and upcasts(pipe, self.target.family)
+        if self.upcast_held:
+            self.upcast.hold(pipe)
         deepcache = active.get("deepcache")
         unet = next((name for name in targets if name in ("unet", STEP)), None)
         self.limit = RecompileLimit().__enter__()
@@ -217,6 +227,8 @@ class Compile(Accelerator):
             self.whole_step.remove()
         for name in self.params.compile_targets:
             _module(pipe, "unet" if name == STEP else name).__dict__.pop("_compiled_call_impl", None)
+        if self.upcast_held:
+            self.upcast.release(pipe)
 
     def warmup_needed(self) -> tuple[int, str]:
         # compilation runs on the first call, CUDA graphs are captured on the next ones: never inside a timed batch
@@ -233,6 +245,7 @@ class Compile(Accelerator):
             load=(
                 "    for name in COMPILE_TARGETS:  # torch.compile: it compiles on the first calls",
                 f'        {{{paths}}}[name].compile(mode=None if COMPILE_MODE == "default" else COMPILE_MODE, fullgraph=FULLGRAPH)',
+                *(UPCAST_CODE if family == "sdxl" else ()),
             )
         )
 
