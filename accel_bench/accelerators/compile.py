@@ -6,8 +6,8 @@ inside the warm-up; the row's ``compile_s`` says what it cost. ``nn.Module.compi
 compiled call in the module's own ``__dict__``, so leaving restores the eager module exactly.
 With DeepCache on, the UNet's full and cached steps are compiled as two graphs (``cached_steps``).
 The target ``step`` compiles the whole denoising step instead of the UNet: UNet, guidance and the
-scheduler's step in one graph (``whole_step``). A compiled SDXL VAE decoder in fp16 is upcast once, not
-at every decode to new tensors but to the same ones (``vae_upcast``).
+scheduler's step in one graph (``whole_step``). A compiled SDXL VAE decoder in fp16 is upcast at every
+decode to the same fp32 weights, not to new ones (``vae_upcast``).
 A method that makes dynamo recompile past its limit fails the run instead of falling back to eager
 in silence (dynamo's default), and in the CUDA-graph modes so does a graph inductor would run
 uncaptured: a compiled row is compiled and captured, or it says why not.
