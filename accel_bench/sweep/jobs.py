@@ -1,5 +1,5 @@
 """Sweep jobs: one job as a Hydra task, resuming (an ok result of the same config is kept), progress,
-lost jobs, and what a sweep's time went into."""
+lost jobs, what a sweep's time went into, and undoing what a launch refused before anything ran wrote."""
 
 from __future__ import annotations
 
