@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from .errors import ConfigError, is_integer, is_number
 
@@ -83,10 +83,17 @@ def check_limits(section: Any, schema: Any, prefix: str = "", keys: Optional[Ite
     """ConfigError for the first field of ``schema`` (those in ``keys``, else every limited one, in the
     schema's order) whose value in ``section`` (a config section or a dataclass) its limit does not hold."""
     names = list(keys) if keys is not None else [f.name for f in dataclasses.fields(schema) if _KEY in f.metadata]
-    for name in names:
-        limit = limit_of(schema, name)
-        if limit is None:
-            raise KeyError(f"{schema.__name__}.{name} has no limit")
-        value = section[name] if hasattr(section, "__getitem__") else getattr(section, name)
+    limits = {name: limit_of(schema, name) for name in names}
+    missing = [name for name, limit in limits.items() if limit is None]
+    if missing:
+        raise KeyError(f"{schema.__name__}.{missing[0]} has no limit")
+    check_values(section, limits, prefix)
+
+
+def check_values(section: Any, limits: Mapping[str, Limit], prefix: str = "") -> None:
+    """ConfigError for the first of ``limits``' keys whose value in ``section`` (a mapping, where a key left
+    out is null, or an object with those attributes) its limit does not hold."""
+    for name, limit in limits.items():
+        value = section.get(name) if isinstance(section, Mapping) else getattr(section, name)
         if not limit.holds(value):
             raise ConfigError(prefix + name, value, limit.allowed)

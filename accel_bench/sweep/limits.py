@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..errors import ConfigError
-from ..limits import Limit
+from ..limits import Limit, check_values
 
 # hydra.launcher.<key>: ours (jobs_per_task, parallel, poll_s, lost_after_s), then submitit's resources that
 # sbatch would refuse in a traceback
@@ -37,7 +36,4 @@ def launcher_limit(key: str) -> Optional[Limit]:
 
 def check_launcher_values(values: dict, keys: tuple) -> None:
     """ConfigError for the first of ``keys`` whose value in ``values`` its limit does not hold."""
-    for key in keys:
-        limit = LIMITS[key]
-        if not limit.holds(values.get(key)):
-            raise ConfigError(_PREFIX + key, values.get(key), limit.allowed)
+    check_values(values, {key: LIMITS[key] for key in keys}, _PREFIX)
