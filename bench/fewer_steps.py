@@ -8,7 +8,8 @@ One manifest, one task per candidate (target ``--target``), all sharing the refe
 session: the honest DeepCache file (interval 3, branch 0, the ground truth post-process writes),
 the baseline at half and two thirds of its steps, and DPM-Solver++ at half the steps. Writes
 ``fewer_steps_<pipeline>.json`` in ``--out``: per candidate its speedup, pooled PSNR, the
-reference's steps, speedup and PSNR, the required PSNR, verdict and reason, with machine and date.
+reference's steps, speedup and PSNR, the file's speed beside the reference, the required PSNR,
+verdict and reason, with machine and date.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def main() -> None:
                 "psnr_db": bar.get("psnr_db"),
                 "reference_steps": bar.get("reference_steps"),
                 "reference_speedup": bar.get("reference_speedup"),
+                "file_speedup_beside": bar.get("file_speedup_beside"),
                 "reference_psnr_db": bar.get("reference_psnr_db"),
                 "required_psnr_db": bar.get("required_psnr_db"),
                 "psnr_min_db": m["psnr_min_db"],
@@ -140,6 +142,7 @@ def main() -> None:
         print(
             f"{name:22s} {m['speedup'] or 0:5.2f}x (low {m['speedup_low'] or 0:.2f})  PSNR {bar.get('psnr_db') or 0:6.2f} dB"
             f"  reference {bar.get('reference_steps')} steps {bar.get('reference_speedup') or 0:.2f}x "
+            f"(the file beside it {bar.get('file_speedup_beside') or 0:.2f}x) "
             f"{bar.get('reference_psnr_db') or 0:6.2f} dB  -> {m['reason'] or 'passed'}"
         )
     out = Path(args.out)

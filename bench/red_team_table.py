@@ -63,7 +63,8 @@ def main() -> None:
     for name, case in table.items():
         bar = case["bar"] or {}
         reference = (
-            f"{bar['reference_steps']} steps, {bar['reference_speedup']:.2f}x, {bar['reference_psnr_db']:.1f} dB"
+            f"{bar['reference_steps']} steps, {bar['reference_speedup']:.2f}x (the file beside it "
+            f"{_fmt(bar.get('file_speedup_beside'), '.2f')}x), {bar['reference_psnr_db']:.1f} dB"
             if bar.get("kind") == "fewer_steps"
             else (bar.get("note") or "-")
         )

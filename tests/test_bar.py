@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from pytest import approx
 
 from accel_bench.evaluate.bar import (
     FEWER_STEPS,
@@ -12,11 +14,12 @@ from accel_bench.evaluate.bar import (
     chosen_steps,
     fitted_steps,
     judge,
+    measured_reference,
     pooled_psnr,
     probe_steps,
 )
 from accel_bench.evaluate.codefile import settable_steps
-from accel_bench.evaluate.protocol import Exchange
+from accel_bench.evaluate.protocol import Exchange, Failure
 
 
 def test_the_probe_is_never_faster_than_the_file_and_always_a_cut():
@@ -106,7 +109,6 @@ def _side(label, latencies, checks, steps=6):
 
 
 def test_a_cut_measured_while_disturbed_or_slower_than_the_baseline_is_in_doubt():
-    from accel_bench.evaluate.bar import measured_reference
     from accel_bench.watch.checks import PassCheck
 
     quiet, busy = PassCheck(), PassCheck(wait_shares=[0.9])
@@ -154,3 +156,39 @@ def test_a_bar_failed_in_doubt_says_so_and_the_record_is_disturbed():
         assert "no_better_than_fewer_steps" in record["reasons"]
         assert ("disturbed" in record["reasons"]) == doubted == bool(record["bar"]["doubt"]), record
         assert record["passed"] is False
+
+
+def test_the_count_is_chosen_against_the_files_speed_beside_the_cuts():
+    """The red team's half-steps cheat once passed: its comparison measured it 2.08x, the cuts' own session
+    measured every cut slower, and the 2-step cut (2.03x) became the reference of a file running 4 steps."""
+    from accel_bench.evaluate.bar import Claim, reference_for
+    from accel_bench.evaluate.session import SideSpec
+    from accel_bench.watch.checks import PassCheck
+
+    quiet, busy = PassCheck(), PassCheck(wait_shares=[0.9])
+    base = _side("baseline", [1.0] * 3, [quiet] * 3, 8)
+    cheat = Claim(SideSpec("candidate 7", Path("c.py"), 8, (1.05,)), low=2.07, median=2.08)
+    cuts = {
+        count: measured_reference(count, base, _side(f"fewer steps {count}", [1 / s] * 3, [quiet] * 3, count))
+        for count, s in ((4, 1.82), (3, 1.98), (2, 2.03))
+    }
+    probe = Reference(4, 1.82)
+    assert chosen_steps(cuts, [2, 3, 4], cheat.low) == 2  # against the comparison's speed alone: the 2-step cut
+    beside = _side("candidate 7", [1 / 1.82] * 3, [quiet] * 3, 8)
+    chosen = reference_for(cheat, probe, [2, 3, 4], cuts, base, beside)
+    assert chosen.steps == 4 and chosen.file_speedup == approx(1.82) and chosen.doubt is None
+    # a file faster beside the cuts than in its comparison does not lower its bar: the low end still limits
+    fast = reference_for(cheat, probe, [2, 3, 4], cuts, base, _side("candidate 7", [1 / 2.5] * 3, [quiet] * 3, 8))
+    assert fast.steps == 2 and fast.file_speedup == approx(2.5)
+    slower = Claim(cheat.spec, low=2.0, median=2.01)
+    assert reference_for(slower, probe, [2, 3, 4], cuts, base, _side("c", [1 / 2.5] * 3, [quiet] * 3, 8)).steps == 3
+    # failed or disturbed beside the cuts: the most steps tried, or the count in doubt
+    crashed = _side("candidate 7", [], [], 8)
+    crashed.failure = Failure("crashed", "boom")
+    failed = reference_for(cheat, probe, [2, 3, 4], cuts, base, crashed)
+    assert failed.steps == 4 and failed.file_speedup is None and "failed (crashed)" in failed.doubt
+    noisy = reference_for(cheat, probe, [2, 3, 4], cuts, base, _side("candidate 7", [1 / 1.82] * 3, [busy] * 3, 8))
+    assert noisy.steps == 4 and "beside the cuts measured while disturbed" in noisy.doubt
+    # every cut failed beside the file: the probe as its own session measured it
+    broken = {count: Reference(count, failure="crashed: x") for count in cuts}
+    assert reference_for(cheat, probe, [2, 3, 4], broken, base, beside) == replace(probe, file_speedup=approx(1.82))

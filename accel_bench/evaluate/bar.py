@@ -6,10 +6,12 @@ with it for that reason. The trusted side runs the reference in the same compari
 file, its own sampler, on the same inputs, with its step count set to the count whose measured speed
 matches the file's. Found by measurement, not by a model alone: a probe at ``ceil(steps / speedup)``
 (with ``speedup`` the low end of the file's interval: never faster than the file), a latency linear
-in the step count through the baseline and the probe gives the count at the file's median speed,
-and that count and the one above are measured; the fewest steps not measured faster than the low end
-of the file's speedup, nor any count above it, is the reference (a fit alone takes its probe's noise
-for the count's speed).
+in the step count through the baseline and the probe gives the count at the file's median speed;
+then one session measures that count, the one above and the probe beside the file itself, and the
+fewest steps not measured faster than the file, nor any count above it, is the reference. "Faster
+than the file" is judged against the lower of the file's speed in that session and the low end of its
+interval: a speed ratio from another session can differ by 10% or more, and a count chosen across
+sessions can be fewer steps than a cut that is the file itself.
 Fidelity is pooled over the images both saw: PSNR of the mean squared error, so a batch partly
 copied cannot hide its bad images behind a median.
 Speeds measured while disturbed (the file's or a cut's), or a cut measured slower than the full
@@ -19,6 +21,7 @@ has the reason ``disturbed`` beside ``no_better_than_fewer_steps``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -105,6 +108,7 @@ class Reference:
     measured: list[Exchange] = field(default_factory=list)
     failure: Optional[str] = None
     doubt: Optional[str] = None  # why ``speedup`` may be wrong: disturbed passes, or a cut no faster than the baseline
+    file_speedup: Optional[float] = None  # the judged file's own speed in the session that chose this count
 
 
 @dataclass
@@ -116,6 +120,7 @@ class Bar:
     margin_db: Optional[float] = None
     reference_steps: Optional[int] = None
     reference_speedup: Optional[float] = None
+    file_speedup_beside: Optional[float] = None  # the file's speed measured beside the cuts that chose the count
     reference_psnr_db: Optional[float] = None
     required_psnr_db: Optional[float] = None
     psnr_db: Optional[float] = None  # the file's pooled PSNR over the reference's inputs
@@ -160,6 +165,7 @@ def judge(
         margin_db=margin_db,
         reference_steps=reference.steps,
         reference_speedup=reference.speedup,
+        file_speedup_beside=reference.file_speedup,
         reference_psnr_db=reference_psnr,
         required_psnr_db=reference_psnr + margin_db,
         psnr_db=psnr,
@@ -168,11 +174,30 @@ def judge(
     )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A file a reference is measured for: its side, and the low end and median of its speedup in the
+    comparison that judged it."""
+
+    spec: SideSpec
+    low: float
+    median: float
+
+
 def _session(
-    base: SideSpec, counts: Sequence[int], settings: Settings, info: SandboxInfo, prompts: list[str], secret: int
-) -> dict[int, Reference]:
+    base: SideSpec,
+    counts: Sequence[int],
+    settings: Settings,
+    info: SandboxInfo,
+    prompts: list[str],
+    secret: int,
+    files: Sequence[SideSpec] = (),
+) -> tuple[dict[int, Reference], dict[str, session.SideResult]]:
+    """The baseline cut to each of ``counts``, measured beside the baseline and ``files`` (run again, with
+    no targets of their own: their verdicts were taken in the comparison); the files' results by label."""
     specs = [SideSpec(REFERENCE_LABEL.format(steps=count), base.path, count, set_steps=True) for count in counts]
-    results, _ = session.run([base, *specs], settings, info, prompts, secret)
+    beside = [dataclasses.replace(spec, targets=()) for spec in files]
+    results, _ = session.run([base, *beside, *specs], settings, info, prompts, secret)
     measured_base, references = results[base.label], {}
     for count, spec in zip(counts, specs):
         result = results[spec.label]
@@ -184,7 +209,7 @@ def _session(
             references[count] = Reference(count, failure=f"{result.failure.reason}: {result.failure.message}")
         else:
             references[count] = measured_reference(count, measured_base, result)
-    return references
+    return references, {spec.label: results[spec.label] for spec in beside} | {base.label: measured_base}
 
 
 def measured_reference(count: int, base: session.SideResult, cut: session.SideResult) -> Reference:
@@ -203,19 +228,35 @@ def measured_reference(count: int, base: session.SideResult, cut: session.SideRe
     return Reference(count, speedup, cut.measured, doubt=doubt)
 
 
+def speed_beside(base: session.SideResult, side: session.SideResult) -> tuple[Optional[float], Optional[str]]:
+    """(the file's median speedup in the session of its reference cuts, or None where it failed there;
+    why that speed may be wrong, or None)."""
+    label = f"{side.spec.label} beside the cuts"
+    if side.failure is not None or not side.pass_latencies_s:
+        why = side.failure.reason if side.failure is not None else "no pass measured"
+        return None, f"{label} failed ({why}): the count was chosen against the probe"
+    _, clean = session.watched_pairs(base, side)
+    speedup = statistics.median(session.ratios(base, side, session.verdict_passes(base, side)))
+    if len(clean) < max(1, side.passes_asked):
+        causes = session.disturbance("baseline", base) + session.disturbance(side.spec.label, side)
+        return speedup, f"{label} measured while disturbed ({' | '.join(causes)})"
+    return speedup, None
+
+
 def measure_references(
     base: SideSpec,
-    speedups: dict[str, tuple[float, float]],
+    claims: dict[str, Claim],
     settings: Settings,
     info: SandboxInfo,
     prompts: list[str],
     secret: int,
 ) -> dict[str, Reference]:
-    """For each file (label -> (the low end of its speedup, its median)), the baseline cut to the step
-    count whose measured speed matches the file's, on the comparison's inputs (``secret``). A session
-    of probes at ``probe_steps``; a session at the fitted count and one step more; the fewest steps
-    not measured faster than the file's low end. Files of similar speed share their references."""
-    if not speedups:
+    """For each file (label -> its claim), the baseline cut to the step count whose measured speed
+    matches the file's, on the comparison's inputs (``secret``). A session of probes at
+    ``probe_steps``; a session of the fitted count, one step more and the probe, beside the files; the
+    fewest steps not measured faster than the file in that session, nor than its low end. Files of
+    similar speed share their cuts."""
+    if not claims:
         return {}
     failure = None
     if base.steps is None or base.steps < 2:
@@ -223,20 +264,46 @@ def measure_references(
     elif not base.path.is_file() or not settable_steps(base.path):
         failure = "the baseline file's step count cannot be set (inference() reads no NUM_INFERENCE_STEPS)"
     if failure is not None:
-        return {label: Reference(0, failure=failure) for label in speedups}
-    probes = {label: probe_steps(base.steps, low) for label, (low, _) in speedups.items()}
-    measured = _session(base, sorted(set(probes.values())), settings, info, prompts, secret)
-    tried: dict[str, list[int]] = {}
-    for label, (_, median) in speedups.items():
-        probe = measured[probes[label]]
-        if probe.failure is not None:
-            tried[label] = [probe.steps]
-            continue
-        fitted = fitted_steps(base.steps, median, probe.steps, probe.speedup)
-        tried[label] = sorted({fitted, min(fitted + 1, probe.steps), probe.steps})
-    missing = sorted({count for counts in tried.values() for count in counts} - set(measured))
-    if missing:
-        measured.update(_session(base, missing, settings, info, prompts, secret))
-    # compared with the low end: a reference is never faster than the file was shown to be (its own
-    # session's ratios can differ from the file's by 10%: bench/README.md, "Fewer steps")
-    return {label: measured[chosen_steps(measured, tried[label], speedups[label][0])] for label in speedups}
+        return {label: Reference(0, failure=failure) for label in claims}
+    probes = {label: probe_steps(base.steps, claim.low) for label, claim in claims.items()}
+    first, _ = _session(base, sorted(set(probes.values())), settings, info, prompts, secret)
+    live = sorted(label for label in claims if first[probes[label]].failure is None)
+    tried = {label: _tried(base.steps, claims[label], first[probes[label]]) for label in live}
+    references = {label: first[probes[label]] for label in claims if label not in live}
+    if live:
+        counts = sorted({count for label in live for count in tried[label]})
+        beside = [claims[label].spec for label in live]
+        measured, files = _session(base, counts, settings, info, prompts, secret, beside)
+        for label in live:
+            references[label] = reference_for(
+                claims[label], first[probes[label]], tried[label], measured, files[base.label], files[label]
+            )
+    return references
+
+
+def _tried(steps: int, claim: Claim, probe: Reference) -> list[int]:
+    """The counts measured beside the file: the fitted one, one more, and the probe."""
+    fitted = fitted_steps(steps, claim.median, probe.steps, probe.speedup)
+    return sorted({fitted, min(fitted + 1, probe.steps), probe.steps})
+
+
+def reference_for(
+    claim: Claim,
+    probe: Reference,
+    tried: Sequence[int],
+    measured: dict[int, Reference],
+    base: session.SideResult,
+    beside: session.SideResult,
+) -> Reference:
+    """The cut a file is judged against: among ``tried`` (measured beside ``beside``, the file run again),
+    the fewest steps no faster than the lower of its speed there and the low end of its claim, so that a
+    file cannot lower its own bar by running faster in one session; where the file failed beside the
+    cuts, the probe's count (the most steps tried), and where every cut failed, the probe as first measured."""
+    speed, doubt = speed_beside(base, beside)
+    limit = min(claim.low, speed) if speed is not None else 0.0
+    chosen = measured[chosen_steps(measured, tried, limit)]
+    if chosen.failure is not None:
+        chosen = probe
+    return dataclasses.replace(
+        chosen, file_speedup=speed, doubt="; ".join(d for d in (doubt, chosen.doubt) if d) or None
+    )

@@ -121,12 +121,12 @@ def _references(
     if margin_db is None:
         return {}
     base = results[sides[0].label]
-    speedups = {}
+    claims = {}
     for spec in sides[1:]:
         speed = needs_reference(base, results[spec.label], spec.targets)
         if speed is not None:
-            speedups[spec.label] = speed
-    return bar.measure_references(sides[0], speedups, settings, info, prompts, secret)
+            claims[spec.label] = bar.Claim(spec, *speed)
+    return bar.measure_references(sides[0], claims, settings, info, prompts, secret)
 
 
 def _margin(cfg: Any, entry: Optional[dict] = None) -> Optional[float]:
