@@ -212,17 +212,24 @@ def _session(
     return references, {spec.label: results[spec.label] for spec in beside} | {base.label: measured_base}
 
 
+def _speed(base: session.SideResult, side: session.SideResult) -> tuple[float, Optional[str]]:
+    """(``side``'s median speedup over the baseline: its clean pass pairs, else the baseline-clean ones,
+    else all; why it may be wrong: fewer clean pairs than asked, and what disturbed them)."""
+    _, clean = session.watched_pairs(base, side)
+    speedup = statistics.median(session.ratios(base, side, session.verdict_passes(base, side)))
+    if len(clean) < max(1, side.passes_asked):
+        causes = session.disturbance("baseline", base) + session.disturbance(side.spec.label, side)
+        return speedup, f"{len(clean)} of {side.passes_asked} pass pairs clean: {' | '.join(causes)}"
+    return speedup, None
+
+
 def measured_reference(count: int, base: session.SideResult, cut: session.SideResult) -> Reference:
-    """The cut's speed over the baseline (its clean pass pairs, else the baseline-clean ones, else all),
-    in doubt where fewer pairs than asked were clean, or where the cut measured slower than the full
-    baseline: a cut only ever saves steps, so that speed is noise."""
-    _, clean = session.watched_pairs(base, cut)
-    speedup = statistics.median(session.ratios(base, cut, session.verdict_passes(base, cut)))
+    """The cut's speed over the baseline, in doubt where fewer pairs than asked were clean, or where the
+    cut measured slower than the full baseline: a cut only ever saves steps, so that speed is noise."""
+    speedup, disturbed = _speed(base, cut)
     label, doubt = cut.spec.label, None
-    if len(clean) < max(1, cut.passes_asked):
-        causes = session.disturbance("baseline", base) + session.disturbance(label, cut)
-        clean_pairs = f"{len(clean)} of {cut.passes_asked} pass pairs clean"
-        doubt = f"{label} measured while disturbed ({clean_pairs}: {' | '.join(causes)})"
+    if disturbed is not None:
+        doubt = f"{label} measured while disturbed ({disturbed})"
     elif speedup < 1:
         doubt = f"{label} measured slower than the baseline's {base.spec.steps} steps ({speedup:.2f}x): noise"
     return Reference(count, speedup, cut.measured, doubt=doubt)
@@ -235,12 +242,8 @@ def speed_beside(base: session.SideResult, side: session.SideResult) -> tuple[Op
     if side.failure is not None or not side.pass_latencies_s:
         why = side.failure.reason if side.failure is not None else "no pass measured"
         return None, f"{label} failed ({why}): the count was chosen against the probe"
-    _, clean = session.watched_pairs(base, side)
-    speedup = statistics.median(session.ratios(base, side, session.verdict_passes(base, side)))
-    if len(clean) < max(1, side.passes_asked):
-        causes = session.disturbance("baseline", base) + session.disturbance(side.spec.label, side)
-        return speedup, f"{label} measured while disturbed ({' | '.join(causes)})"
-    return speedup, None
+    speedup, disturbed = _speed(base, side)
+    return speedup, None if disturbed is None else f"{label} measured while disturbed ({disturbed})"
 
 
 def measure_references(
