@@ -176,19 +176,21 @@ def test_the_count_is_chosen_against_the_files_speed_beside_the_cuts():
     assert chosen_steps(cuts, [2, 3, 4], cheat.low) == 2  # against the comparison's speed alone: the 2-step cut
     beside = _side("candidate 7", [1 / 1.82] * 3, [quiet] * 3, 8)
     chosen = reference_for(cheat, probe, [2, 3, 4], cuts, base, beside)
-    assert chosen.steps == 4 and chosen.file_speedup == approx(1.82) and chosen.doubt is None
+    assert chosen.steps == 4 and chosen.file_speedup_beside == approx(1.82) and chosen.doubt is None
     # a file faster beside the cuts than in its comparison does not lower its bar: the low end still limits
     fast = reference_for(cheat, probe, [2, 3, 4], cuts, base, _side("candidate 7", [1 / 2.5] * 3, [quiet] * 3, 8))
-    assert fast.steps == 2 and fast.file_speedup == approx(2.5)
+    assert fast.steps == 2 and fast.file_speedup_beside == approx(2.5)
     slower = Claim(cheat.spec, low=2.0, median=2.01)
     assert reference_for(slower, probe, [2, 3, 4], cuts, base, _side("c", [1 / 2.5] * 3, [quiet] * 3, 8)).steps == 3
     # failed or disturbed beside the cuts: the most steps tried, or the count in doubt
     crashed = _side("candidate 7", [], [], 8)
     crashed.failure = Failure("crashed", "boom")
     failed = reference_for(cheat, probe, [2, 3, 4], cuts, base, crashed)
-    assert failed.steps == 4 and failed.file_speedup is None and "failed (crashed)" in failed.doubt
+    assert failed.steps == 4 and failed.file_speedup_beside is None and "failed (crashed)" in failed.doubt
     noisy = reference_for(cheat, probe, [2, 3, 4], cuts, base, _side("candidate 7", [1 / 1.82] * 3, [busy] * 3, 8))
     assert noisy.steps == 4 and "beside the cuts measured while disturbed" in noisy.doubt
     # every cut failed beside the file: the probe as its own session measured it
     broken = {count: Reference(count, failure="crashed: x") for count in cuts}
-    assert reference_for(cheat, probe, [2, 3, 4], broken, base, beside) == replace(probe, file_speedup=approx(1.82))
+    assert reference_for(cheat, probe, [2, 3, 4], broken, base, beside) == replace(
+        probe, file_speedup_beside=approx(1.82)
+    )

@@ -108,7 +108,7 @@ class Reference:
     measured: list[Exchange] = field(default_factory=list)
     failure: Optional[str] = None
     doubt: Optional[str] = None  # why ``speedup`` may be wrong: disturbed passes, or a cut no faster than the baseline
-    file_speedup: Optional[float] = None  # the judged file's own speed in the session that chose this count
+    file_speedup_beside: Optional[float] = None  # the judged file's own speed in the session that chose this count
 
 
 @dataclass
@@ -165,7 +165,7 @@ def judge(
         margin_db=margin_db,
         reference_steps=reference.steps,
         reference_speedup=reference.speedup,
-        file_speedup_beside=reference.file_speedup,
+        file_speedup_beside=reference.file_speedup_beside,
         reference_psnr_db=reference_psnr,
         required_psnr_db=reference_psnr + margin_db,
         psnr_db=psnr,
@@ -194,7 +194,7 @@ def _session(
     files: Sequence[SideSpec] = (),
 ) -> tuple[dict[int, Reference], dict[str, session.SideResult]]:
     """The baseline cut to each of ``counts``, measured beside the baseline and ``files`` (run again, with
-    no targets of their own: their verdicts were taken in the comparison); the files' results by label."""
+    no targets of their own: their verdicts were taken in the comparison); every side's result by label."""
     specs = [SideSpec(REFERENCE_LABEL.format(steps=count), base.path, count, set_steps=True) for count in counts]
     beside = [dataclasses.replace(spec, targets=()) for spec in files]
     results, _ = session.run([base, *beside, *specs], settings, info, prompts, secret)
@@ -209,7 +209,7 @@ def _session(
             references[count] = Reference(count, failure=f"{result.failure.reason}: {result.failure.message}")
         else:
             references[count] = measured_reference(count, measured_base, result)
-    return references, {spec.label: results[spec.label] for spec in beside} | {base.label: measured_base}
+    return references, results
 
 
 def _speed(base: session.SideResult, side: session.SideResult) -> tuple[float, Optional[str]]:
@@ -276,10 +276,10 @@ def measure_references(
     if live:
         counts = sorted({count for label in live for count in tried[label]})
         beside = [claims[label].spec for label in live]
-        measured, files = _session(base, counts, settings, info, prompts, secret, beside)
+        measured, results = _session(base, counts, settings, info, prompts, secret, beside)
         for label in live:
             references[label] = reference_for(
-                claims[label], first[probes[label]], tried[label], measured, files[base.label], files[label]
+                claims[label], first[probes[label]], tried[label], measured, results[base.label], results[label]
             )
     return references
 
@@ -308,5 +308,5 @@ def reference_for(
     if chosen.failure is not None:
         chosen = probe
     return dataclasses.replace(
-        chosen, file_speedup=speed, doubt="; ".join(d for d in (doubt, chosen.doubt) if d) or None
+        chosen, file_speedup_beside=speed, doubt="; ".join(d for d in (doubt, chosen.doubt) if d) or None
     )
