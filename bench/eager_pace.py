@@ -1,0 +1,218 @@
+"""What paces an eager pipeline where the host issues the work: per measured batch, the wall time,
+the main thread's CPU time, its involuntary context switches, the machine's steal time and the
+garbage collector's pauses (by generation), with the collector free to run inside the batch, with
+it paused there (a collection then runs after the batch, untimed), and paused with the main thread
+held on one core (Linux's affinity applies to the calling thread).
+
+Eager SD1.5 at batch 4 on an H100 runs at 17% of the GPU's peak, a CUDA-graph replay of the same
+UNet about 1.6x faster (bench/README.md), and its passes varied by 8-16% with no watch firing while
+the CUDA-graph side beside them held under 4% (issue 27). On a GPU each batch also records the SM
+clock at its end (NVML, where nvidia-ml-py is installed). A collection scans the whole process's heap (the pipeline, the
+metric networks, the harness), so its pause is the process's size, not the method's; where the
+pauses explain the spread, a batch's timing should leave them out. The sides are measured by
+``measure`` as a run measures them, interleaved.
+
+    python bench/eager_pace.py pipeline=sd15 pipeline.weights=random batch_size=4 dtype=fp16 \\
+        num_prompts=16 repeats=5 --out $OUT/sd15_b4.json                      # a GPU
+    python bench/eager_pace.py num_prompts=4 repeats=3 --out /tmp/pace.json  # the tiny pipeline, CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from accel_bench import accelerators, config
+from accel_bench.environment import device_name, versions
+from accel_bench.errors import exit_2_on_config_error
+from accel_bench.experiment import pipeline_call, prepare_pipeline
+from accel_bench.measure import WarmupPolicy, measure_sides
+from accel_bench.watch.device import _handle, _nvml
+
+SIDES = ("collector on", "collector paused", "paused, one core")
+
+
+def _steal_ticks() -> int:
+    """The machine's steal time in clock ticks (the hypervisor ran someone else on our CPUs)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    return int(fields[8]) if len(fields) > 8 else 0
+
+
+class Pauses:
+    """The collector's pauses, as ``gc.callbacks`` reports them: (generation, seconds) in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float]] = []
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seen.append((int(info["generation"]), time.perf_counter() - self._began))
+
+
+def sm_clock(device: torch.device) -> Callable[[], Optional[int]]:
+    """The GPU's SM clock in MHz now, or None (a CPU, no NVML)."""
+    if device.type != "cuda":
+        return lambda: None
+    try:
+        nvml = _nvml()
+        handle = _handle(nvml, device)
+    except Exception:  # no nvidia-ml-py or no driver: the clock is not reported
+        return lambda: None
+    return lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
+
+
+def observed(
+    generate: Callable, pause: bool, pauses: Pauses, log: list[dict[str, Any]], clock: Callable[[], Optional[int]]
+) -> Callable:
+    """``generate`` with its batch's host facts appended to ``log`` (the collector paused inside it
+    when ``pause``)."""
+
+    def call(batch, generators):  # type: ignore[no-untyped-def]
+        seen, steal = len(pauses.seen), _steal_ticks()
+        switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+        cpu = time.thread_time()
+        enabled = gc.isenabled()
+        if pause:
+            gc.disable()
+        try:
+            images = generate(batch, generators)
+        finally:
+            if pause and enabled:
+                gc.enable()
+        new = pauses.seen[seen:]
+        log.append(
+            {
+                "thread_cpu_s": time.thread_time() - cpu,
+                "involuntary_switches": resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - switches,
+                "steal_ticks": _steal_ticks() - steal,
+                "gc_pause_s": sum(s for _, s in new),
+                "gc_by_generation": [sum(1 for g, _ in new if g == k) for k in range(3)],
+                "sm_clock_mhz": clock(),
+            }
+        )
+        return images
+
+    return call
+
+
+def summary(times: list[float], log: list[dict[str, Any]]) -> dict[str, Any]:
+    median = statistics.median(times)
+    return {
+        "batch_s": {
+            "median": median,
+            "min": min(times),
+            "max": max(times),
+            "spread": (max(times) - min(times)) / median,
+        },
+        "thread_cpu_share_median": statistics.median(e["thread_cpu_s"] / t for e, t in zip(log, times)),
+        "gc_pause_s_total": sum(e["gc_pause_s"] for e in log),
+        "gc_pause_s_max_batch": max(e["gc_pause_s"] for e in log),
+        "gc_collections": [sum(e["gc_by_generation"][k] for e in log) for k in range(3)],
+        "involuntary_switches_total": sum(e["involuntary_switches"] for e in log),
+        "steal_ticks_total": sum(e["steal_ticks"] for e in log),
+        "sm_clock_mhz": sorted({e["sm_clock_mhz"] for e in log if e["sm_clock_mhz"] is not None}),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "overrides", nargs="*", help="run.py overrides (pipeline, batch_size, num_prompts, repeats, ...)"
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    options = parser.parse_args()
+    cfg = config.compose_run_config(options.overrides)
+    checked = config.check(cfg)
+    prepared = prepare_pipeline(cfg, device=checked.device)
+    pauses, clock = Pauses(), sm_clock(prepared.device)
+    logs: dict[str, list[dict[str, Any]]] = {name: [] for name in SIDES}
+    gc.callbacks.append(pauses)
+    heap = len(gc.get_objects())
+    try:
+        with accelerators.applied(prepared.loaded.pipe, checked.methods) as applied:
+            generate = pipeline_call(applied, cfg, prepared.resolution)
+
+            def opener(name: str):  # type: ignore[no-untyped-def]
+                @contextmanager
+                def opened() -> Iterator[Any]:
+                    cores = os.sched_getaffinity(0)
+                    if name == "paused, one core":  # the main thread only: no migration between cores
+                        os.sched_setaffinity(0, {max(cores)})
+                    try:
+                        yield observed(generate, name != "collector on", pauses, logs[name], clock), applied.reset
+                    finally:
+                        os.sched_setaffinity(0, cores)
+
+                return opened
+
+            sides = measure_sides(
+                [opener(name) for name in SIDES],
+                checked.prompts,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                warmup=WarmupPolicy(batches="auto"),
+                device=prepared.device,
+                repeats=int(cfg.repeats),
+                interleave=True,
+                count_flops=False,
+                labels=list(SIDES),
+            )
+    finally:
+        gc.callbacks.remove(pauses)
+    report = {
+        "command": "python bench/eager_pace.py " + " ".join(options.overrides),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": device_name(prepared.device),
+        "host_cores": len(os.sched_getaffinity(0)),
+        "pipeline": cfg.pipeline.name,
+        "accel": cfg.accel.name,
+        "batch_size": cfg.batch_size,
+        "dtype": cfg.dtype,
+        "versions": versions(),
+        "gc_threshold": gc.get_threshold(),
+        "heap_objects": heap,
+        "warm_up_batches": {name: side.warmup_batches for name, side in zip(SIDES, sides)},
+        "sides": {},
+    }
+    for name, side in zip(SIDES, sides):
+        # the log holds the warm-up batches first, then the measured ones
+        log = logs[name][len(logs[name]) - len(side.batch_times_s) :]
+        report["sides"][name] = {
+            "summary": summary(side.batch_times_s, log),
+            "pass_latencies_s": side.repeat_latencies_s,
+            "disturbed_passes": {str(i): c.causes() for i, c in enumerate(side.checks) if not c.clean},
+            "batches": [{"batch_s": t, **entry} for t, entry in zip(side.batch_times_s, log)],
+        }
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{report['machine']}: {report['heap_objects']} objects in the heap, thresholds {report['gc_threshold']}")
+    for name, side in report["sides"].items():
+        s, passes = side["summary"], side["pass_latencies_s"]
+        pass_spread = (max(passes) - min(passes)) / statistics.median(passes)
+        print(
+            f"{name:>16}: batch {s['batch_s']['median']:.3f} s [{s['batch_s']['min']:.3f}-{s['batch_s']['max']:.3f}], "
+            f"pass spread {pass_spread:.1%}, host CPU {s['thread_cpu_share_median']:.0%} of the wall, "
+            f"collections {s['gc_collections']} pausing {s['gc_pause_s_total']:.3f} s (at most "
+            f"{s['gc_pause_s_max_batch']:.3f} s a batch), {s['involuntary_switches_total']} involuntary switches, "
+            f"{s['steal_ticks_total']} steal ticks, SM clocks {s['sm_clock_mhz'] or 'unread'}"
+        )
+
+
+if __name__ == "__main__":
+    with exit_2_on_config_error():
+        main()
