@@ -171,13 +171,23 @@ def test_a_manifest_the_evaluator_cannot_judge_is_refused_in_one_line_naming_the
     """Post-process's manifest reads back whole, in prompt-id order; a cut-down or hand-written one with
     a task the evaluator cannot judge stops before anything runs, naming the task and the key."""
     from accel_bench.errors import ConfigError
-    from accel_bench.evaluate.manifest import read_manifest
+    from accel_bench.evaluate.manifest import read_manifest, write_manifest
 
     path = _written_manifest(tmp_path)
-    written = json.loads(path.read_text())
-    assert len(written) >= 2 and read_manifest(path) == sorted(written, key=lambda e: int(e["prompt_id"]))
+    text = path.read_text()
+    written = json.loads(text)
+    tasks = read_manifest(path)  # the record post-process wrote it from reads it back, byte for byte
+    assert len(written) >= 2 and [t.to_json() for t in tasks] == sorted(written, key=lambda e: int(e["prompt_id"]))
+    write_manifest(path, tasks[::-1])
+    assert path.read_text() == text
     path.write_text(json.dumps(written[::-1]))
-    assert [e["prompt_id"] for e in read_manifest(path)] == sorted((e["prompt_id"] for e in written), key=int)
+    assert [t.prompt_id for t in read_manifest(path)] == sorted((e["prompt_id"] for e in written), key=int)
+    judged = {"prompt_id", "task_key", "difficulty", "pipeline", "steps", "resolution", "batch_size"}
+    judged |= {"target_speedup", "quality_budget", *(k for k in written[0] if k.startswith("path_to_"))}
+    by_hand = [{k: v for k, v in e.items() if k in judged} | {"mine": 1} for e in written]
+    path.write_text(json.dumps(by_hand))  # a hand-written manifest: what is judged, and a note of its own
+    read = read_manifest(path)
+    assert [(t.budget_metric, t.bar, t.run_id) for t in read] == [("clip", None, None)] * len(written)
 
     def changed(**changes):
         first = {k: v for k, v in {**written[0], **changes}.items() if v is not DROP}

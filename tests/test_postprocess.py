@@ -600,6 +600,7 @@ def test_quality_stage_bad_input_is_one_line_exit_2(tmp_path, args, key):
 
 
 def test_tasks_whose_ground_truth_fails_its_bar_are_dropped_with_the_reason(tmp_path):
+    from accel_bench.evaluate.manifest import ManifestTask
     from accel_bench.postprocess import ground_truth
 
     def record(status, reasons, error=None):
@@ -629,21 +630,30 @@ def test_tasks_whose_ground_truth_fails_its_bar_are_dropped_with_the_reason(tmp_
 
     out = tmp_path / "dataset"
     (out / "gt_code" / "baselines").mkdir(parents=True)
-    manifest = []
-    for prompt_id, gt in (("9", "a"), ("10", "a"), ("12", "b"), ("13", "c")):
-        manifest.append(
-            {
-                "prompt_id": prompt_id,
-                "task_key": f"task{gt}",
-                "accel": "deepcache",
-                "path_to_gt_code": f"gt_code/{gt}.py",
-                "path_to_reference_baseline": "gt_code/baselines/base.py",
-            }
+    manifest = [
+        ManifestTask(
+            prompt_id=prompt_id,
+            task_key=f"task{gt}",
+            difficulty="medium",
+            pipeline="tiny",
+            steps=6,
+            resolution=64,
+            batch_size=2,
+            target_speedup=1.5,
+            quality_budget=0.05,
+            path_to_gt_code=f"gt_code/{gt}.py",
+            path_to_reference_baseline="gt_code/baselines/base.py",
+            path_to_gen_code_baseline=f"{prompt_id}_baseline.py",
+            path_to_gen_code=f"{prompt_id}_experiment.py",
+            path_to_metrics=f"{prompt_id}_metrics.json",
+            accel="deepcache",
         )
+        for prompt_id, gt in (("9", "a"), ("10", "a"), ("12", "b"), ("13", "c"))
+    ]
     for name in ("a", "b", "c", "baselines/base"):
         (out / "gt_code" / f"{name}.py").write_text("")
     kept = ground_truth.drop(out, manifest, dropped)
-    assert [e["prompt_id"] for e in kept] == ["10"]
+    assert [t.prompt_id for t in kept] == ["10"]
     # a file another kept task still uses stays; the others go
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.py")) == ["gt_code/a.py", "gt_code/baselines/base.py"]
     assert [(d["prompt_id"], d["reason"].split(":")[0]) for d in json.loads((out / "dropped.json").read_text())] == [

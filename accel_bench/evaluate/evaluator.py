@@ -17,7 +17,7 @@ from ..prompts import load_prompts
 from . import bar, session
 from .codefile import code_identity, declared_steps
 from .config import model_location
-from .manifest import read_manifest
+from .manifest import ManifestTask, read_manifest
 from .records import compare, needs_reference, watched
 from .sandbox import SandboxInfo
 from .session import SideResult, SideSpec
@@ -48,11 +48,6 @@ def _scorers(cfg: Any, weights: str, budget_metrics: set[str]) -> list[metric_pl
     """The configured metrics, and every metric a budget is set on."""
     names = sorted(set(cfg.metrics) | budget_metrics, key=list(metric_plugins.METRICS).index)
     return metric_plugins.build(names, cfg, weights, torch.device(resolve_device(cfg.device)))
-
-
-def budget_metric(entry: dict) -> str:
-    """The metric a task's quality budget bounds (a manifest written before budgets had a metric: CLIP)."""
-    return entry.get("budget_metric", "clip")
 
 
 def _save_images(folder: Path, results: dict[str, SideResult], batches: int) -> None:
@@ -88,24 +83,24 @@ def _common(weights: str, secret: int, info: SandboxInfo, settings: session.Sett
     }
 
 
-def _groups(entries: list[dict], root: Path, code_dir: Path, cfg: Any) -> dict[str, list[dict]]:
+def _groups(entries: list[ManifestTask], root: Path, code_dir: Path, cfg: Any) -> dict[str, list[ManifestTask]]:
     """Entries that share baseline code, ground-truth code and settings are measured in one session:
     the ground truth is measured once for the tasks of an entry, whatever their docstrings say."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[ManifestTask]] = {}
     for entry in entries:
         base = _baseline_path(entry, root, code_dir)
         key = json.dumps(
             [
                 code_identity(base) if base.is_file() else str(base),
-                code_identity(root / entry["path_to_gt_code"]),
-                entry["pipeline"],
-                entry["steps"],
-                entry["resolution"],
-                cfg.batch_size or entry["batch_size"],
+                code_identity(root / entry.path_to_gt_code),
+                entry.pipeline,
+                entry.steps,
+                entry.resolution,
+                cfg.batch_size or entry.batch_size,
             ]
         )
         groups.setdefault(key, []).append(entry)
-    return dict(sorted(groups.items(), key=lambda item: int(item[1][0]["prompt_id"])))
+    return dict(sorted(groups.items(), key=lambda item: int(item[1][0].prompt_id)))
 
 
 def _references(
@@ -129,19 +124,19 @@ def _references(
     return bar.measure_references(sides[0], claims, settings, info, prompts, secret)
 
 
-def _margin(cfg: Any, entry: Optional[dict] = None) -> Optional[float]:
+def _margin(cfg: Any, entry: Optional[ManifestTask] = None) -> Optional[float]:
     """A task's margin over its fewer-steps reference: the manifest's, else the config's (null: the floor alone)."""
-    if entry is not None and "bar" in entry:
-        return entry["bar"].get("margin_db")
+    if entry is not None and entry.bar is not None:
+        return entry.margin_db
     return cfg.fewer_steps_margin_db
 
 
 NO_BAR = "fewer_steps_margin_db=null: the fidelity floor alone"
 
 
-def _baseline_path(entry: dict, root: Path, code_dir: Path) -> Path:
-    own = code_dir / entry["path_to_gen_code_baseline"]
-    return own if own.is_file() else root / entry["path_to_reference_baseline"]
+def _baseline_path(entry: ManifestTask, root: Path, code_dir: Path) -> Path:
+    own = code_dir / entry.path_to_gen_code_baseline
+    return own if own.is_file() else root / entry.path_to_reference_baseline
 
 
 @dataclasses.dataclass
@@ -149,7 +144,7 @@ class Judged:
     """One task of a comparison: its entry, the ground truth's record and the candidate's (None when
     only ground truths were measured), and what the comparison ran on."""
 
-    entry: dict
+    entry: ManifestTask
     gt: dict[str, Any]
     candidate: Optional[dict[str, Any]]
     results: dict[str, SideResult]
@@ -159,7 +154,13 @@ class Judged:
 
 
 def judge_groups(
-    entries: list[dict], root: Path, code_dir: Path, cfg: Any, info: SandboxInfo, prompts: list[str], candidates: bool
+    entries: list[ManifestTask],
+    root: Path,
+    code_dir: Path,
+    cfg: Any,
+    info: SandboxInfo,
+    prompts: list[str],
+    candidates: bool,
 ):
     """Each group of tasks measured in one session (baseline, ground truth and, with ``candidates``, each
     task's file) and judged; yields one ``Judged`` per task, in prompt-id order."""
@@ -167,31 +168,31 @@ def judge_groups(
 
     for group in tqdm(list(_groups(entries, root, code_dir, cfg).values()), desc="evaluate", unit="comparison"):
         first = group[0]
-        model_id, weights = model_location(first["pipeline"], cfg.models, cfg.cache_dir)
-        settings = _settings(cfg, model_id, first["resolution"], cfg.batch_size or first["batch_size"])
-        steps = first["steps"]
+        model_id, weights = model_location(first.pipeline, cfg.models, cfg.cache_dir)
+        settings = _settings(cfg, model_id, first.resolution, cfg.batch_size or first.batch_size)
+        steps = first.steps
         sides = [
             SideSpec("baseline", _baseline_path(first, root, code_dir), steps),
-            SideSpec("gt", root / first["path_to_gt_code"], steps, tuple(sorted({e["target_speedup"] for e in group}))),
+            SideSpec("gt", root / first.path_to_gt_code, steps, tuple(sorted({e.target_speedup for e in group}))),
         ]
         if candidates:
             sides += [
-                SideSpec(f"candidate {e['prompt_id']}", code_dir / e["path_to_gen_code"], steps, (e["target_speedup"],))
+                SideSpec(f"candidate {e.prompt_id}", code_dir / e.path_to_gen_code, steps, (e.target_speedup,))
                 for e in group
             ]
         results, secret = session.run(sides, settings, info, prompts, cfg.input_seed)
         margin = _margin(cfg, first)
         references = _references(margin, sides, results, settings, info, prompts, secret)
-        scorers = _scorers(cfg, weights, {budget_metric(e) for e in group})
+        scorers = _scorers(cfg, weights, {e.budget_metric for e in group})
         base = results["baseline"]
         for entry in group:
-            target, budget = entry["target_speedup"], entry["quality_budget"]
-            label = f"candidate {entry['prompt_id']}"
+            target, budget = entry.target_speedup, entry.quality_budget
+            label = f"candidate {entry.prompt_id}"
             judged = dict(
                 min_psnr_db=cfg.min_psnr_db,
                 margin_db=margin or 0.0,
                 no_reference="" if margin is not None else NO_BAR,
-                budget_metric=budget_metric(entry),
+                budget_metric=entry.budget_metric,
             )
             yield Judged(
                 entry,
@@ -212,9 +213,9 @@ def judge_ground_truths(cfg: Any, info: SandboxInfo, only: Optional[Sequence[str
     id. No candidate files run."""
     manifest_path = Path(cfg.manifest)
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
-    entries = [e for e in read_manifest(manifest_path) if only is None or e["prompt_id"] in only]
+    entries = [e for e in read_manifest(manifest_path) if only is None or e.prompt_id in only]
     judged = judge_groups(entries, manifest_path.parent, manifest_path.parent, cfg, info, prompts, candidates=False)
-    return {j.entry["prompt_id"]: j.gt for j in judged}
+    return {j.entry.prompt_id: j.gt for j in judged}
 
 
 def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
@@ -226,31 +227,31 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
     rows = []
     for j in judge_groups(entries, root, code_dir, cfg, info, prompts, candidates=True):
         entry, results, settings, weights = j.entry, j.results, j.settings, j.weights
-        target, budget = entry["target_speedup"], entry["quality_budget"]
-        base, candidate = results["baseline"], results[f"candidate {entry['prompt_id']}"]
+        target, budget = entry.target_speedup, entry.quality_budget
+        base, candidate = results["baseline"], results[f"candidate {entry.prompt_id}"]
         metrics = {
-            "prompt_id": entry["prompt_id"],
-            "task_key": entry["task_key"],
+            "prompt_id": entry.prompt_id,
+            "task_key": entry.task_key,
             **j.candidate,
             "gt": j.gt,
             "baseline": _baseline_record(base),
             "num_images": len(prompts),
             **_common(weights, j.secret, info, settings),
         }
-        metrics_path = out_dir / entry["path_to_metrics"]
+        metrics_path = out_dir / entry.path_to_metrics
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text(_json(metrics))
         if cfg.save_images:
             chosen = {"baseline": base, "gt": results["gt"], "candidate": candidate}
-            _save_images(out_dir / "images" / entry["prompt_id"], chosen, -(-len(prompts) // settings.batch_size))
+            _save_images(out_dir / "images" / entry.prompt_id, chosen, -(-len(prompts) // settings.batch_size))
         rows.append(
             {
-                "prompt_id": entry["prompt_id"],
-                "task_key": entry["task_key"],
-                "difficulty": entry["difficulty"],
+                "prompt_id": entry.prompt_id,
+                "task_key": entry.task_key,
+                "difficulty": entry.difficulty,
                 "target_speedup": target,
                 "quality_budget": budget,
-                "budget_metric": budget_metric(entry),
+                "budget_metric": entry.budget_metric,
                 "status": metrics["status"],
                 "verdict": metrics["verdict"],
                 "passed": metrics["passed"],

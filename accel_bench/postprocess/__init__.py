@@ -22,12 +22,13 @@ from .. import metrics
 from ..config import group_options
 from ..errors import ConfigError
 from ..evaluate.bar import MARGIN
+from ..evaluate.manifest import write_manifest
 from ..limits import Limit, check_limits, limited
 from ..record import RESULT_FILE
 from ..sweep.layout import SweepLayout
 from . import ground_truth
 from .codegen import CodeSpec, generate_code
-from .manifest import assign_ids, build_tasks, manifest_entry, reference_baseline_path
+from .manifest import assign_ids, build_tasks, manifest_task, reference_baseline_path
 from .plots import plot_all
 from .records import read_summaries
 from .report import write_report
@@ -340,11 +341,8 @@ def postprocess(cfg: Any) -> Report:
         for path, spec in tqdm(written, desc="verify generated code", unit="file"):
             verify_file(path, spec, cfg.cache_dir)
 
-    manifest = sorted(
-        (manifest_entry(t, ids[t.original_filename], cfg.fewer_steps_margin_db) for t in tasks),
-        key=lambda r: int(r["prompt_id"]),
-    )
-    _write_json(out / "manifest.json", manifest)
+    manifest = [manifest_task(t, ids[t.original_filename], cfg.fewer_steps_margin_db) for t in tasks]
+    write_manifest(out / "manifest.json", manifest)
     _write_json(mapping_path, dict(sorted(ids.items())))
     dropped: dict[str, str] = {}
     for stale in ("dropped.json", "ground_truth_checks.json"):
@@ -354,7 +352,7 @@ def postprocess(cfg: Any) -> Report:
         ground_truth.write_checks(out, records, again)
         dropped = ground_truth.why_dropped(records)
         manifest = ground_truth.drop(out, manifest, dropped)
-        _write_json(out / "manifest.json", manifest)
+        write_manifest(out / "manifest.json", manifest)
     return Report(
         entries,
         missing,

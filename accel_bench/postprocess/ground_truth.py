@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..evaluate.manifest import ManifestTask
 from ..evaluate.sandbox import SandboxInfo, total_memory_gb
 
 # what a ground truth cannot fail and still make a task (speed verdicts depend on the machine's noise)
@@ -82,19 +83,19 @@ def write_checks(out: Path, records: dict[str, dict[str, Any]], again: Sequence[
     (out / "ground_truth_checks.json").write_text(json.dumps(checks, indent=2, sort_keys=True, default=float) + "\n")
 
 
-def drop(out: Path, manifest: list[dict], dropped: dict[str, str]) -> list[dict]:
+def drop(out: Path, manifest: list[ManifestTask], dropped: dict[str, str]) -> list[ManifestTask]:
     """The manifest without the dropped tasks (their ids stay reserved in file_id_mapping.json), and
     ground-truth files no kept task uses removed; ``dropped.json`` says which went and why."""
-    kept = [e for e in manifest if e["prompt_id"] not in dropped]
-    used = {e["path_to_gt_code"] for e in kept} | {e["path_to_reference_baseline"] for e in kept}
-    for entry in manifest:
-        for key in ("path_to_gt_code", "path_to_reference_baseline"):
-            if entry["prompt_id"] in dropped and entry[key] not in used:
-                (out / entry[key]).unlink(missing_ok=True)
+    kept = [t for t in manifest if t.prompt_id not in dropped]
+    used = {t.path_to_gt_code for t in kept} | {t.path_to_reference_baseline for t in kept}
+    for task in manifest:
+        for path in (task.path_to_gt_code, task.path_to_reference_baseline):
+            if task.prompt_id in dropped and path not in used:
+                (out / path).unlink(missing_ok=True)
     gone = [
-        {"prompt_id": e["prompt_id"], "task_key": e["task_key"], "accel": e["accel"], "reason": dropped[e["prompt_id"]]}
-        for e in manifest
-        if e["prompt_id"] in dropped
+        {"prompt_id": t.prompt_id, "task_key": t.task_key, "accel": t.accel, "reason": dropped[t.prompt_id]}
+        for t in manifest
+        if t.prompt_id in dropped
     ]
     (out / "dropped.json").write_text(json.dumps(gone, indent=2, sort_keys=True) + "\n")
     return kept

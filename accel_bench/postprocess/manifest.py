@@ -1,4 +1,4 @@
-"""Tasks from entries and templates; stable, sorted ids; the manifest and the file-id mapping."""
+"""Tasks from entries and templates; stable, sorted ids; each task's manifest record and the file-id mapping."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from ..accelerators import METHODS
+from ..evaluate.manifest import ManifestTask
 from .codegen import describe_methods
 from .select import RANDOM_NOTE, Entry
 
@@ -101,41 +102,39 @@ def task_bar(margin_db: Optional[float]) -> dict[str, Any]:
     return {"kind": "floor"} if margin_db is None else {"kind": "fewer_steps", "margin_db": margin_db}
 
 
-def manifest_entry(task: Task, prompt_id: int, margin_db: Optional[float]) -> dict[str, Any]:
+def manifest_task(task: Task, prompt_id: int, margin_db: Optional[float]) -> ManifestTask:
     e = task.entry
-    record = {
-        "original_filename": task.original_filename,
-        "prompt_id": str(prompt_id),
-        "task_key": task.task_key,
-        "speedup": task.target_speedup,
-        "category": task.category,
-        "difficulty": task.difficulty,
-        "prompt_context": task.prompt_context,
-        "path_to_gt_code": f"gt_code/{prompt_id}.py",
-        "path_to_gen_code": f"{prompt_id}_experiment.py",
-        "path_to_gen_code_baseline": f"{prompt_id}_baseline.py",
-        "path_to_metrics": f"{prompt_id}_metrics.json",
-        "path_to_reference_baseline": reference_baseline_path(e),
-        "pipeline": e.pipeline,
-        "scheduler": e.scheduler,
-        "steps": e.steps,
-        "resolution": e.resolution,
-        "batch_size": e.batch_size,
-        "quality_budget": e.quality_budget,
-        "budget_metric": e.budget_metric,  # what the budget bounds (accel_bench.metrics)
-        "accel": e.accel,
-        "methods": list(task.methods),
-        "params": e.params,
-        "target_speedup": task.target_speedup,
-        "measured_speedup": e.speedup,
-        "confirmed_speedup": e.confirmed_speedup,
-        "confirmed_disturbed": e.confirmed_disturbed,  # then the target comes from measured_speedup
-        "measured_clip_loss": e.clip_loss,
-        "measured_loss": e.loss,  # the budget metric's value
-        "weights": e.weights,
-        "run_id": e.run_id,
-        "bar": task_bar(margin_db),
-    }
-    if e.weights == "random":
-        record["note"] = RANDOM_NOTE
-    return record
+    return ManifestTask(
+        original_filename=task.original_filename,
+        prompt_id=str(prompt_id),
+        task_key=task.task_key,
+        speedup=task.target_speedup,
+        category=task.category,
+        difficulty=task.difficulty,
+        prompt_context=task.prompt_context,
+        path_to_gt_code=f"gt_code/{prompt_id}.py",
+        path_to_gen_code=f"{prompt_id}_experiment.py",
+        path_to_gen_code_baseline=f"{prompt_id}_baseline.py",
+        path_to_metrics=f"{prompt_id}_metrics.json",
+        path_to_reference_baseline=reference_baseline_path(e),
+        pipeline=e.pipeline,
+        scheduler=e.scheduler,
+        steps=e.steps,
+        resolution=e.resolution,
+        batch_size=e.batch_size,
+        quality_budget=e.quality_budget,
+        budget_metric=e.budget_metric,
+        accel=e.accel,
+        methods=list(task.methods),
+        params=e.params,
+        target_speedup=task.target_speedup,
+        measured_speedup=e.speedup,
+        confirmed_speedup=e.confirmed_speedup,
+        confirmed_disturbed=e.confirmed_disturbed,
+        measured_clip_loss=e.clip_loss,
+        measured_loss=e.loss,
+        weights=e.weights,
+        run_id=e.run_id,
+        bar=task_bar(margin_db),
+        note=RANDOM_NOTE if e.weights == "random" else None,
+    )
