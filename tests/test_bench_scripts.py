@@ -197,3 +197,59 @@ def test_the_strong_baselines_report_names_the_stack_each_side_runs_on():
     assert report._stack(["deepcache", "compile"], step) == "CUDA graphs, whole step"
     assert report._stack(["tome", "compile"], unet) == "CUDA graphs"
     assert report._stack(["tgate"], {}) == "eager"
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where_asked(tmp_path):
+    """A batch's log counts the collections inside it: cyclic garbage made inside the batch is collected
+    there when the collector runs, never while it is paused (then after the batch, its state restored).
+    The script's record has one log entry per measured batch of each side, in their order."""
+    import gc
+
+    pace = _bench_module("eager_pace")
+
+    def garbage(batch, generators):  # cycles, as a pipeline's Python leaves some
+        for _ in range(5000):
+            cycle: list = []
+            cycle.append(cycle)
+        return batch
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(100)
+    pauses = pace.Pauses()
+    gc.callbacks.append(pauses)
+    try:
+        logs = {pause: [] for pause in (False, True)}
+        for pause, log in logs.items():
+            pace.observed(garbage, pause, pauses, log, lambda: None)(["a"], [])
+            assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(pauses)
+        gc.set_threshold(*threshold)
+    assert sum(logs[False][0]["gc_by_generation"]) > 0 and logs[False][0]["gc_pause_s"] > 0
+    assert logs[True][0]["gc_by_generation"] == [0, 0, 0] and logs[True][0]["gc_pause_s"] == 0
+
+    out = tmp_path / "pace.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "eager_pace.py"), "num_prompts=2", "batch_size=1", "steps=2"]
+        + ["repeats=2", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert list(report["sides"]) == list(pace.SIDES)
+    for side in report["sides"].values():
+        assert len(side["batches"]) == 4 and len(side["pass_latencies_s"]) == 2  # 2 passes of 2 batches
+        assert all(b["batch_s"] > 0 and b["thread_cpu_s"] > 0 and b["sm_clock_mhz"] is None for b in side["batches"])
+    for name in pace.SIDES[1:]:
+        assert report["sides"][name]["summary"]["gc_collections"] == [0, 0, 0]
+    assert report["host_cores"] == len(os.sched_getaffinity(0))  # the one-core side gave the cores back
