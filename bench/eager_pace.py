@@ -7,10 +7,11 @@ held on one core (Linux's affinity applies to the calling thread).
 Eager SD1.5 at batch 4 on an H100 runs at 17% of the GPU's peak, a CUDA-graph replay of the same
 UNet about 1.6x faster (bench/README.md), and its passes varied by 8-16% with no watch firing while
 the CUDA-graph side beside them held under 4% (issue 27). On a GPU each batch also records the SM
-clock at its end (NVML, where nvidia-ml-py is installed). A collection scans the whole process's heap (the pipeline, the
-metric networks, the harness), so its pause is the process's size, not the method's; where the
-pauses explain the spread, a batch's timing should leave them out. The sides are measured by
-``measure`` as a run measures them, interleaved.
+clock at its end (NVML, where nvidia-ml-py is installed). A collection scans the whole process's
+heap (the pipeline, the metric networks, the harness), so its pause is the process's size, not the
+method's; where the pauses explain the spread, a batch's timing should leave them out. The sides
+are measured by ``measure`` as a run measures them, interleaved; spreads are (max - min) / median,
+as a row's are (``Side.of_passes``).
 
     python bench/eager_pace.py pipeline=sd15 pipeline.weights=random batch_size=4 dtype=fp16 \\
         num_prompts=16 repeats=5 --out $OUT/sd15_b4.json                      # a GPU
@@ -38,16 +39,17 @@ from accel_bench.environment import device_name, versions
 from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import WarmupPolicy, measure_sides
-from accel_bench.watch.device import _handle, _nvml
+from accel_bench.record import Side
+from accel_bench.watch.device import load_nvml, nvml_handle
+from accel_bench.watch.host import machine_ns
 
 SIDES = ("collector on", "collector paused", "paused, one core")
 
 
-def _steal_ticks() -> int:
-    """The machine's steal time in clock ticks (the hypervisor ran someone else on our CPUs)."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()
-    return int(fields[8]) if len(fields) > 8 else 0
+def _steal_s() -> float:
+    """Seconds the hypervisor ran someone else on this machine's CPUs since boot (0 where unread)."""
+    times = machine_ns()
+    return times[1] / 1e9 if times is not None else 0.0
 
 
 class Pauses:
@@ -69,8 +71,8 @@ def sm_clock(device: torch.device) -> Callable[[], Optional[int]]:
     if device.type != "cuda":
         return lambda: None
     try:
-        nvml = _nvml()
-        handle = _handle(nvml, device)
+        nvml = load_nvml()
+        handle = nvml_handle(nvml, device)
     except Exception:  # no nvidia-ml-py or no driver: the clock is not reported
         return lambda: None
     return lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
@@ -83,7 +85,7 @@ def observed(
     when ``pause``)."""
 
     def call(batch, generators):  # type: ignore[no-untyped-def]
-        seen, steal = len(pauses.seen), _steal_ticks()
+        seen, steal = len(pauses.seen), _steal_s()
         switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
         cpu = time.thread_time()
         enabled = gc.isenabled()
@@ -99,7 +101,7 @@ def observed(
             {
                 "thread_cpu_s": time.thread_time() - cpu,
                 "involuntary_switches": resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - switches,
-                "steal_ticks": _steal_ticks() - steal,
+                "steal_s": _steal_s() - steal,
                 "gc_pause_s": sum(s for _, s in new),
                 "gc_by_generation": [sum(1 for g, _ in new if g == k) for k in range(3)],
                 "sm_clock_mhz": clock(),
@@ -111,20 +113,20 @@ def observed(
 
 
 def summary(times: list[float], log: list[dict[str, Any]]) -> dict[str, Any]:
-    median = statistics.median(times)
+    batches = Side.of_passes(times)
     return {
         "batch_s": {
-            "median": median,
-            "min": min(times),
-            "max": max(times),
-            "spread": (max(times) - min(times)) / median,
+            "median": batches.latency_s,
+            "min": batches.latency_min_s,
+            "max": batches.latency_max_s,
+            "spread": batches.latency_spread,
         },
         "thread_cpu_share_median": statistics.median(e["thread_cpu_s"] / t for e, t in zip(log, times)),
         "gc_pause_s_total": sum(e["gc_pause_s"] for e in log),
         "gc_pause_s_max_batch": max(e["gc_pause_s"] for e in log),
         "gc_collections": [sum(e["gc_by_generation"][k] for e in log) for k in range(3)],
         "involuntary_switches_total": sum(e["involuntary_switches"] for e in log),
-        "steal_ticks_total": sum(e["steal_ticks"] for e in log),
+        "steal_s_total": sum(e["steal_s"] for e in log),
         "sm_clock_mhz": sorted({e["sm_clock_mhz"] for e in log if e["sm_clock_mhz"] is not None}),
     }
 
@@ -203,13 +205,13 @@ def main() -> None:
     print(f"{report['machine']}: {report['heap_objects']} objects in the heap, thresholds {report['gc_threshold']}")
     for name, side in report["sides"].items():
         s, passes = side["summary"], side["pass_latencies_s"]
-        pass_spread = (max(passes) - min(passes)) / statistics.median(passes)
+        pass_spread = Side.of_passes(passes).latency_spread
         print(
             f"{name:>16}: batch {s['batch_s']['median']:.3f} s [{s['batch_s']['min']:.3f}-{s['batch_s']['max']:.3f}], "
             f"pass spread {pass_spread:.1%}, host CPU {s['thread_cpu_share_median']:.0%} of the wall, "
             f"collections {s['gc_collections']} pausing {s['gc_pause_s_total']:.3f} s (at most "
             f"{s['gc_pause_s_max_batch']:.3f} s a batch), {s['involuntary_switches_total']} involuntary switches, "
-            f"{s['steal_ticks_total']} steal ticks, SM clocks {s['sm_clock_mhz'] or 'unread'}"
+            f"{s['steal_s_total']:.2f} s stolen, SM clocks {s['sm_clock_mhz'] or 'unread'}"
         )
 
 

@@ -41,14 +41,14 @@ def busiest(seen: Iterable[Foreign]) -> list[Foreign]:
     return [best[pid] for pid in sorted(best)]
 
 
-def _nvml() -> Any:
+def load_nvml() -> Any:
     import pynvml  # nvidia-ml-py: the [gpu] extra
 
     pynvml.nvmlInit()
     return pynvml
 
 
-def _handle(nvml: Any, device: torch.device) -> Any:
+def nvml_handle(nvml: Any, device: torch.device) -> Any:
     """The NVML handle of the CUDA device, by UUID (CUDA_VISIBLE_DEVICES renumbers devices; NVML does not)."""
     import torch
 
@@ -63,8 +63,8 @@ class DeviceWatch:
         self,
         device: torch.device,
         ours: Pids = own_pids,
-        nvml: Callable[[], Any] = _nvml,
-        handle: Callable[[Any, torch.device], Any] = _handle,
+        nvml: Callable[[], Any] = load_nvml,
+        handle: Callable[[Any, torch.device], Any] = nvml_handle,
     ):
         self.ours = ours
         self.isolation = "cpu"  # checked | unchecked: <why> | cpu (a CPU run: the host watch covers it)
