@@ -13,9 +13,10 @@ from pathlib import Path
 from .conftest import REPO
 
 
-def gpu_busy_profile(args: list[str], cwd) -> subprocess.CompletedProcess:
+def bench_script(name: str, args: list[str], cwd) -> subprocess.CompletedProcess:
+    """``python bench/<name>.py args`` in ``cwd``, its output captured."""
     return subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu_busy_profile.py"), *args],
+        [sys.executable, str(REPO / "bench" / f"{name}.py"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -23,9 +24,18 @@ def gpu_busy_profile(args: list[str], cwd) -> subprocess.CompletedProcess:
     )
 
 
+def bench_module(name: str):
+    """``bench/<name>.py`` imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_gpu_busy_profile_warms_up_until_stable_then_times_each_side(tmp_path):
     out = tmp_path / "busy.json"
-    result = gpu_busy_profile(
+    result = bench_script(
+        "gpu_busy_profile",
         [
             "pipeline=tiny",
             "steps=4",
@@ -54,8 +64,10 @@ def test_gpu_busy_profile_warms_up_until_stable_then_times_each_side(tmp_path):
 
 def test_gpu_busy_profile_refuses_a_bad_override_in_one_line(tmp_path):
     out = tmp_path / "busy.json"
-    result = gpu_busy_profile(
-        ["pipeline=tiny", "--method", "accel=deepcache accel.cache_interval=0", "--out", str(out)], tmp_path
+    result = bench_script(
+        "gpu_busy_profile",
+        ["pipeline=tiny", "--method", "accel=deepcache accel.cache_interval=0", "--out", str(out)],
+        tmp_path,
     )
     assert result.returncode == 2
     assert "cache_interval" in result.stderr and "Traceback" not in result.stderr
@@ -68,13 +80,7 @@ def test_step_host_ops_counts_what_each_captured_region_leaves_to_the_host(tmp_p
     scheduler (the UNet alone captured leaves it the scheduler's step and guidance too), and the
     images are the scheduler's."""
     out = tmp_path / "ops.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "step_host_ops.py"), "pipeline=tiny", "steps=5", "--out", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = bench_script("step_host_ops", ["pipeline=tiny", "steps=5", "--out", str(out)], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert [(row["scheduler"], row["captured"]) for row in rows] == [
@@ -93,13 +99,8 @@ def test_flop_count_cost_times_every_way_of_counting_and_the_counts_agree(tmp_pa
     """Each side timed in every round; the kept results count what every formula counts (the script
     fails otherwise), and a batch's formula calls are replayed through both ways of counting."""
     out = tmp_path / "cost.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "flop_count_cost.py"), "accel=deepcache", "steps=4", "batch_size=2"]
-        + ["--rounds", "2", "--out", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = bench_script(
+        "flop_count_cost", ["accel=deepcache", "steps=4", "batch_size=2", "--rounds", "2", "--out", str(out)], tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -188,9 +189,7 @@ def test_fast_recipe_runs_the_rows_asked_into_the_sweep_folder_named(tmp_path):
 
 
 def test_the_strong_baselines_report_names_the_stack_each_side_runs_on():
-    spec = importlib.util.spec_from_file_location("strong_report", REPO / "bench" / "strong_baselines_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = bench_module("strong_baselines_report")
     step, unet = {"compile_targets": ["step", "vae_decoder"]}, {"compile_targets": ["unet"]}
     assert report._stack(["deepcache", "fused_qkv", "quantize", "compile"], step) == "fast recipe, whole step"
     assert report._stack(["deepcache", "fused_qkv", "quantize", "compile"], unet) == "fast recipe"
@@ -199,20 +198,13 @@ def test_the_strong_baselines_report_names_the_stack_each_side_runs_on():
     assert report._stack(["tgate"], {}) == "eager"
 
 
-def _bench_module(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where_asked(tmp_path):
     """A batch's log counts the collections inside it: cyclic garbage made inside the batch is collected
     there when the collector runs, never while it is paused (then after the batch, its state restored).
     The script's record has one log entry per measured batch of each side, in their order."""
     import gc
 
-    pace = _bench_module("eager_pace")
+    pace = bench_module("eager_pace")
 
     def garbage(batch, generators):  # cycles, as a pipeline's Python leaves some
         for _ in range(5000):
@@ -236,13 +228,8 @@ def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where
     assert logs[True][0]["gc_by_generation"] == [0, 0, 0] and logs[True][0]["gc_pause_s"] == 0
 
     out = tmp_path / "pace.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "eager_pace.py"), "num_prompts=2", "batch_size=1", "steps=2"]
-        + ["repeats=2", "--out", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = bench_script(
+        "eager_pace", ["num_prompts=2", "batch_size=1", "steps=2", "repeats=2", "--out", str(out)], tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
