@@ -1,6 +1,7 @@
 """What paces an eager pipeline where the host issues the work: per measured batch, the wall time,
-the main thread's CPU time, its involuntary context switches, the machine's steal time and the
-garbage collector's pauses (by generation), with the collector free to run inside the batch, with
+the main thread's CPU time, its involuntary context switches, the machine's steal time, the
+garbage collector's pauses (by generation) and the host CPU's pace probed just before it
+(``watch.pace``: the same fixed work's CPU time, which moves where a neighbour slows the core), with the collector free to run inside the batch, with
 it paused there (a collection then runs after the batch, untimed), and paused with the main thread
 held on one core (Linux's affinity applies to the calling thread).
 
@@ -41,6 +42,7 @@ from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import WarmupPolicy, measure_sides
 from accel_bench.record import Side
 from accel_bench.watch.device import load_nvml, nvml_handle
+from accel_bench.watch import pace
 from accel_bench.watch.host import machine_ns
 
 SIDES = ("collector on", "collector paused", "paused, one core")
@@ -78,11 +80,26 @@ def sm_clock(device: torch.device) -> Callable[[], Optional[int]]:
     return lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
 
 
+def probed(reset: Callable[[int], None], paces: list[pace.Pace]) -> Callable[[int], None]:
+    """``reset`` (run before each batch, untimed) with the host CPU's pace probed first."""
+
+    def before_batch(seed: int) -> None:
+        paces.append(pace.probe())
+        reset(seed)
+
+    return before_batch
+
+
 def observed(
-    generate: Callable, pause: bool, pauses: Pauses, log: list[dict[str, Any]], clock: Callable[[], Optional[int]]
+    generate: Callable,
+    pause: bool,
+    pauses: Pauses,
+    log: list[dict[str, Any]],
+    clock: Callable[[], Optional[int]],
+    paces: list[pace.Pace],
 ) -> Callable:
     """``generate`` with its batch's host facts appended to ``log`` (the collector paused inside it
-    when ``pause``)."""
+    when ``pause``; the CPU's pace as probed just before the batch)."""
 
     def call(batch, generators):  # type: ignore[no-untyped-def]
         seen, steal = len(pauses.seen), _steal_s()
@@ -105,6 +122,8 @@ def observed(
                 "gc_pause_s": sum(s for _, s in new),
                 "gc_by_generation": [sum(1 for g, _ in new if g == k) for k in range(3)],
                 "sm_clock_mhz": clock(),
+                "pace_interpreter_s": paces[-1].interpreter_s,
+                "pace_memory_s": paces[-1].memory_s,
             }
         )
         return images
@@ -128,7 +147,23 @@ def summary(times: list[float], log: list[dict[str, Any]]) -> dict[str, Any]:
         "involuntary_switches_total": sum(e["involuntary_switches"] for e in log),
         "steal_s_total": sum(e["steal_s"] for e in log),
         "sm_clock_mhz": sorted({e["sm_clock_mhz"] for e in log if e["sm_clock_mhz"] is not None}),
+        **{
+            f"pace_{probe}": {
+                "median_s": statistics.median(e[f"pace_{probe}_s"] for e in log),
+                "max_over_min": max(e[f"pace_{probe}_s"] for e in log) / min(e[f"pace_{probe}_s"] for e in log),
+                "correlation_with_batch": _correlation([e[f"pace_{probe}_s"] for e in log], times),
+            }
+            for probe in ("interpreter", "memory")
+        },
     }
+
+
+def _correlation(xs: list[float], ys: list[float]) -> Optional[float]:
+    """Pearson's r; None where either does not vary."""
+    try:
+        return statistics.correlation(xs, ys)
+    except statistics.StatisticsError:
+        return None
 
 
 def main() -> None:
@@ -143,6 +178,7 @@ def main() -> None:
     prepared = prepare_pipeline(cfg, device=checked.device)
     pauses, clock = Pauses(), sm_clock(prepared.device)
     logs: dict[str, list[dict[str, Any]]] = {name: [] for name in SIDES}
+    paces: list[pace.Pace] = []
     gc.callbacks.append(pauses)
     heap = len(gc.get_objects())
     try:
@@ -156,7 +192,8 @@ def main() -> None:
                     if name == "paused, one core":  # the main thread only: no migration between cores
                         os.sched_setaffinity(0, {max(cores)})
                     try:
-                        yield observed(generate, name != "collector on", pauses, logs[name], clock), applied.reset
+                        call = observed(generate, name != "collector on", pauses, logs[name], clock, paces)
+                        yield call, probed(applied.reset, paces)
                     finally:
                         os.sched_setaffinity(0, cores)
 
@@ -213,6 +250,13 @@ def main() -> None:
             f"{s['gc_pause_s_max_batch']:.3f} s a batch), {s['involuntary_switches_total']} involuntary switches, "
             f"{s['steal_s_total']:.2f} s stolen, SM clocks {s['sm_clock_mhz'] or 'unread'}"
         )
+        for probe in ("interpreter", "memory"):
+            p = s[f"pace_{probe}"]
+            r = "undefined" if p["correlation_with_batch"] is None else f"{p['correlation_with_batch']:+.2f}"
+            print(
+                f"{'':>16}  {probe} probe {p['median_s'] * 1e3:.2f} ms, max/min {p['max_over_min']:.2f}, "
+                f"r with the batch's time {r}"
+            )
 
 
 if __name__ == "__main__":

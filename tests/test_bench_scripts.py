@@ -214,18 +214,19 @@ def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where
 
     threshold = gc.get_threshold()
     gc.set_threshold(100)
-    pauses = pace.Pauses()
+    pauses, probed = pace.Pauses(), [pace.pace.Pace(interpreter_s=0.002, memory_s=0.0003)]
     gc.callbacks.append(pauses)
     try:
         logs = {pause: [] for pause in (False, True)}
         for pause, log in logs.items():
-            pace.observed(garbage, pause, pauses, log, lambda: None)(["a"], [])
+            pace.observed(garbage, pause, pauses, log, lambda: None, probed)(["a"], [])
             assert gc.isenabled()
     finally:
         gc.callbacks.remove(pauses)
         gc.set_threshold(*threshold)
     assert sum(logs[False][0]["gc_by_generation"]) > 0 and logs[False][0]["gc_pause_s"] > 0
     assert logs[True][0]["gc_by_generation"] == [0, 0, 0] and logs[True][0]["gc_pause_s"] == 0
+    assert logs[True][0]["pace_interpreter_s"] == 0.002 and logs[True][0]["pace_memory_s"] == 0.0003
 
     out = tmp_path / "pace.json"
     result = bench_script(
@@ -237,6 +238,8 @@ def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where
     for side in report["sides"].values():
         assert len(side["batches"]) == 4 and len(side["pass_latencies_s"]) == 2  # 2 passes of 2 batches
         assert all(b["batch_s"] > 0 and b["thread_cpu_s"] > 0 and b["sm_clock_mhz"] is None for b in side["batches"])
+        assert all(b["pace_interpreter_s"] > 0 and b["pace_memory_s"] > 0 for b in side["batches"])
+        assert side["summary"]["pace_interpreter"]["max_over_min"] >= 1
     for name in pace.SIDES[1:]:
         assert report["sides"][name]["summary"]["gc_collections"] == [0, 0, 0]
     assert report["host_cores"] == len(os.sched_getaffinity(0))  # the one-core side gave the cores back
