@@ -41,8 +41,8 @@ from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import WarmupPolicy, measure_sides
 from accel_bench.record import Side
-from accel_bench.watch.device import load_nvml, nvml_handle
 from accel_bench.watch import pace
+from accel_bench.watch.device import load_nvml, nvml_handle
 from accel_bench.watch.host import machine_ns
 
 SIDES = ("collector on", "collector paused", "paused, one core")
