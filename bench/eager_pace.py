@@ -1,7 +1,7 @@
 """What paces an eager pipeline where the host issues the work: per measured batch, the wall time,
 the main thread's CPU time, its involuntary context switches, the machine's steal time, the
 garbage collector's pauses (by generation) and the host CPU's pace probed just before it
-(``watch.pace``: the same fixed work's CPU time, which moves where a neighbour slows the core), with the collector free to run inside the batch, with
+(``Pace``: the same fixed work's CPU time, which moves where a neighbour slows the core), with the collector free to run inside the batch, with
 it paused there (a collection then runs after the batch, untimed), and paused with the main thread
 held on one core (Linux's affinity applies to the calling thread).
 
@@ -29,6 +29,7 @@ import resource
 import statistics
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -41,11 +42,58 @@ from accel_bench.errors import exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import WarmupPolicy, measure_sides
 from accel_bench.record import Side
-from accel_bench.watch import pace
 from accel_bench.watch.device import load_nvml, nvml_handle
 from accel_bench.watch.host import machine_ns
 
 SIDES = ("collector on", "collector paused", "paused, one core")
+
+PACE_REPEATS = 3
+INTERPRETER_ITERATIONS = 20_000  # about 1 ms of CPython 3.12 on a 2-3 GHz core
+MEMORY_BYTES = 8 << 20  # past a core's L2, within or past a socket's L3
+
+_source = bytearray(MEMORY_BYTES)
+_target = bytearray(MEMORY_BYTES)
+
+
+def _interpreter() -> int:
+    table: dict[int, int] = {}
+    total = 0
+    for i in range(INTERPRETER_ITERATIONS):
+        table[i & 63] = i
+        total += table[i & 63] ^ (i >> 3)
+    return total
+
+
+def _memory() -> None:
+    _target[:] = _source
+
+
+def _least_cpu_s(work) -> float:  # type: ignore[no-untyped-def]
+    best = float("inf")
+    for _ in range(PACE_REPEATS):
+        began = time.thread_time_ns()
+        work()
+        best = min(best, (time.thread_time_ns() - began) / 1e9)
+    return best
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The host CPU's pace: CPU seconds of two fixed pieces of work, each the least of ``PACE_REPEATS``
+    runs on the calling thread's CPU clock (a preemption inside one does not count: run-queue waits
+    and steal are the host watch's). A neighbour on the same physical core, last-level cache or
+    memory controller, or a socket's frequency budget shared with other tenants, slows a thread
+    that has its CPU without any wait the guest can see: the same instructions take more CPU time.
+    ``interpreter``: CPython's dispatch, dictionaries and small integers, the host work a pipeline's
+    Python does; ``memory``: copying a buffer larger than a core's private caches.
+    On the 2-core CI machine a buffer-copying process on the other core slowed them by 9% and 10%."""
+
+    interpreter_s: float
+    memory_s: float
+
+
+def probe_pace() -> Pace:
+    return Pace(_least_cpu_s(_interpreter), _least_cpu_s(_memory))
 
 
 def _steal_s() -> float:
@@ -80,11 +128,11 @@ def sm_clock(device: torch.device) -> Callable[[], Optional[int]]:
     return lambda: int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
 
 
-def probed(reset: Callable[[int], None], paces: list[pace.Pace]) -> Callable[[int], None]:
+def probed(reset: Callable[[int], None], paces: list[Pace]) -> Callable[[int], None]:
     """``reset`` (run before each batch, untimed) with the host CPU's pace probed first."""
 
     def before_batch(seed: int) -> None:
-        paces.append(pace.probe())
+        paces.append(probe_pace())
         reset(seed)
 
     return before_batch
@@ -96,7 +144,7 @@ def observed(
     pauses: Pauses,
     log: list[dict[str, Any]],
     clock: Callable[[], Optional[int]],
-    paces: list[pace.Pace],
+    paces: list[Pace],
 ) -> Callable:
     """``generate`` with its batch's host facts appended to ``log`` (the collector paused inside it
     when ``pause``; the CPU's pace as probed just before the batch)."""
@@ -178,7 +226,7 @@ def main() -> None:
     prepared = prepare_pipeline(cfg, device=checked.device)
     pauses, clock = Pauses(), sm_clock(prepared.device)
     logs: dict[str, list[dict[str, Any]]] = {name: [] for name in SIDES}
-    paces: list[pace.Pace] = []
+    paces: list[Pace] = []
     gc.callbacks.append(pauses)
     heap = len(gc.get_objects())
     try:

@@ -214,7 +214,7 @@ def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where
 
     threshold = gc.get_threshold()
     gc.set_threshold(100)
-    pauses, probed = pace.Pauses(), [pace.pace.Pace(interpreter_s=0.002, memory_s=0.0003)]
+    pauses, probed = pace.Pauses(), [pace.Pace(interpreter_s=0.002, memory_s=0.0003)]
     gc.callbacks.append(pauses)
     try:
         logs = {pause: [] for pause in (False, True)}
