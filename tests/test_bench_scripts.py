@@ -25,9 +25,11 @@ def bench_script(name: str, args: list[str], cwd) -> subprocess.CompletedProcess
 
 
 def bench_module(name: str):
-    """``bench/<name>.py`` imported as a module (the scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    """``bench/<name>.py`` imported as a module (the scripts are not a package), registered in
+    ``sys.modules`` as an import would (dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
