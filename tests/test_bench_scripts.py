@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .conftest import REPO
@@ -198,6 +199,24 @@ def test_the_strong_baselines_report_names_the_stack_each_side_runs_on():
     assert report._stack(["deepcache", "compile"], step) == "CUDA graphs, whole step"
     assert report._stack(["tome", "compile"], unet) == "CUDA graphs"
     assert report._stack(["tgate"], {}) == "eager"
+
+
+def test_eager_pace_probe_keeps_the_least_cpu_time_of_its_runs():
+    """A probe is the least of its runs on the thread's CPU clock: one slow run (a long work, as an
+    interrupt's would be) does not move it; the probes' work is fixed, so a slower probe is a slower CPU."""
+    pace = bench_module("eager_pace")
+    lengths = iter([2_000_000, 200_000, 2_000_000])
+
+    def work() -> None:
+        total = 0
+        for i in range(next(lengths)):
+            total += i
+
+    started = time.thread_time()
+    least = pace._least_cpu_s(work)
+    assert least * 5 < time.thread_time() - started  # the short run, not a long one nor their mean
+    probe = pace.probe_pace()
+    assert probe.interpreter_s > 0 and probe.memory_s > 0
 
 
 def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where_asked(tmp_path):
