@@ -153,9 +153,9 @@ def test_a_bar_failed_in_doubt_says_so_and_the_record_is_disturbed():
         (Reference(4, 1.9, cut), [quiet, busy, busy], True),  # the file's own speed, which chose the count
     ):
         record = compare(base, side("gt", [0.5] * 3, checks, far), [], 1.5, None, 20.0, reference=reference)
-        assert "no_better_than_fewer_steps" in record["reasons"]
-        assert ("disturbed" in record["reasons"]) == doubted == bool(record["bar"]["doubt"]), record
-        assert record["passed"] is False
+        assert "no_better_than_fewer_steps" in record.reasons
+        assert ("disturbed" in record.reasons) == doubted == bool(record.bar.doubt), record
+        assert record.passed is False
 
 
 def test_the_count_is_chosen_against_the_files_speed_beside_the_cuts():

@@ -409,11 +409,11 @@ def test_records_name_every_reason_that_applies(make, seconds, target, budget, r
     base = _side("baseline", base_images, [1.0, 1.0])
     side = _side("candidate", make(base_images), seconds)
     record = compare(base, side, [_Brightness()], target, budget, 25.0)
-    assert record["reasons"] == reasons and record["reason"] == (reasons[0] if reasons else None)
-    assert record["passed"] is (not reasons) and record["images_checked"] == 4
-    assert record["metric_weights"] == ({"clip": "brightness"} if "wrong_images" not in reasons else {})
+    assert record.reasons == reasons and record.reason == (reasons[0] if reasons else None)
+    assert record.passed is (not reasons) and record.images_checked == 4
+    assert record.metric_weights == ({"clip": "brightness"} if "wrong_images" not in reasons else {})
     failed = compare(_side("baseline", base_images, [], Failure("crashed", "boom")), side, [], target, budget, 25.0)
-    assert failed["reason"] == "baseline_failed" and failed["passed"] is False
+    assert failed.reason == "baseline_failed" and failed.passed is False
 
 
 def _sandboxed(script, memory_gb=4.0):
@@ -487,10 +487,10 @@ def test_an_open_verdict_is_re_measured_and_stays_open_if_the_passes_disagree(tm
     record = compare(results["baseline"], results["erratic"], [_Brightness()], 1.0, None, 25.0)
     # re-measured to the cap; its passes of the minority speed are outlier batches, which the record names,
     # and with or without them the verdict stays open
-    assert record["passes_measured"] == 6 and record["verdict"] == "inconclusive" and record["reason"] == "inconclusive"
-    assert record["outlier_batches"] > 0 and record["disturbed"] == "this file: outlier batch"
-    assert record["speedup_min"] < 1.0 < record["speedup_max"] and record["passed"] is False
-    assert record["psnr_min_db"] == 99 and record["images_checked"] == 24
+    assert record.watched.passes_measured == 6 and record.verdict == "inconclusive" and record.reason == "inconclusive"
+    assert record.watched.outlier_batches > 0 and record.disturbed == "this file: outlier batch"
+    assert record.speedup_min < 1.0 < record.speedup_max and record.passed is False
+    assert record.psnr_min_db == 99 and record.images_checked == 24
 
 
 @needs_bwrap

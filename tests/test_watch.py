@@ -408,5 +408,5 @@ def test_pairs_whose_baseline_pass_was_disturbed_are_left_out_of_a_verdict():
     base = side("baseline", [1.0, 3.0, 1.0], [PassCheck(), busy, PassCheck()])
     candidate = side("candidate", [1.0, 1.0, 1.0], [PassCheck()] * 3, (1.3,))
     record = compare(base, candidate, [], 1.3, None, 25.0)
-    assert record["speedups"] == [1.0, 1.0] and record["reason"] == "too_slow"
-    assert record["disturbed"] == "baseline: busy host" and record["clean_passes"] == 2
+    assert record.speedups == [1.0, 1.0] and record.reason == "too_slow"
+    assert record.disturbed == "baseline: busy host" and record.clean_passes == 2

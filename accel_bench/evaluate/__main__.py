@@ -11,15 +11,16 @@ from ..errors import exit_2_on_config_error
 from ..overrides import check_overrides
 from .config import check, register_configs
 from .evaluator import evaluate_manifest, evaluate_pair
+from .file_record import FileRecord
 from .sandbox import probe
 
 register_configs()
 
 
-def _verdict(m: dict) -> str:
-    if m["passed"] is None:
-        return "" if m["reason"] is None else f"; {m['reason']}"
-    return "; passed" if m["passed"] else f"; not passed: {m['reason']}"
+def _verdict(record: FileRecord) -> str:
+    if record.passed is None:
+        return "" if record.reason is None else f"; {record.reason}"
+    return "; passed" if record.passed else f"; not passed: {record.reason}"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
@@ -36,37 +37,39 @@ def main(cfg: DictConfig) -> None:
         )
     )
     if mode == "pair":
-        m = evaluate_pair(cfg, info)
-        print(f"candidate: {m['status']}{_verdict(m)}{' (' + m['error'] + ')' if m['error'] else ''}")
-        if m["latency_s"] is None:
-            print(f"  no measurement of the candidate; baseline {fmt(m['base_latency_s'], '.4f')} s/image")
+        pair = evaluate_pair(cfg, info)
+        m = pair.record
+        print(f"candidate: {m.status}{_verdict(m)}{' (' + m.error + ')' if m.error else ''}")
+        if m.latency_s is None:
+            print(f"  no measurement of the candidate; baseline {fmt(m.base_latency_s, '.4f')} s/image")
         else:
             print(
-                f"  latency {fmt(m['latency_s'], '.4f')} s/image vs baseline {fmt(m['base_latency_s'], '.4f')}: "
-                f"speedup {fmt(m['speedup'], '.2f')}x ({fmt(m['speedup_low'], '.2f')}-{fmt(m['speedup_high'], '.2f')} over "
-                f"{m['repeats']} passes), CLIP loss {fmt(m['clip_loss'], '+.2%')}, PSNR {fmt(m['psnr_db'], '.1f')} dB "
-                f"(lowest {fmt(m['psnr_min_db'], '.1f')}), LPIPS {fmt(m['lpips'], '.4f')}, round trip {fmt(m['round_trip_share'], '.2%')} of a batch"
+                f"  latency {fmt(m.latency_s, '.4f')} s/image vs baseline {fmt(m.base_latency_s, '.4f')}: "
+                f"speedup {fmt(m.speedup, '.2f')}x ({fmt(m.speedup_low, '.2f')}-{fmt(m.speedup_high, '.2f')} over "
+                f"{m.repeats} passes), CLIP loss {fmt(m.metrics['clip_loss'], '+.2%')}, PSNR {fmt(m.psnr_db, '.1f')} dB "
+                f"(lowest {fmt(m.psnr_min_db, '.1f')}), LPIPS {fmt(m.metrics['lpips'], '.4f')}, round trip "
+                f"{fmt(m.round_trip_share, '.2%')} of a batch"
             )
-        if m["disturbed"]:
-            print(f"  DISTURBED ({m['clean_passes']} pass pairs clean on both sides): {m['disturbed']}")
-        for label, record in (("candidate", m), ("baseline", m["baseline"])):
-            if record["leftover_gpu_s"]:
+        if m.disturbed:
+            print(f"  DISTURBED ({m.clean_passes} pass pairs clean on both sides): {m.disturbed}")
+        for label, watched in (("candidate", m.watched), ("baseline", pair.baseline.watched)):
+            if watched.leftover_gpu_s:
                 print(
-                    f"  {label}: left {record['leftover_gpu_s']:.3f} s of GPU work queued behind its replies "
+                    f"  {label}: left {watched.leftover_gpu_s:.3f} s of GPU work queued behind its replies "
                     "(waited out after its passes, charged to it)"
                 )
-        if m["model_weights"] == "random":
+        if pair.weights == "random":
             print("  (random weights: speed is real, CLIP loss, LPIPS and PSNR are not quality measures)")
         return
     rows = evaluate_manifest(cfg, info)
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r.status == "ok"]
     print(
-        f"{len(rows)} tasks: {len(ok)} measured, {sum(bool(r['passed']) for r in rows)} passed; "
-        f"ground truth passed {sum(bool(r['gt_passed']) for r in rows)}; failed: {len(rows) - len(ok)}"
+        f"{len(rows)} tasks: {len(ok)} measured, {sum(bool(r.passed) for r in rows)} passed; "
+        f"ground truth passed {sum(bool(r.gt_passed) for r in rows)}; failed: {len(rows) - len(ok)}"
     )
     for r in rows:
-        if not r["passed"]:
-            print(f"  {r['prompt_id']}: {r['reason']}: {r['error']}")
+        if not r.passed:
+            print(f"  {r.prompt_id}: {r.reason}: {r.error}")
 
 
 if __name__ == "__main__":

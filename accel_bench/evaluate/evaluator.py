@@ -17,8 +17,9 @@ from ..prompts import load_prompts
 from . import bar, session
 from .codefile import code_identity, declared_steps
 from .config import model_location
+from .file_record import BaselineRecord, EvaluationRow, FileRecord
 from .manifest import ManifestTask, read_manifest
-from .records import compare, needs_reference, watched
+from .records import compare, needs_reference
 from .sandbox import SandboxInfo
 from .session import SideResult, SideSpec
 
@@ -62,25 +63,33 @@ def _save_images(folder: Path, results: dict[str, SideResult], batches: int) -> 
                 Image.fromarray(pixels).save(folder / label / f"{index:04d}.png")
 
 
-def _baseline_record(base: SideResult) -> dict[str, Any]:
-    return {
-        "path": str(base.spec.path),
-        "status": "failed" if base.failure else "ok",
-        "error": base.failure.message if base.failure else None,
-        "round_trip_s": base.round_trip_s,
-        "batch_time_s": base.batch_time_s,
-        **watched(base),
-    }
-
-
-def _common(weights: str, secret: int, info: SandboxInfo, settings: session.Settings) -> dict[str, Any]:
-    return {
-        "model_weights": weights,
-        "input_seed": secret,
-        "sandbox": dataclasses.asdict(info),
-        "batch_size": settings.batch_size,
-        "device": settings.device,
-    }
+def _metrics_json(
+    record: FileRecord,
+    base: BaselineRecord,
+    num_images: int,
+    weights: str,
+    secret: int,
+    info: SandboxInfo,
+    settings: session.Settings,
+    task: Optional[ManifestTask] = None,
+    gt: Optional[FileRecord] = None,
+) -> str:
+    """A file's ``metrics.json``: its record, the baseline's beside it (and, for a task, the ground
+    truth's), and what the comparison ran on."""
+    return _json(
+        {
+            **({"prompt_id": task.prompt_id, "task_key": task.task_key} if task is not None else {}),
+            **record.to_json(),
+            **({"gt": gt.to_json()} if gt is not None else {}),
+            "baseline": base.to_json(),
+            "num_images": num_images,
+            "model_weights": weights,
+            "input_seed": secret,
+            "sandbox": dataclasses.asdict(info),
+            "batch_size": settings.batch_size,
+            "device": settings.device,
+        }
+    )
 
 
 def _groups(entries: list[ManifestTask], root: Path, code_dir: Path, cfg: Any) -> dict[str, list[ManifestTask]]:
@@ -145,8 +154,8 @@ class Judged:
     only ground truths were measured), and what the comparison ran on."""
 
     entry: ManifestTask
-    gt: dict[str, Any]
-    candidate: Optional[dict[str, Any]]
+    gt: FileRecord
+    candidate: Optional[FileRecord]
     results: dict[str, SideResult]
     settings: session.Settings
     weights: str
@@ -207,7 +216,7 @@ def judge_groups(
             )
 
 
-def judge_ground_truths(cfg: Any, info: SandboxInfo, only: Optional[Sequence[str]] = None) -> dict[str, dict[str, Any]]:
+def judge_ground_truths(cfg: Any, info: SandboxInfo, only: Optional[Sequence[str]] = None) -> dict[str, FileRecord]:
     """The ground truth of each task of ``cfg.manifest`` (or of those ``only`` names) judged as a candidate
     would be (its speed, images, budget and bar) against its reference baseline: the records by prompt
     id. No candidate files run."""
@@ -218,7 +227,7 @@ def judge_ground_truths(cfg: Any, info: SandboxInfo, only: Optional[Sequence[str
     return {j.entry.prompt_id: j.gt for j in judged}
 
 
-def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
+def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[EvaluationRow]:
     manifest_path = Path(cfg.manifest)
     root, code_dir = manifest_path.parent, Path(cfg.code_dir)
     out_dir = Path(cfg.out_dir or cfg.code_dir)
@@ -227,65 +236,36 @@ def evaluate_manifest(cfg: Any, info: SandboxInfo) -> list[dict[str, Any]]:
     rows = []
     for j in judge_groups(entries, root, code_dir, cfg, info, prompts, candidates=True):
         entry, results, settings, weights = j.entry, j.results, j.settings, j.weights
-        target, budget = entry.target_speedup, entry.quality_budget
         base, candidate = results["baseline"], results[f"candidate {entry.prompt_id}"]
-        metrics = {
-            "prompt_id": entry.prompt_id,
-            "task_key": entry.task_key,
-            **j.candidate,
-            "gt": j.gt,
-            "baseline": _baseline_record(base),
-            "num_images": len(prompts),
-            **_common(weights, j.secret, info, settings),
-        }
         metrics_path = out_dir / entry.path_to_metrics
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text(_json(metrics))
+        metrics_path.write_text(
+            _metrics_json(
+                j.candidate, BaselineRecord.of(base), len(prompts), weights, j.secret, info, settings, entry, j.gt
+            )
+        )
         if cfg.save_images:
             chosen = {"baseline": base, "gt": results["gt"], "candidate": candidate}
             _save_images(out_dir / "images" / entry.prompt_id, chosen, -(-len(prompts) // settings.batch_size))
-        rows.append(
-            {
-                "prompt_id": entry.prompt_id,
-                "task_key": entry.task_key,
-                "difficulty": entry.difficulty,
-                "target_speedup": target,
-                "quality_budget": budget,
-                "budget_metric": entry.budget_metric,
-                "status": metrics["status"],
-                "verdict": metrics["verdict"],
-                "passed": metrics["passed"],
-                "reason": metrics["reason"],
-                "speedup": metrics["speedup"],
-                "speedup_low": metrics["speedup_low"],
-                "speedup_high": metrics["speedup_high"],
-                "clip_loss": metrics["clip_loss"],
-                "lpips": metrics["lpips"],
-                "psnr_min_db": metrics["psnr_min_db"],
-                "bar": (metrics["bar"] or {}).get("kind"),
-                "bar_psnr_db": (metrics["bar"] or {}).get("psnr_db"),
-                "bar_required_psnr_db": (metrics["bar"] or {}).get("required_psnr_db"),
-                "bar_reference_steps": (metrics["bar"] or {}).get("reference_steps"),
-                "bar_doubt": (metrics["bar"] or {}).get("doubt"),
-                "gt_status": metrics["gt"]["status"],
-                "gt_speedup": metrics["gt"]["speedup"],
-                "gt_clip_loss": metrics["gt"]["clip_loss"],
-                "gt_passed": metrics["gt"]["passed"],
-                "gt_reason": metrics["gt"]["reason"],
-                "error": metrics["error"],
-                "model_weights": weights,
-                "sandbox": info.kind,
-            }
-        )
+        rows.append(EvaluationRow.of(entry, j.candidate, j.gt, weights, info.kind))
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "evaluation.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["prompt_id"])
+        writer = csv.DictWriter(f, fieldnames=EvaluationRow.columns() if rows else ["prompt_id"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(dataclasses.asdict(row) for row in rows)
     return rows
 
 
-def evaluate_pair(cfg: Any, info: SandboxInfo) -> dict[str, Any]:
+@dataclasses.dataclass
+class PairResult:
+    """One pair's evaluation: the candidate's record, the baseline's, and what weights the model had."""
+
+    record: FileRecord
+    baseline: BaselineRecord
+    weights: str
+
+
+def evaluate_pair(cfg: Any, info: SandboxInfo) -> PairResult:
     """One candidate file against one baseline file; each file's own step count, else ``steps``."""
     model_id, weights = model_location(cfg.pipeline.name, cfg.models, cfg.cache_dir)
     prompts = load_prompts(cfg.prompts)[: cfg.num_prompts]
@@ -305,26 +285,24 @@ def evaluate_pair(cfg: Any, info: SandboxInfo) -> dict[str, Any]:
     references = _references(margin, sides, results, settings, info, prompts, secret)
     scorers = _scorers(cfg, weights, {cfg.budget_metric} if cfg.quality_budget is not None else set())
     base = results["baseline"]
-    metrics = {
-        **compare(
-            base,
-            results["candidate"],
-            scorers,
-            cfg.target_speedup,
-            cfg.quality_budget,
-            cfg.min_psnr_db,
-            budget_metric=cfg.budget_metric,
-            reference=references.get("candidate"),
-            margin_db=margin or 0.0,
-            no_reference="" if margin is not None else NO_BAR,
-        ),
-        "baseline": _baseline_record(base),
-        "num_images": len(prompts),
-        **_common(weights, secret, info, settings),
-    }
+    record = compare(
+        base,
+        results["candidate"],
+        scorers,
+        cfg.target_speedup,
+        cfg.quality_budget,
+        cfg.min_psnr_db,
+        budget_metric=cfg.budget_metric,
+        reference=references.get("candidate"),
+        margin_db=margin or 0.0,
+        no_reference="" if margin is not None else NO_BAR,
+    )
+    baseline = BaselineRecord.of(base)
     out_dir = Path(cfg.out_dir or "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(_json(metrics))
+    (out_dir / "metrics.json").write_text(
+        _metrics_json(record, baseline, len(prompts), weights, secret, info, settings)
+    )
     if cfg.save_images:
         _save_images(out_dir / "images", results, -(-len(prompts) // settings.batch_size))
-    return metrics
+    return PairResult(record, baseline, weights)

@@ -1,78 +1,17 @@
-"""A measured side against its baseline -> the record a file gets: numbers, verdict, reason."""
+"""A measured side against its baseline -> the record a file gets (``FileRecord``): numbers, verdict,
+reason."""
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..metrics import METRICS, Metric
 from ..record import Side
-from ..watch.checks import PassCheck
-from ..watch.device import busiest
 from .bar import Bar, Reference, judge
+from .file_record import FileRecord
 from .session import SideResult, disturbance, ratios, verdict_passes, watched_pairs
 from .verdicts import REASONS, image_findings, median_interval, paired_images, summarize_psnr, watched_verdict
-
-
-def _empty(
-    side: SideResult, target: Optional[float], budget: Optional[float], budget_metric: str, min_psnr_db: float
-) -> dict[str, Any]:
-    return {
-        "path": str(side.spec.path),
-        "status": "failed",
-        "verdict": None,
-        "passed": False,
-        "reason": None,
-        "reasons": [],
-        "error": None,
-        "speedup": None,
-        "speedup_low": None,
-        "speedup_high": None,
-        "speedup_min": None,
-        "speedup_max": None,
-        "speedups": [],
-        "repeats": None,
-        "latency_s": None,
-        "base_latency_s": None,
-        "latency_spread": None,
-        "clean_passes": None,  # pairs of passes clean on both sides: the verdict's passes
-        "disturbed": None,  # what made passes not clean, per side
-        **{column: None for cls in METRICS.values() for column in cls.columns},  # the metrics' values
-        "metric_weights": {},  # metric -> what scored it (accel_bench.metrics)
-        "psnr_db": None,  # the median of the per-image checks against the floor
-        "psnr_min_db": None,
-        "images_checked": 0,
-        "images_unfaithful": 0,
-        "min_psnr_db": min_psnr_db,
-        "bar": None,  # what fidelity was judged against: the floor, or the baseline cut to the same speed
-        "target_speedup": target,
-        "quality_budget": budget,
-        "budget_metric": budget_metric if budget is not None else None,
-        "warmup_batches": side.warmup_batches,
-        "batch_time_s": side.batch_time_s,
-        "round_trip_s": side.round_trip_s,
-        "round_trip_share": side.round_trip_s / side.batch_time_s if side.round_trip_s and side.batch_time_s else None,
-        "peak_rss_gb": side.peak_rss_gb,
-        **watched(side),
-    }
-
-
-def watched(side: SideResult) -> dict[str, Any]:
-    """What the watches saw over all of a side's measured passes, and the work it left on the GPU."""
-    checks: list[PassCheck] = side.checks
-    return {
-        "isolation": side.isolation,
-        "passes_measured": len(checks),
-        "passes_not_clean": sum(not c.clean for c in checks),
-        "outlier_batches": sum(len(c.outliers) for c in checks),
-        "contended_batches": sum(c.contended for c in checks),
-        "disturbed_passes": sum(bool(c.foreign) for c in checks),
-        "other_gpu_work": [str(f) for f in busiest([f for c in checks for f in c.foreign])],
-        "leftover_gpu_s": sum(c.leftover_s for c in checks),  # queued work waited out after its passes, charged to it
-        "warmup_stable": side.warmup_stable,
-    }
-
 
 NO_SPEEDUP = "a target of 1x or less asks for no speedup: there is no cut to compare with"
 
@@ -104,30 +43,30 @@ def compare(
     reference: Optional[Reference] = None,
     margin_db: float = 0.0,
     no_reference: str = "",
-) -> dict[str, Any]:
+) -> FileRecord:
     """The record of ``side`` measured against ``base`` in one session. A file with a target is judged
     against ``reference`` (the baseline cut to its speed) when one was measured, else against the floor
     alone, ``no_reference`` saying why."""
-    record = _empty(side, target, budget, budget_metric, min_psnr_db)
+    record = FileRecord.unmeasured(side, target, budget, budget_metric, min_psnr_db)
     reasons: list[str] = []
     if base.failure is not None:
         reasons.append("baseline_failed")
-        record["error"] = f"the baseline failed ({base.failure.reason}): {base.failure.message}"
+        record.error = f"the baseline failed ({base.failure.reason}): {base.failure.message}"
     elif side.failure is not None:
         reasons.append(side.failure.reason)
-        record["error"] = side.failure.message
+        record.error = side.failure.message
     else:
         found = image_findings(side.measured, base.measured, min_psnr_db)
-        record["psnr_db"], record["psnr_min_db"] = summarize_psnr(found.psnr_db)
-        record.update(images_checked=found.checked, images_unfaithful=found.unfaithful)
+        record.psnr_db, record.psnr_min_db = summarize_psnr(found.psnr_db)
+        record.images_checked, record.images_unfaithful = found.checked, found.unfaithful
         if found.wrong is not None:
             reasons.append("wrong_images")
-            record["error"] = f"returned {found.wrong}"
+            record.error = f"returned {found.wrong}"
         if found.unfaithful:
             reasons.append("unfaithful")
-            record["error"] = record["error"] or (
+            record.error = record.error or (
                 f"{found.unfaithful} of {found.checked} images below {min_psnr_db:g} dB PSNR against the "
-                f"baseline's for the same prompt and seed (lowest {record['psnr_min_db']:.1f} dB)"
+                f"baseline's for the same prompt and seed (lowest {record.psnr_min_db:.1f} dB)"
             )
         kept, clean = watched_pairs(base, side)
         passes = verdict_passes(base, side)
@@ -135,34 +74,28 @@ def compare(
         # a side summarized as the run summarizes its sides, over the passes its verdict uses
         summary = Side.of_passes([side.pass_latencies_s[r] for r in passes])
         low, high = median_interval(found_ratios)
-        record.update(
-            status="ok" if found.wrong is None else "failed",
-            speedups=found_ratios,
-            repeats=len(found_ratios),
-            speedup=statistics.median(found_ratios),
-            speedup_low=low,
-            speedup_high=high,
-            speedup_min=min(found_ratios),
-            speedup_max=max(found_ratios),
-            latency_s=summary.latency_s,
-            base_latency_s=Side.of_passes([base.pass_latencies_s[r] for r in passes]).latency_s,
-            latency_spread=summary.latency_spread,
-            clean_passes=len(clean),
-            disturbed=" | ".join(disturbance("baseline", base) + disturbance("this file", side)) or None,
-        )
+        record.status = "ok" if found.wrong is None else "failed"
+        record.speedups, record.repeats = found_ratios, len(found_ratios)
+        record.speedup = statistics.median(found_ratios)
+        record.speedup_low, record.speedup_high = low, high
+        record.speedup_min, record.speedup_max = min(found_ratios), max(found_ratios)
+        record.latency_s, record.latency_spread = summary.latency_s, summary.latency_spread
+        record.base_latency_s = Side.of_passes([base.pass_latencies_s[r] for r in passes]).latency_s
+        record.clean_passes = len(clean)
+        record.disturbed = " | ".join(disturbance("baseline", base) + disturbance("this file", side)) or None
         if found.wrong is None and found.checked:
             base_images, images, prompts = paired_images(side.measured, base.measured)
             for metric in scorers:
                 if metric.name != "psnr":  # PSNR is the image checks' own, per image
                     scored = metric.score(base_images, images, prompts, None)
-                    record.update(scored.values)
-                    record["metric_weights"][metric.name] = scored.weights
+                    record.metrics.update(scored.values)
+                    record.metric_weights[metric.name] = scored.weights
         if found.wrong is None and budget is not None:
             cls = METRICS[budget_metric]
-            value = record.get(cls.budget_column)
+            value = record.metrics.get(cls.budget_column)
             if value is None or value > budget:
                 reasons.append("over_budget")
-                record["error"] = record["error"] or (
+                record.error = record.error or (
                     f"{cls.budget_label} {'not measured' if value is None else format(value, '.4f')} over the budget {budget:g}"
                 )
         if target is not None and found.wrong is None:
@@ -170,17 +103,17 @@ def compare(
             own_doubt = (
                 None
                 if len(clean) >= max(1, side.passes_asked)
-                else f"this file's speed, {len(clean)} of {side.passes_asked} pass pairs clean ({record['disturbed']})"
+                else f"this file's speed, {len(clean)} of {side.passes_asked} pass pairs clean ({record.disturbed})"
             )
             bar = (
                 judge(side.measured, base.measured, reference, margin_db, min_psnr_db, own_doubt)
                 if reference is not None and target > 1  # a ground truth shared by tasks: only theirs above 1x
                 else Bar("floor", min_psnr_db, note=NO_SPEEDUP if target <= 1 else no_reference or None)
             )
-            record["bar"] = dataclasses.asdict(bar)
+            record.bar = bar
             if not bar.cleared:
                 reasons.append("no_better_than_fewer_steps")
-                record["error"] = record["error"] or bar.explain()
+                record.error = record.error or bar.explain()
                 if bar.doubt:
                     reasons.append("disturbed")
         verdict, disturbed = (
@@ -189,22 +122,21 @@ def compare(
             else (None, False)
         )
         if disturbed:
-            record["verdict"] = "inconclusive"
+            record.verdict = "inconclusive"
             reasons.append("disturbed")
-            record["error"] = record["error"] or (
+            record.error = record.error or (
                 f"the disturbance decides the verdict ({len(clean)} pass pairs clean on both sides, "
-                f"{side.passes_asked} needed): {record['disturbed']}"
+                f"{side.passes_asked} needed): {record.disturbed}"
             )
         elif target is not None:
-            record["verdict"] = verdict
-            if record["verdict"] != "passed":
-                reasons.append("too_slow" if record["verdict"] == "failed" else "inconclusive")
-                record["error"] = record["error"] or (
-                    f"speedup {record['speedup']:.2f}x (interval {low:.2f}-{high:.2f} over {len(found_ratios)} passes) "
-                    + ("below" if record["verdict"] == "failed" else "around")
+            record.verdict = verdict
+            if verdict != "passed":
+                reasons.append("too_slow" if verdict == "failed" else "inconclusive")
+                record.error = record.error or (
+                    f"speedup {record.speedup:.2f}x (interval {low:.2f}-{high:.2f} over {len(found_ratios)} passes) "
+                    + ("below" if verdict == "failed" else "around")
                     + f" the target {target:g}x"
                 )
-    record["reasons"] = sorted(set(reasons), key=REASONS.index)
-    record["reason"] = record["reasons"][0] if record["reasons"] else None
-    record["passed"] = None if target is None and budget is None else not record["reasons"]
+    record.reasons = sorted(set(reasons), key=REASONS.index)
+    record.passed = None if target is None and budget is None else not record.reasons
     return record

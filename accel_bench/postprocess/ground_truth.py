@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
+from ..evaluate.file_record import FileRecord
 from ..evaluate.manifest import ManifestTask
 from ..evaluate.sandbox import SandboxInfo, total_memory_gb
 
@@ -19,34 +20,35 @@ from ..evaluate.sandbox import SandboxInfo, total_memory_gb
 DROPPED_FOR = ("failed", "wrong_images", "unfaithful", "no_better_than_fewer_steps")
 
 
-def why_dropped(records: dict[str, dict[str, Any]]) -> dict[str, str]:
+def why_dropped(records: dict[str, FileRecord]) -> dict[str, str]:
     """Prompt id -> why its task goes: the ground truth failed to run, or failed a fidelity rule."""
     found = {}
     for prompt_id, record in sorted(records.items(), key=lambda item: int(item[0])):
-        reasons = [r for r in record["reasons"] if r in DROPPED_FOR]
-        if record["status"] != "ok" and not reasons:
+        reasons = [r for r in record.reasons if r in DROPPED_FOR]
+        if record.status != "ok" and not reasons:
             reasons = ["failed"]
         if reasons:
-            found[prompt_id] = f"{reasons[0]}: {record['error']}"
+            found[prompt_id] = f"{reasons[0]}: {record.error}"
     return found
 
 
-def in_doubt(records: dict[str, dict[str, Any]]) -> list[str]:
+def in_doubt(records: dict[str, FileRecord]) -> list[str]:
     """Prompt ids whose ground truth fails only its fewer-steps bar, and that bar was measured in doubt."""
     firm = set(DROPPED_FOR) - {"no_better_than_fewer_steps"}
     return [
         prompt_id
         for prompt_id, record in sorted(records.items(), key=lambda item: int(item[0]))
-        if record["status"] == "ok"
-        and "no_better_than_fewer_steps" in record["reasons"]
-        and not firm & set(record["reasons"])
-        and (record.get("bar") or {}).get("doubt")
+        if record.status == "ok"
+        and "no_better_than_fewer_steps" in record.reasons
+        and not firm & set(record.reasons)
+        and record.bar is not None
+        and record.bar.doubt
     ]
 
 
 def judge(
     manifest_path: Path, cache_dir: str, num_prompts: int, only: Optional[Sequence[str]] = None
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, FileRecord]:
     """The evaluator's record of each task's ground truth (of the tasks ``only`` names, if given). The
     files are ours, so no sandbox; every judgement draws fresh inputs."""
     from omegaconf import OmegaConf
@@ -62,7 +64,7 @@ def judge(
     return judge_ground_truths(cfg, SandboxInfo("none", None, total_memory_gb() / 2, None), only)
 
 
-def check(manifest_path: Path, cache_dir: str, num_prompts: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def check(manifest_path: Path, cache_dir: str, num_prompts: int) -> tuple[dict[str, FileRecord], list[str]]:
     """(each task's ground-truth record, the prompt ids judged a second time because ``in_doubt``)."""
     records = judge(manifest_path, cache_dir, num_prompts)
     again = in_doubt(records)
@@ -72,13 +74,13 @@ def check(manifest_path: Path, cache_dir: str, num_prompts: int) -> tuple[dict[s
     return records, again
 
 
-def write_checks(out: Path, records: dict[str, dict[str, Any]], again: Sequence[str] = ()) -> None:
+def write_checks(out: Path, records: dict[str, FileRecord], again: Sequence[str] = ()) -> None:
     """``ground_truth_checks.json``: what each task's ground truth measured and the bar it was judged by
     (the last judgement; ``judgements`` says whether ``in_doubt`` asked for a second)."""
     keys = ("status", "reasons", "error", "speedup", "speedup_low", "target_speedup", "psnr_min_db", "disturbed", "bar")
     checks = {
-        prompt_id: {**{k: record.get(k) for k in keys}, "judgements": 2 if prompt_id in again else 1}
-        for prompt_id, record in records.items()
+        prompt_id: {**{k: values[k] for k in keys}, "judgements": 2 if prompt_id in again else 1}
+        for prompt_id, values in ((p, r.to_json()) for p, r in records.items())
     }
     (out / "ground_truth_checks.json").write_text(json.dumps(checks, indent=2, sort_keys=True, default=float) + "\n")
 
