@@ -38,7 +38,7 @@ import torch
 
 from accel_bench import accelerators, config
 from accel_bench.environment import device_name, versions
-from accel_bench.errors import exit_2_on_config_error
+from accel_bench.errors import ConfigError, exit_2_on_config_error
 from accel_bench.experiment import pipeline_call, prepare_pipeline
 from accel_bench.measure import WarmupPolicy, measure_sides
 from accel_bench.record import Side
@@ -94,6 +94,37 @@ class Pace:
 
 def probe_pace() -> Pace:
     return Pace(_least_cpu_s(_interpreter), _least_cpu_s(_memory))
+
+
+BLOCKING_SYNC = 0x04  # the CUDA runtime's cudaDeviceScheduleBlockingSync
+
+
+def blocking_sync(device: torch.device) -> int:
+    """Make the CUDA runtime torch loaded block, not spin, in a synchronize on ``device`` (before its
+    context exists), so a wait for the GPU is not the main thread's CPU time; returns the device's flags
+    as the runtime reads them back. A CPU device is refused (nothing waits on a GPU there)."""
+    if device.type != "cuda":
+        raise ConfigError("--blocking-sync", True, "a CUDA device (a CPU run has no GPU to wait for)")
+    import ctypes
+
+    with open("/proc/self/maps") as maps:
+        paths = sorted({line.split()[-1] for line in maps if "libcudart" in line and "/" in line})
+    if not paths:
+        raise RuntimeError("torch has not loaded a CUDA runtime (libcudart) into this process")
+    runtime = ctypes.CDLL(paths[0])
+    index = device.index or 0
+    flags = ctypes.c_uint(0)
+    for call, args in (
+        (runtime.cudaSetDevice, (index,)),
+        (runtime.cudaSetDeviceFlags, (BLOCKING_SYNC,)),
+        (runtime.cudaGetDeviceFlags, (ctypes.byref(flags),)),
+    ):
+        status = call(*args)
+        if status != 0:
+            raise RuntimeError(f"{call.__name__}{args} returned CUDA error {status}")
+    if not flags.value & BLOCKING_SYNC:
+        raise RuntimeError(f"the device's flags read back {flags.value:#x}, without blocking sync")
+    return flags.value
 
 
 def _steal_s() -> float:
@@ -220,9 +251,15 @@ def main() -> None:
         "overrides", nargs="*", help="run.py overrides (pipeline, batch_size, num_prompts, repeats, ...)"
     )
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--blocking-sync",
+        action="store_true",
+        help="CUDA blocks instead of spinning while the host waits for the GPU: a batch's CPU time is the host's work",
+    )
     options = parser.parse_args()
     cfg = config.compose_run_config(options.overrides)
     checked = config.check(cfg)
+    device_flags = blocking_sync(torch.device(checked.device)) if options.blocking_sync else None
     prepared = prepare_pipeline(cfg, device=checked.device)
     pauses, clock = Pauses(), sm_clock(prepared.device)
     logs: dict[str, list[dict[str, Any]]] = {name: [] for name in SIDES}
@@ -273,6 +310,7 @@ def main() -> None:
         "versions": versions(),
         "gc_threshold": gc.get_threshold(),
         "heap_objects": heap,
+        "cuda_device_flags": device_flags,  # with --blocking-sync: the runtime's flags, read back
         "warm_up_batches": {name: side.warmup_batches for name, side in zip(SIDES, sides)},
         "sides": {},
     }

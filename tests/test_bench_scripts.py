@@ -264,3 +264,12 @@ def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where
     for name in pace.SIDES[1:]:
         assert report["sides"][name]["summary"]["gc_collections"] == [0, 0, 0]
     assert report["host_cores"] == len(os.sched_getaffinity(0))  # the one-core side gave the cores back
+    assert report["cuda_device_flags"] is None  # not asked
+
+    refused = bench_script(
+        "eager_pace", ["num_prompts=2", "--blocking-sync", "--out", str(tmp_path / "b.json")], tmp_path
+    )
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: --blocking-sync=True is not allowed: a CUDA device (a CPU run has no GPU to wait for)"
+    ]
+    assert not (tmp_path / "b.json").exists()
