@@ -128,6 +128,8 @@ def test_manifest_ground_truth_and_candidates_scored_fairly(tmp_path):
         "ssim": "none",
     }
     assert metrics["psnr_min_db"] == metrics["gt"]["psnr_min_db"] >= 25 and metrics["images_checked"] == 2
+    assert metrics["psnr_db"] == metrics["gt"]["psnr_db"] >= metrics["psnr_min_db"]  # the checks' median
+    assert "watched" not in metrics["baseline"] and metrics["baseline"]["passes_measured"] >= 1  # flat, as a row
     assert metrics["baseline"]["path"].endswith(entry["path_to_reference_baseline"])
     assert metrics["model_weights"] == "random" and isinstance(metrics["input_seed"], int)
     assert metrics["sandbox"]["kind"] == ("bwrap" if BWRAP else "none") and metrics["round_trip_share"] < 0.05

@@ -71,11 +71,14 @@ class BaselineRecord:
 
     def to_json(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
-        return {**values, **values.pop("watched")}
+        watched = values.pop("watched")
+        return {**values, **watched}
 
 
 def _metric_columns() -> dict[str, Optional[float]]:
-    return {column: None for cls in METRICS.values() for column in cls.columns}
+    """The plug-ins' columns the record does not own (PSNR's ``psnr_db`` is the image checks')."""
+    own = {f.name for f in dataclasses.fields(FileRecord)}
+    return {column: None for cls in METRICS.values() for column in cls.columns if column not in own}
 
 
 @dataclass
