@@ -1,9 +1,11 @@
 """What paces an eager pipeline where the host issues the work: per measured batch, the wall time,
 the main thread's CPU time, its involuntary context switches, the machine's steal time, the
-garbage collector's pauses (by generation) and the host CPU's pace probed just before it
-(``Pace``: the same fixed work's CPU time, which moves where a neighbour slows the core), with the collector free to run inside the batch, with
-it paused there (a collection then runs after the batch, untimed), and paused with the main thread
-held on one core (Linux's affinity applies to the calling thread).
+garbage collector's pauses (by generation) and the host CPU's pace probed just before it (``Pace``:
+the same fixed work's CPU time, which moves where a neighbour slows the core), with the collector
+free to run inside the batch, with it paused there (a collection then runs after the batch, untimed),
+and paused with the main thread held on one core (Linux's affinity applies to the calling thread).
+CUDA's synchronize spins by default, so a wait for the GPU is CPU time too; ``--blocking-sync``
+makes it sleep, and a batch's CPU time is then the host's own work.
 
 Eager SD1.5 at batch 4 on an H100 runs at 17% of the GPU's peak, a CUDA-graph replay of the same
 UNet about 1.6x faster (bench/README.md), and its passes varied by 8-16% with no watch firing while
@@ -16,6 +18,8 @@ as a row's are (``Side.of_passes``).
 
     python bench/eager_pace.py pipeline=sd15 pipeline.weights=random batch_size=4 dtype=fp16 \\
         num_prompts=16 repeats=5 --out $OUT/sd15_b4.json                      # a GPU
+    python bench/eager_pace.py pipeline=sd15 pipeline.weights=random batch_size=4 dtype=fp16 accel=none \
+        num_prompts=16 repeats=6 --blocking-sync --out $OUT/sd15_b4_eager_blocking.json
     python bench/eager_pace.py num_prompts=4 repeats=3 --out /tmp/pace.json  # the tiny pipeline, CPU
 """
 
@@ -68,7 +72,7 @@ def _memory() -> None:
     _target[:] = _source
 
 
-def _least_cpu_s(work) -> float:  # type: ignore[no-untyped-def]
+def _least_cpu_s(work: Callable[[], object]) -> float:
     best = float("inf")
     for _ in range(PACE_REPEATS):
         began = time.thread_time_ns()

@@ -153,7 +153,6 @@ class FileRecord:
         watched, metrics = values.pop("watched"), values.pop("metrics")
         return {
             **values,
-            "reasons": list(self.reasons),
             "reason": self.reason,
             "round_trip_share": self.round_trip_share,
             "bar": dataclasses.asdict(self.bar) if self.bar is not None else None,
