@@ -18,7 +18,7 @@ as a row's are (``Side.of_passes``).
 
     python bench/eager_pace.py pipeline=sd15 pipeline.weights=random batch_size=4 dtype=fp16 \\
         num_prompts=16 repeats=5 --out $OUT/sd15_b4.json                      # a GPU
-    python bench/eager_pace.py pipeline=sd15 pipeline.weights=random batch_size=4 dtype=fp16 accel=none \
+    python bench/eager_pace.py pipeline=sd15 pipeline.weights=random batch_size=4 dtype=fp16 accel=none \\
         num_prompts=16 repeats=6 --blocking-sync --out $OUT/sd15_b4_eager_blocking.json
     python bench/eager_pace.py num_prompts=4 repeats=3 --out /tmp/pace.json  # the tiny pipeline, CPU
 """
