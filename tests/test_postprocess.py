@@ -693,6 +693,57 @@ def test_tasks_whose_ground_truth_fails_its_bar_are_dropped_with_the_reason(tmp_
     ]
 
 
+def test_a_kept_task_whose_ground_truth_misses_its_budget_is_named_with_both_values():
+    from accel_bench.evaluate.file_record import FileRecord, Watched
+    from accel_bench.evaluate.manifest import ManifestTask
+    from accel_bench.postprocess import ground_truth
+
+    def record(reasons, **metrics):
+        found = FileRecord(
+            "gt.py", 25.0, 1.5, 0.02, "clip", 1, None, None, 0.0, Watched("cpu", 0, 0, 0, 0, 0, [], 0.0, None)
+        )
+        found.status, found.reasons = "ok", reasons
+        found.metrics.update(metrics)
+        return found
+
+    def task(prompt_id, metric="clip", measured=0.0185):
+        return ManifestTask(
+            prompt_id=prompt_id,
+            task_key="tiny_DDIM_10",
+            difficulty="medium",
+            pipeline="tiny",
+            steps=10,
+            resolution=64,
+            batch_size=2,
+            target_speedup=1.5,
+            quality_budget=0.02,
+            budget_metric=metric,
+            measured_loss=measured,
+            path_to_gt_code="gt_code/a.py",
+            path_to_reference_baseline="gt_code/baselines/base.py",
+            path_to_gen_code_baseline=f"{prompt_id}_baseline.py",
+            path_to_gen_code=f"{prompt_id}_experiment.py",
+            path_to_metrics=f"{prompt_id}_metrics.json",
+            accel="deepcache",
+        )
+
+    records = {
+        "10": record(["over_budget"], clip_loss=0.0227),
+        "9": record([], clip_loss=0.0151),  # within: not named
+        "11": record(["too_slow", "over_budget"], ssim_loss=0.031),
+        "12": record(["over_budget"]),  # the metric not scored
+        "13": record(["unfaithful", "over_budget"], clip_loss=0.5),  # dropped: not among the kept
+    }
+    kept = [task("11", "ssim", None), task("9"), task("10"), task("12")]
+    assert ground_truth.over_budget(records, kept) == {
+        "10": "CLIP loss 0.0227 on fresh inputs, over 0.02 (its sweep row: 0.0185)",
+        "11": "1 - SSIM 0.0310 on fresh inputs, over 0.02",
+        "12": "CLIP loss not measured on fresh inputs, over 0.02 (its sweep row: 0.0185)",
+    }
+    assert list(ground_truth.over_budget(records, kept)) == ["10", "11", "12"]  # in prompt-id order
+    assert ground_truth.over_budget(records, []) == {}
+
+
 def test_verify_judges_each_ground_truth_against_its_bar(tmp_path):
     """Every task's ground truth is judged as a candidate would be; exactly the tasks whose ground truth
     fails a fidelity rule are dropped, each with its reason. (Whether DeepCache on the tiny pipeline
@@ -727,6 +778,9 @@ def test_verify_judges_each_ground_truth_against_its_bar(tmp_path):
             assert dropped[prompt_id]["reason"] == f"{check['reasons'][0]}: {check['error']}"
             assert f"dropped task {prompt_id}: its ground truth fails it" in result.stdout
     assert f"1 entry, {len(kept)} task" in result.stdout
+    for m in kept:  # a kept task whose ground truth missed its budget on fresh inputs is named, the others not
+        named = f"task {m['prompt_id']} kept though its ground truth missed its budget" in result.stdout
+        assert named == ("over_budget" in checks[m["prompt_id"]]["reasons"]), (checks[m["prompt_id"]], result.stdout)
     for m in kept:  # a kept task's files are all there
         assert (out / m["path_to_gt_code"]).is_file() and (out / m["path_to_reference_baseline"]).is_file()
     # a judgement again covers the tasks asked for, alone

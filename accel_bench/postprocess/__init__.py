@@ -268,6 +268,7 @@ class Report:
     notes: list[str]  # what confirmation re-ranked, and which confirmations were disturbed
     left_out: dict[str, list] = dataclasses.field(default_factory=dict)  # ok rows no entry could come from, by reason
     dropped: dict[str, str] = dataclasses.field(default_factory=dict)  # prompt id -> why its task was dropped
+    over_budget: dict[str, str] = dataclasses.field(default_factory=dict)  # kept tasks whose ground truth missed it
 
 
 def postprocess(cfg: Any) -> Report:
@@ -345,6 +346,7 @@ def postprocess(cfg: Any) -> Report:
     write_manifest(out / "manifest.json", manifest)
     _write_json(mapping_path, dict(sorted(ids.items())))
     dropped: dict[str, str] = {}
+    over: dict[str, str] = {}
     for stale in ("dropped.json", "ground_truth_checks.json"):
         (out / stale).unlink(missing_ok=True)
     if cfg.verify and cfg.bar_check and manifest:
@@ -353,6 +355,7 @@ def postprocess(cfg: Any) -> Report:
         dropped = ground_truth.why_dropped(records)
         manifest = ground_truth.drop(out, manifest, dropped)
         write_manifest(out / "manifest.json", manifest)
+        over = ground_truth.over_budget(records, manifest)
     return Report(
         entries,
         missing,
@@ -362,6 +365,7 @@ def postprocess(cfg: Any) -> Report:
         notes,
         left_out(read, cfg.include_random, cfg.include_disturbed),
         dropped,
+        over,
     )
 
 

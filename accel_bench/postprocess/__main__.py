@@ -33,6 +33,10 @@ def main(cfg: DictConfig) -> None:
             )
     for prompt_id, why in report.dropped.items():
         print(f"dropped task {prompt_id}: its ground truth fails it ({why})")
+    for prompt_id, what in report.over_budget.items():
+        print(
+            f"task {prompt_id} kept though its ground truth missed its budget: {what}; a candidate as good may fail it"
+        )
     for reason, rows in report.left_out.items():
         speedups = ", ".join(f"{m.speedup:.2f}x" for m in rows[:6]) + (", ..." if len(rows) > 6 else "")
         print(f"left out: {counted(len(rows), 'ok row', 'ok rows')} {reason} ({speedups})")

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from ..evaluate.file_record import FileRecord
 from ..evaluate.manifest import ManifestTask
 from ..evaluate.sandbox import SandboxInfo, total_memory_gb
+from ..metrics import METRICS
 
 # what a ground truth cannot fail and still make a task (speed verdicts depend on the machine's noise)
 DROPPED_FOR = ("failed", "wrong_images", "unfaithful", "no_better_than_fewer_steps")
@@ -29,6 +30,25 @@ def why_dropped(records: dict[str, FileRecord]) -> dict[str, str]:
             reasons = ["failed"]
         if reasons:
             found[prompt_id] = f"{reasons[0]}: {record.error}"
+    return found
+
+
+def over_budget(records: dict[str, FileRecord], kept: Sequence[ManifestTask]) -> dict[str, str]:
+    """Prompt id -> what a kept task's ground truth measured over its own quality budget. The task stays
+    (its sweep row was within the budget, and the check's few prompts are noisy), but fresh inputs moved
+    the metric past its budget once: a candidate as good as the ground truth may fail it."""
+    found = {}
+    for task in sorted(kept, key=lambda t: int(t.prompt_id)):
+        record = records.get(task.prompt_id)
+        if record is None or "over_budget" not in record.reasons:
+            continue
+        metric = METRICS[task.budget_metric]
+        value = record.metrics.get(metric.budget_column)
+        swept = "" if task.measured_loss is None else f" (its sweep row: {task.measured_loss:.4f})"
+        found[task.prompt_id] = (
+            f"{metric.budget_label} {'not measured' if value is None else format(value, '.4f')} on fresh inputs, "
+            f"over {task.quality_budget:g}{swept}"
+        )
     return found
 
 
