@@ -268,7 +268,7 @@ class Report:
     notes: list[str]  # what confirmation re-ranked, and which confirmations were disturbed
     left_out: dict[str, list] = dataclasses.field(default_factory=dict)  # ok rows no entry could come from, by reason
     dropped: dict[str, str] = dataclasses.field(default_factory=dict)  # prompt id -> why its task was dropped
-    over_budget: dict[str, str] = dataclasses.field(default_factory=dict)  # kept tasks whose ground truth missed it
+    over_budget: dict[str, str] = dataclasses.field(default_factory=dict)  # prompt id -> its ground truth over budget
 
 
 def postprocess(cfg: Any) -> Report:
