@@ -612,29 +612,58 @@ def test_quality_stage_bad_input_is_one_line_exit_2(tmp_path, args, key):
     assert not (tmp_path / "dataset").exists()
 
 
+def _gt_record(reasons, status="ok", **fields):
+    """The evaluator's record of a ground truth on the tiny pipeline, judged with ``reasons``."""
+    from accel_bench.evaluate.file_record import FileRecord, Watched
+
+    return FileRecord(
+        path="gt.py",
+        min_psnr_db=25.0,
+        target_speedup=1.5,
+        quality_budget=fields.pop("quality_budget", None),
+        budget_metric=fields.pop("budget_metric", None),
+        warmup_batches=1,
+        batch_time_s=None,
+        round_trip_s=None,
+        peak_rss_gb=0.0,
+        watched=Watched("cpu", 0, 0, 0, 0, 0, [], 0.0, None),
+        status=status,
+        reasons=reasons,
+        **fields,
+    )
+
+
+def _gt_task(prompt_id, gt="a", **fields):
+    """A manifest task on the tiny pipeline whose ground truth is ``gt_code/<gt>.py``."""
+    from accel_bench.evaluate.manifest import ManifestTask
+
+    values = dict(
+        prompt_id=prompt_id,
+        task_key=f"task{gt}",
+        difficulty="medium",
+        pipeline="tiny",
+        steps=6,
+        resolution=64,
+        batch_size=2,
+        target_speedup=1.5,
+        quality_budget=0.05,
+        path_to_gt_code=f"gt_code/{gt}.py",
+        path_to_reference_baseline="gt_code/baselines/base.py",
+        path_to_gen_code_baseline=f"{prompt_id}_baseline.py",
+        path_to_gen_code=f"{prompt_id}_experiment.py",
+        path_to_metrics=f"{prompt_id}_metrics.json",
+        accel="deepcache",
+    )
+    return ManifestTask(**{**values, **fields})
+
+
 def test_tasks_whose_ground_truth_fails_its_bar_are_dropped_with_the_reason(tmp_path):
     from accel_bench.evaluate.bar import Bar
-    from accel_bench.evaluate.file_record import FileRecord, Watched
-    from accel_bench.evaluate.manifest import ManifestTask
     from accel_bench.postprocess import ground_truth
 
     def record(status, reasons, error=None, doubt=False):
-        return FileRecord(
-            path="gt.py",
-            min_psnr_db=25.0,
-            target_speedup=1.5,
-            quality_budget=None,
-            budget_metric=None,
-            warmup_batches=1,
-            batch_time_s=None,
-            round_trip_s=None,
-            peak_rss_gb=0.0,
-            watched=Watched("cpu", 0, 0, 0, 0, 0, [], 0.0, None),
-            status=status,
-            reasons=reasons,
-            error=error,
-            bar=None if doubt is False else Bar("fewer_steps", 25.0, doubt=doubt),
-        )
+        bar = None if doubt is False else Bar("fewer_steps", 25.0, doubt=doubt)
+        return _gt_record(reasons, status, error=error, bar=bar)
 
     records = {
         "10": record("ok", []),
@@ -660,26 +689,7 @@ def test_tasks_whose_ground_truth_fails_its_bar_are_dropped_with_the_reason(tmp_
 
     out = tmp_path / "dataset"
     (out / "gt_code" / "baselines").mkdir(parents=True)
-    manifest = [
-        ManifestTask(
-            prompt_id=prompt_id,
-            task_key=f"task{gt}",
-            difficulty="medium",
-            pipeline="tiny",
-            steps=6,
-            resolution=64,
-            batch_size=2,
-            target_speedup=1.5,
-            quality_budget=0.05,
-            path_to_gt_code=f"gt_code/{gt}.py",
-            path_to_reference_baseline="gt_code/baselines/base.py",
-            path_to_gen_code_baseline=f"{prompt_id}_baseline.py",
-            path_to_gen_code=f"{prompt_id}_experiment.py",
-            path_to_metrics=f"{prompt_id}_metrics.json",
-            accel="deepcache",
-        )
-        for prompt_id, gt in (("9", "a"), ("10", "a"), ("12", "b"), ("13", "c"))
-    ]
+    manifest = [_gt_task(prompt_id, gt) for prompt_id, gt in (("9", "a"), ("10", "a"), ("12", "b"), ("13", "c"))]
     for name in ("a", "b", "c", "baselines/base"):
         (out / "gt_code" / f"{name}.py").write_text("")
     kept = ground_truth.drop(out, manifest, dropped)
@@ -694,38 +704,15 @@ def test_tasks_whose_ground_truth_fails_its_bar_are_dropped_with_the_reason(tmp_
 
 
 def test_a_kept_task_whose_ground_truth_misses_its_budget_is_named_with_both_values():
-    from accel_bench.evaluate.file_record import FileRecord, Watched
-    from accel_bench.evaluate.manifest import ManifestTask
     from accel_bench.postprocess import ground_truth
 
     def record(reasons, **metrics):
-        found = FileRecord(
-            "gt.py", 25.0, 1.5, 0.02, "clip", 1, None, None, 0.0, Watched("cpu", 0, 0, 0, 0, 0, [], 0.0, None)
-        )
-        found.status, found.reasons = "ok", reasons
+        found = _gt_record(reasons, quality_budget=0.02, budget_metric="clip")
         found.metrics.update(metrics)
         return found
 
     def task(prompt_id, metric="clip", measured=0.0185):
-        return ManifestTask(
-            prompt_id=prompt_id,
-            task_key="tiny_DDIM_10",
-            difficulty="medium",
-            pipeline="tiny",
-            steps=10,
-            resolution=64,
-            batch_size=2,
-            target_speedup=1.5,
-            quality_budget=0.02,
-            budget_metric=metric,
-            measured_loss=measured,
-            path_to_gt_code="gt_code/a.py",
-            path_to_reference_baseline="gt_code/baselines/base.py",
-            path_to_gen_code_baseline=f"{prompt_id}_baseline.py",
-            path_to_gen_code=f"{prompt_id}_experiment.py",
-            path_to_metrics=f"{prompt_id}_metrics.json",
-            accel="deepcache",
-        )
+        return _gt_task(prompt_id, quality_budget=0.02, budget_metric=metric, measured_loss=measured)
 
     records = {
         "10": record(["over_budget"], clip_loss=0.0227),
