@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO
 
 
@@ -273,3 +275,28 @@ def test_eager_pace_logs_each_measured_batch_and_pauses_the_collector_only_where
         "error: --blocking-sync=True is not allowed: a CUDA device (a CPU run has no GPU to wait for)"
     ]
     assert not (tmp_path / "b.json").exists()
+
+
+def test_suite_time_records_each_file_and_the_least_wall_time_the_machines_cpu_time_allows(tmp_path):
+    out = tmp_path / "suite_time.json"
+    out.write_text(json.dumps({"runs": [{"kept": True}]}))  # an earlier run stays
+    files = ["tests/test_bar.py", "tests/test_prompts.py"]
+    result = bench_script("suite_time", ["--out", str(out), "--top", "3", "--", *files, "-p", "no:cacheprovider"], REPO)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    kept, run = json.loads(out.read_text())["runs"]
+    assert kept == {"kept": True}
+    assert run["command"] == "python bench/suite_time.py -- " + " ".join([*files, "-p", "no:cacheprovider"])
+    assert sorted(run["files"]) == files and sum(f["tests"] for f in run["files"].values()) == run["tests"] > 0
+    walls = [t["wall_s"] for t in run["slowest"]]
+    assert len(walls) == 3 and walls == sorted(walls, reverse=True)
+    assert all(t["test"].split("::")[0] in files for t in run["slowest"])
+    assert run["machine"]["cores"] == os.cpu_count() and 0 < run["cores_busy"] <= 1.01
+    assert run["least_wall_s"] == pytest.approx(run["cpu_s"] / os.cpu_count(), abs=0.1)
+    assert run["least_wall_s"] <= run["wall_s"]
+    assert f"at least {run['least_wall_s']:.0f} s" in result.stdout
+
+    failing = tmp_path / "test_fails.py"
+    failing.write_text("def test_fails():\n    assert False\n")
+    result = bench_script("suite_time", ["--out", str(out), "--", str(failing), "-p", "no:cacheprovider"], REPO)
+    assert result.returncode == 1 and "1 failed; nothing recorded" in result.stderr
+    assert len(json.loads(out.read_text())["runs"]) == 2
