@@ -30,18 +30,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import torch
+
+from accel_bench.environment import device_name
+from accel_bench.watch.host import machine_ns
 
 REPO = Path(__file__).resolve().parents[1]
-STAT = "/proc/stat"
 
 
 def machine_busy_s() -> float:
-    """The machine's busy CPU seconds since boot, summed over its CPUs: all but idle and iowait. Steal
-    (the hypervisor's) counts too; on the CI machine it is 0.2% of the busy time."""
-    with open(STAT) as f:
-        ticks = [int(v) for v in f.readline().split()[1:]]
-    busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # guest time is already in user and nice
-    return busy / os.sysconf("SC_CLK_TCK")
+    """The machine's busy CPU seconds since boot, summed over its CPUs, as the host watch reads them.
+    Steal (the hypervisor's) counts too; on the CI machine it is 0.2% of the busy time."""
+    busy_ns, steal_ns = machine_ns()
+    return (busy_ns + steal_ns) / 1e9
 
 
 @dataclass
@@ -78,27 +79,15 @@ class Clock:
     def pytest_runtest_protocol(self, item, nextitem):
         began, busy = time.monotonic(), machine_busy_s()
         yield
-        spent = Spent()
-        spent.add(time.monotonic() - began, machine_busy_s() - busy)
-        self.per_test[item.nodeid] = spent
+        self.per_test[item.nodeid] = Spent(1, time.monotonic() - began, machine_busy_s() - busy)
 
     def pytest_runtest_logreport(self, report):
         self.failed += report.failed
 
 
 def _machine(cores: int) -> dict:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    import torch
-
     return {
-        "cpu": model,
+        "cpu": device_name(torch.device("cpu")),
         "cores": cores,
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
@@ -155,6 +144,8 @@ def main() -> None:
     parser.add_argument("pytest_args", nargs="*", help="after --: pytest's own arguments (default: the suite)")
     args = parser.parse_args()
     args.out = args.out.resolve()  # pytest runs in the repository, whose paths its arguments name
+    if machine_ns() is None:
+        parser.error("the machine's CPU time: /proc/stat is not readable here; a Linux machine")
     if args.top < 0:
         parser.error(f"--top: {args.top} is not allowed; an integer >= 0")
     if args.out.exists():
